@@ -1,0 +1,142 @@
+"""Tiled inference: our scheme against seed 000's and MONAI's, in one run.
+
+    python benchmarks/tiling.py [--model NAME] [--image PATH]
+
+Times, on one 1022×1024 image and one model (the default bundle):
+  ours    Gaussian-weighted tiles, last tile flush, batched (core.tiling)
+  seed000 512² tiles at 30×30 linearly spaced positions, uniform averaging
+  monai   monai.inferers.sliding_window_inference, Gaussian, same tile and overlap
+and the seam error max|tiled − whole| on a 768² crop small enough to predict whole.
+Writes benchmarks/results/tiling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "phase_usiigaci" / "set01_image.tif"
+
+
+def seed000_tiled(x: np.ndarray, predict, tile: int = 512, n: int = 30, batch: int = 2) -> np.ndarray:
+    """Seed 000's scheme: n×n tiles at linearly spaced positions, outputs averaged uniformly."""
+    _, h, w = x.shape
+    ys = np.linspace(0, h - tile, n).round().astype(int)
+    xs = np.linspace(0, w - tile, n).round().astype(int)
+    pos = [(y, x0) for y in ys for x0 in xs]
+    acc, cnt = None, np.zeros((h, w), np.float32)
+    for i in range(0, len(pos), batch):
+        chunk = pos[i : i + batch]
+        out = predict(np.stack([x[:, y : y + tile, x0 : x0 + tile] for y, x0 in chunk]))
+        if acc is None:
+            acc = np.zeros((out.shape[1], h, w), np.float32)
+        for (y, x0), o in zip(chunk, out):
+            acc[:, y : y + tile, x0 : x0 + tile] += o
+            cnt[y : y + tile, x0 : x0 + tile] += 1
+    return acc / cnt
+
+
+def whole(x: np.ndarray, predict) -> np.ndarray:
+    """One forward pass over the whole image (reflect-padded to a multiple of 32)."""
+    _, h, w = x.shape
+    ph, pw = (-h) % 32, (-w) % 32
+    xp = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+    return predict(xp[None])[0][:, :h, :w]
+
+
+def timed(fn, repeats=1):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--image", default=str(SHARED))
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--overlap", type=float, default=0.25)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiling.json"))
+    args = ap.parse_args(argv)
+
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from napari_cultureseg.core.bundles import DEFAULT_MODEL, load_bundle
+    from napari_cultureseg.core.images import read_image, to_model_input
+    from napari_cultureseg.core.synth import phase_culture
+    from napari_cultureseg.core.tiling import predict_tiled, run_to_end
+
+    bundle = load_bundle(args.model or DEFAULT_MODEL)
+    if Path(args.image).is_file():
+        plane, image_name = read_image(args.image), Path(args.image).name
+    else:
+        plane, image_name = phase_culture((1022, 1024), seed=0)[0], "synthetic 1022x1024 (seed 0)"
+    x = to_model_input(plane, bundle.config.input)
+    predict = bundle.predictor("cpu")
+    net = bundle.network("cpu")
+    print(f"model {bundle.config.name}, image {image_name} {x.shape}, torch threads {torch.get_num_threads()}")
+
+    def ours():
+        return run_to_end(predict_tiled(x, predict, tile=args.tile, overlap=args.overlap, batch_size=args.batch))
+
+    def monai():
+        with torch.inference_mode():
+            t = torch.from_numpy(x[None])
+            out = sliding_window_inference(
+                t, roi_size=(args.tile, args.tile), sw_batch_size=args.batch,
+                predictor=lambda b: torch.sigmoid(net(b)), overlap=args.overlap,
+                mode="gaussian", sigma_scale=0.125, padding_mode="reflect",
+            )
+        return out[0].numpy()
+
+    ours()  # warm-up: first calls allocate
+    t_ours, p_ours = timed(ours, repeats=3)
+    t_monai, p_monai = timed(monai, repeats=3)
+    print(f"ours {t_ours:.2f} s, monai {t_monai:.2f} s")
+    t_seed, p_seed = timed(lambda: seed000_tiled(x, predict, tile=args.tile, batch=args.batch))
+    print(f"seed000 {t_seed:.2f} s")
+
+    crop = x[:, :768, :768]
+    p_whole = whole(crop, predict)
+    p_tiled = run_to_end(predict_tiled(crop, predict, tile=args.tile, overlap=args.overlap, batch_size=args.batch))
+    seam = float(np.abs(p_tiled - p_whole).max())
+    seam_mean = float(np.abs(p_tiled - p_whole).mean())
+
+    result = {
+        "model": bundle.config.name,
+        "model_trained": bool(bundle.config.lineage.get("steps")),
+        "image": image_name,
+        "shape": list(x.shape),
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch": args.batch,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",
+        "seconds": {"ours": t_ours, "seed000_30x30_uniform": t_seed, "monai_gaussian": t_monai},
+        "speedup_vs_seed000": t_seed / t_ours,
+        "ratio_monai_over_ours": t_monai / t_ours,
+        "max_abs_diff_vs_seed000": float(np.abs(p_ours - p_seed).max()),
+        "max_abs_diff_vs_monai": float(np.abs(p_ours - p_monai).max()),
+        "seam_error_max_768_crop": seam,
+        "seam_error_mean_768_crop": seam_mean,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Model architectures by name, and the device a model runs on.
+
+Every architecture maps ``(B, C, H, W)`` to per-class *logits* ``(B, K, H, W)``;
+``sigmoid(logits)`` is the probability of each class independently, so classes
+may overlap. Build one with :func:`create_model`::
+
+    net = create_model("unet", in_channels=1, classes=2, encoder="resnet18")
+
+torch and segmentation-models-pytorch are imported only when a model is
+built, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+
+def register(name: str) -> Callable:
+    """Decorator: make a model factory available to :func:`create_model` as ``name``."""
+
+    def deco(factory: Callable) -> Callable:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def architectures() -> list[str]:
+    """Names of the registered architectures."""
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, *, in_channels: int, classes: int, **params: Any) -> torch.nn.Module:
+    """Build architecture ``name`` with ``in_channels`` inputs and ``classes`` logit outputs."""
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {name!r}; known: {', '.join(architectures())}"
+        ) from None
+    return factory(in_channels=in_channels, classes=classes, **params)
+
+
+def _smp_unet(in_channels: int, out: int, encoder: str, encoder_depth: int, decoder_channels):
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(
+        encoder_name=encoder,
+        encoder_weights=None,  # nothing is downloaded at run time; bundles carry weights
+        encoder_depth=encoder_depth,
+        decoder_channels=tuple(decoder_channels),
+        in_channels=in_channels,
+        classes=out,
+    )
+
+
+@register("unet")
+def multilabel_unet(
+    *,
+    in_channels: int,
+    classes: int,
+    encoder: str = "resnet18",
+    encoder_depth: int = 5,
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+):
+    """One U-Net with one sigmoid output per class (multilabel: classes may overlap)."""
+    return _smp_unet(in_channels, classes, encoder, encoder_depth, decoder_channels)
+
+
+@register("per-class-unets")
+def per_class_unets(
+    *,
+    in_channels: int,
+    classes: int,
+    encoder: str = "resnet18",
+    encoder_depth: int = 5,
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+):
+    """Seed 000's method: one binary U-Net per class, each with a two-way softmax.
+
+    Each network outputs (background, class) scores; the class logit is their
+    difference, so ``sigmoid(logit)`` equals the network's softmax probability
+    of the class and the ensemble has the same interface as a multilabel U-Net.
+    """
+    import torch
+
+    class PerClassUNets(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.nets = torch.nn.ModuleList(
+                _smp_unet(in_channels, 2, encoder, encoder_depth, decoder_channels)
+                for _ in range(classes)
+            )
+
+        def forward(self, x):
+            outs = [net(x) for net in self.nets]
+            return torch.cat([o[:, 1:2] - o[:, 0:1] for o in outs], dim=1)
+
+    return PerClassUNets()
+
+
+# ---------------------------------------------------------------- devices
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on, best first: ``cuda``, ``mps``, ``cpu``."""
+    import torch
+
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return [*found, "cpu"]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` → the best available device; an explicit one is checked to exist."""
+    have = available_devices()
+    if device in (None, "", "auto"):
+        return have[0]
+    kind = device.split(":")[0]
+    if kind not in have:
+        raise ValueError(
+            f"device {device!r} is not available on this machine; choose one of "
+            f"{', '.join(['auto', *have])}"
+        )
+    return device

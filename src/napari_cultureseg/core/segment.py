@@ -1,0 +1,119 @@
+"""Segment one image with one bundle: the engine behind the widget and the CLI.
+
+>>> from napari_cultureseg.core.segment import segment
+>>> from napari_cultureseg.core.tiling import run_to_end
+>>> result = run_to_end(segment(bundle, image))           # doctest: +SKIP
+>>> masks = result.masks()            # {class name: bool (H, W)}, classes may overlap
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundles import Bundle, ClassSpec, DerivedClass
+from .images import as_plane, to_model_input
+from .models import resolve_device
+from .postprocess import binary_mask, instances
+from .tiling import Progress, predict_tiled
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Per-class probabilities of one image and how to turn them into masks."""
+
+    probabilities: np.ndarray
+    """``(K, H, W)`` float32, one independent probability per class."""
+    classes: tuple[ClassSpec, ...]
+    derived: tuple[DerivedClass, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """Class names, predicted ones first, then derived ones."""
+        return [c.name for c in self.classes] + [d.name for d in self.derived]
+
+    def spec(self, name: str) -> ClassSpec | DerivedClass:
+        for c in (*self.classes, *self.derived):
+            if c.name == name:
+                return c
+        raise KeyError(f"no class {name!r}; classes are {', '.join(self.names)}")
+
+    def mask(self, name: str, threshold: float | None = None) -> np.ndarray:
+        """Binary ``(H, W)`` mask of a predicted class at its (or the given) threshold."""
+        for k, c in enumerate(self.classes):
+            if c.name == name:
+                t = c.threshold if threshold is None else threshold
+                return binary_mask(
+                    self.probabilities[k], threshold=t, fill_holes=c.fill_holes, min_size=c.min_size
+                )
+        raise KeyError(f"no predicted class {name!r}; classes are {', '.join(self.names)}")
+
+    def masks(self, thresholds: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+        """All masks by name, derived classes (e.g. cytoplasm = cell − nucleus) included."""
+        thresholds = thresholds or {}
+        out = {c.name: self.mask(c.name, thresholds.get(c.name)) for c in self.classes}
+        for d in self.derived:
+            m = out[d.base].copy()
+            for other in d.minus:
+                m &= ~out[other]
+            out[d.name] = m
+        return out
+
+    def instances(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
+        """Instance labels of one class (connected objects of its mask)."""
+        spec = self.spec(name)
+        m = self.masks()[name] if mask is None else mask
+        return instances(m, min_size=getattr(spec, "min_size", 0))
+
+
+def segment(
+    bundle: Bundle,
+    image: np.ndarray,
+    *,
+    device: str = "auto",
+    tile: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 2,
+) -> Generator[Progress, None, Segmentation]:
+    """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
+
+    Parameters
+    ----------
+    bundle
+        The model.
+    image
+        ``(H, W)`` or ``(H, W, 3|4)``, any numeric dtype (see :func:`images.as_plane`).
+    device
+        ``auto`` (CUDA, then MPS, then CPU) or an explicit device.
+    tile, overlap
+        Tiling; default to the bundle's.
+    batch_size
+        Tiles per forward pass.
+
+    Yields
+    ------
+    Progress
+        After every batch of tiles.
+
+    Returns
+    -------
+    Segmentation
+    """
+    cfg = bundle.config
+    plane = as_plane(image)
+    x = to_model_input(plane, cfg.input)
+    device = resolve_device(device)
+    tile = int(tile or cfg.tile)
+    if tile % 32:
+        raise ValueError(f"tile must be a multiple of 32 for a U-Net, got {tile}; try {tile // 32 * 32 or 32}")
+    probs = yield from predict_tiled(
+        x,
+        bundle.predictor(device),
+        tile=tile,
+        overlap=cfg.overlap if overlap is None else overlap,
+        batch_size=batch_size,
+        n_out=len(cfg.classes),
+    )
+    return Segmentation(probs, cfg.classes, cfg.derived)

@@ -1,0 +1,65 @@
+import numpy as np
+
+from napari_cultureseg.core.bundles import ClassSpec, DerivedClass
+from napari_cultureseg.core.postprocess import binary_mask, instances, measure
+from napari_cultureseg.core.segment import Segmentation
+
+
+def test_threshold_fill_and_small_object_removal():
+    prob = np.zeros((20, 20), np.float32)
+    prob[2:10, 2:10] = 0.9
+    prob[5, 5] = 0.1  # a hole
+    prob[15, 15] = 0.8  # a 1-pixel speck
+    m = binary_mask(prob, threshold=0.5, fill_holes=True, min_size=4)
+    assert m[5, 5] and not m[15, 15] and m.sum() == 64
+    m2 = binary_mask(prob, threshold=0.5, fill_holes=False, min_size=0)
+    assert not m2[5, 5] and m2[15, 15] and m2.sum() == 64
+    assert binary_mask(prob, threshold=0.95).sum() == 0
+
+
+def test_largest_component_only():
+    prob = np.zeros((30, 30))
+    prob[0:5, 0:5] = 1
+    prob[10:25, 10:25] = 1
+    m = binary_mask(prob, largest_only=True)
+    assert m.sum() == 225 and not m[0, 0]
+
+
+def test_instances_by_connected_components():
+    mask = np.zeros((10, 10), bool)
+    mask[1:3, 1:3] = True
+    mask[6:9, 6:9] = True
+    mask[0, 9] = True
+    lab = instances(mask, min_size=2)
+    assert lab.dtype == np.uint16 and lab.max() == 2
+    assert len(np.unique(lab[1:3, 1:3])) == 1 and lab[0, 9] == 0
+
+
+def test_measurements_tell_discs_from_rods():
+    from skimage.draw import disk
+
+    lab = np.zeros((60, 60), np.uint16)
+    lab[disk((20, 20), 10)] = 1
+    lab[50:53, 5:55] = 2
+    disc, rod = measure(lab)
+    assert disc["area"] == (lab == 1).sum() and rod["area"] == 150
+    assert disc["roundness"] > 0.85 > 0.4 > rod["roundness"]
+    assert rod["major_diameter"] > 10 * rod["minor_diameter"] / 2
+    assert abs(disc["major_diameter"] - disc["minor_diameter"]) < 1
+
+
+def test_overlapping_classes_and_derived_cytoplasm():
+    probs = np.zeros((2, 10, 10), np.float32)
+    probs[1, 1:9, 1:9] = 0.9  # cell
+    probs[0, 3:6, 3:6] = 0.9  # nucleus, inside the cell: classes overlap
+    seg = Segmentation(
+        probs,
+        (ClassSpec("nucleus", min_size=0), ClassSpec("cell", min_size=0)),
+        (DerivedClass("cytoplasm", base="cell", minus=("nucleus",)),),
+    )
+    m = seg.masks()
+    assert (m["nucleus"] & m["cell"]).sum() == 9
+    assert m["cytoplasm"].sum() == 64 - 9 and not (m["cytoplasm"] & m["nucleus"]).any()
+    # thresholds change without re-running anything
+    assert seg.masks({"cell": 0.95})["cell"].sum() == 0
+    assert seg.names == ["nucleus", "cell", "cytoplasm"]

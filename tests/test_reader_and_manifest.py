@@ -1,0 +1,62 @@
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import napari_cultureseg
+from napari_cultureseg._reader import get_reader
+from napari_cultureseg.core.images import ImageError
+
+
+def test_manifest_is_valid_and_every_python_name_imports():
+    from npe2 import PluginManifest
+
+    path = Path(napari_cultureseg.__file__).parent / "napari.yaml"
+    manifest = PluginManifest.from_file(path)
+    manifest.validate_imports()
+    names = [c.python_name for c in manifest.contributions.commands]
+    assert len(names) >= 4
+    for name in names:
+        module, attr = name.split(":")
+        assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_root_manifest_is_the_shipped_one():
+    root = Path(__file__).resolve().parents[1] / "napari.yaml"
+    shipped = Path(napari_cultureseg.__file__).parent / "napari.yaml"
+    assert root.read_text() == shipped.read_text()
+
+
+def test_installed_plugin_is_discovered_by_npe2():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    assert "napari-cultureseg" in pm.iter_manifests() or pm.get_manifest("napari-cultureseg")
+
+
+def test_reader_reads_images_and_declines_others(tmp_path):
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", rgb, photometric="rgb")
+    reader = get_reader(str(tmp_path / "a.tif"))
+    [(data, meta, kind)] = reader(str(tmp_path / "a.tif"))
+    assert kind == "image" and meta["rgb"] and data.shape == (30, 40, 3)
+    assert get_reader(str(tmp_path / "a.csv")) is None
+    stack = np.zeros((4, 30, 40), np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")
+    [(data, meta, _)] = get_reader(str(tmp_path / "s.tif"))(str(tmp_path / "s.tif"))
+    assert data.shape == (4, 30, 40) and not meta["rgb"]  # the user picks the plane
+    (tmp_path / "bad.png").write_text("no")
+    with pytest.raises(ImageError, match="could not be read"):
+        get_reader(str(tmp_path / "bad.png"))(str(tmp_path / "bad.png"))
+
+
+def test_sample_data():
+    from napari_cultureseg._sample_data import phase_cells, synthetic_culture
+
+    [(cell, _, kind)] = phase_cells()
+    assert kind == "image" and cell.ndim == 2 and min(cell.shape) > 256
+    (img, m1, k1), (lab, m2, k2) = synthetic_culture()
+    assert (k1, k2) == ("image", "labels") and img.shape == lab.shape and lab.max() > 5

@@ -1,0 +1,102 @@
+"""The Segment widget in a real napari viewer (run under Xvfb)."""
+
+import numpy as np
+import pytest
+
+from napari_cultureseg._widgets.segment import SegmentWidget
+from napari_cultureseg.core.synth import phase_culture
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_bundle):
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    w.model.reset_choices()
+    w.model.value = "tiny"
+    return viewer, w
+
+
+def run(qtbot, w, timeout=60_000):
+    w.start()
+    assert w.worker is not None, w.status.value  # it runs in a thread, not inline
+    qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)  # `finished` has fired
+
+
+def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
+    viewer, w = widget
+    img, _ = phase_culture((300, 260), seed=0)
+    viewer.add_image(img, name="well")
+    w.image.reset_choices()
+    assert w.tile.value == 128  # taken from the model
+    run(qtbot, w)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["well", "well · cell", "well · debris"]
+    for cls, colour in (("cell", "#39ff14"), ("debris", "#ff00ff")):
+        layer = viewer.layers[f"well · {cls}"]
+        assert layer.visible and layer.data.shape == (300, 260)
+        assert layer.metadata["cultureseg"]["class"] == cls
+        np.testing.assert_allclose(layer.colormap.map(np.array([1]))[0][:3],
+                                   np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]), atol=0.01)
+        np.testing.assert_array_equal(layer.data, w.result.masks()[cls])
+    assert w.progress.value == 100 and w.run_button.enabled and not w.stop_button.enabled
+
+    # segmenting again updates the same layers instead of piling up new ones
+    run(qtbot, w)
+    assert [layer.name for layer in viewer.layers] == names
+
+
+def test_segments_the_plane_on_screen(widget, qtbot, tiny_bundle):
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    viewer, w = widget
+    stack = np.stack([phase_culture((128, 128), seed=s)[0] for s in range(3)])
+    viewer.add_image(stack, name="movie")
+    w.image.reset_choices()
+    viewer.dims.set_current_step(0, 2)
+    run(qtbot, w)
+    expected = run_to_end(segment(tiny_bundle, stack[2], tile=128)).masks()["cell"]
+    other = run_to_end(segment(tiny_bundle, stack[0], tile=128)).masks()["cell"]
+    assert not np.array_equal(expected, other)
+    np.testing.assert_array_equal(viewer.layers["movie · cell"].data, expected)
+
+
+def test_stop_leaves_the_layers_untouched(widget, qtbot):
+    viewer, w = widget
+    viewer.add_image(np.random.rand(1024, 1024).astype(np.float32), name="big")
+    w.image.reset_choices()
+    w.tile.value = 64
+    w.overlap.value = 0.5
+    w.start()
+    with qtbot.waitSignal(w.worker.yielded, timeout=30_000):
+        pass
+    worker = w.worker
+    w.stop()
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        pass
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert "stopped" in w.status.value and w.run_button.enabled
+
+
+def test_no_image_gives_a_clear_error_and_changes_nothing(widget, qtbot):
+    viewer, w = widget
+    w.start()
+    assert w.worker is None and "open an image" in w.status.value
+    assert len(viewer.layers) == 0 and w.run_button.enabled
+
+
+def test_error_inside_the_worker_is_shown_and_viewer_survives(widget, qtbot, monkeypatch):
+    viewer, w = widget
+    viewer.add_image(np.random.rand(64, 64), name="img")
+    w.image.reset_choices()
+    import napari_cultureseg._widgets.segment as seg_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("out of memory (simulated)")
+        yield
+
+    monkeypatch.setattr(seg_mod, "segment", boom)
+    run(qtbot, w)
+    assert "out of memory" in w.status.value
+    assert [layer.name for layer in viewer.layers] == ["img"] and w.run_button.enabled
