@@ -4,6 +4,8 @@
 
     cultureseg models                                  # installed models and their classes
     cultureseg segment IMG... [--model M] --out DIR    # one mask TIFF per class
+    cultureseg train --config configs/M.yaml           # train a bundle (from scratch or a parent)
+    cultureseg evaluate DATA_DIR --model M             # metrics on images with ground truth
     cultureseg demo [--screenshot PNG]                 # napari with the Segment widget
 """
 
@@ -113,6 +115,58 @@ def cmd_segment(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from .core.training import train_from_config
+
+    with tqdm(desc="training", unit="step", disable=args.quiet) as bar:
+
+        def report(r):
+            bar.total = r.total_steps
+            bar.update(r.step - bar.n)
+            post = {"loss": f"{r.loss:.4f}"}
+            if r.val_dice:
+                post.update({k: f"{v:.3f}" for k, v in r.val_dice.items()})
+            bar.set_postfix(post, refresh=False)
+
+        path = train_from_config(args.config, out_dir=args.out, on_report=report, data_root=args.data)
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from .core.bundles import load_bundle
+    from .core.evaluate import evaluate, format_table, truth_from_folder
+
+    bundle = load_bundle(args.model)
+    names = [c.name for c in bundle.config.classes] + [d.name for d in bundle.config.derived]
+    only = None
+    val_ids = bundle.config.card.get("validation_ids")
+    if args.split == "val":
+        if not val_ids:
+            print("error: the model card lists no validation images; use --split all", file=sys.stderr)
+            return 2
+        only = set(val_ids)
+    truths = truth_from_folder(args.data, names, only=only)
+    result = evaluate(bundle, truths, device=args.device,
+                      on_image=None if args.quiet else lambda n: print(f"  {n}", file=sys.stderr))
+    result.update({"model": bundle.config.name, "data": str(args.data), "split": args.split})
+    print(f"{bundle.config.name} on {len(truths)} images of {args.data} ({args.split})")
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.record:
+        from .core.cards import record_evaluation
+
+        result["command"] = f"cultureseg evaluate {Path(args.data).as_posix()} --model {bundle.config.name} --split {args.split}"
+        record_evaluation(bundle.path, result)
+        print(f"recorded in {bundle.path}/config.json and card.md")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from ._demo import main as demo
 
@@ -141,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
+    p.add_argument("--config", required=True, help="e.g. configs/phase-cells.yaml")
+    p.add_argument("--out", default=None, help="folder to save the bundle in (default: per config)")
+    p.add_argument("--data", default=None, help="data root (default: $CULTURESEG_DATA or the config's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on images with ground truth")
+    p.add_argument("data", help="folder with <id>_image.<ext> and <id>_<class>.tif")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--split", choices=["val", "all"], default="val",
+                   help="val: only the model card's validation images (default); all: every image")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--record", action="store_true",
+                   help="store the metrics in the model's config.json and card.md")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="open napari with the Segment widget on a sample image")
     p.add_argument("--sample", default="cell", help="'cell' (scikit-image), 'synthetic' or an image path")

@@ -63,3 +63,21 @@ def test_overlapping_classes_and_derived_cytoplasm():
     # thresholds change without re-running anything
     assert seg.masks({"cell": 0.95})["cell"].sum() == 0
     assert seg.names == ["nucleus", "cell", "cytoplasm"]
+
+
+def test_watershed_separates_touching_discs_that_components_merge():
+    from skimage.draw import disk
+
+    mask = np.zeros((60, 90), bool)
+    mask[disk((30, 28), 15)] = True
+    mask[disk((30, 56), 15)] = True  # overlaps the first: one connected blob with a neck
+    assert instances(mask).max() == 1
+    lab = instances(mask, method="watershed")
+    assert lab.max() == 2
+    assert lab[30, 20] != lab[30, 64] and lab[30, 20] > 0 and lab[30, 64] > 0
+    assert ((lab > 0) == mask).all()
+    # a single lumpy cell is not cut into pieces
+    one = np.zeros((60, 60), bool)
+    one[disk((30, 30), 18)] = True
+    one[10:14, 28:33] = True
+    assert instances(one, method="watershed").max() == 1

@@ -2,7 +2,9 @@
 
 Values are read from the widgets on the GUI thread into a frozen
 :class:`SegmentRequest`; the core generator runs in a ``thread_worker``;
-layers change only in the ``returned`` handler on the GUI thread.
+layers change only in handlers on the GUI thread. Class layers are bound to
+the image's workspace (:mod:`._corrections`): hand corrections are saved
+within ~1.5 s and never overwritten by a later segmentation or threshold.
 """
 
 from __future__ import annotations
@@ -11,14 +13,22 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox, create_widget
-from napari.layers import Image, Labels
-from napari.utils.colormaps import DirectLabelColormap
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label, ProgressBar, PushButton,
+    SpinBox, create_widget,
+)
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 
 from ..core.bundles import DEFAULT_MODEL, find_bundle, list_bundles, load_bundle
 from ..core.images import ImageError, as_plane
+from ..core.models import available_devices, resolve_device
 from ..core.segment import Segmentation, segment
+from ._corrections import Corrections, layer_name, workspace_key
+
+VIEW_MARGIN = 64
+"""Context (pixels) added around the visible region when only the view is segmented."""
 
 
 @dataclass(frozen=True)
@@ -30,15 +40,8 @@ class SegmentRequest:
     device: str
     tile: int
     overlap: float
-
-
-def class_colormap(colour: str) -> DirectLabelColormap:
-    """Label 1 in the class colour, everything else transparent."""
-    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: colour})
-
-
-def layer_name(image_name: str, class_name: str) -> str:
-    return f"{image_name} · {class_name}"
+    box: tuple[int, int, int, int] | None = None
+    """Only this region (y0, x0, y1, x1) of the plane, or the whole plane."""
 
 
 def current_plane(viewer, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -60,8 +63,6 @@ def prepare_model(request: SegmentRequest):
     triton), so the import and the one-off network build happen here. Both
     are cached: later runs with the same model cost nothing.
     """
-    from ..core.models import resolve_device
-
     bundle = load_bundle(request.model)
     bundle.network(resolve_device(request.device))
     return bundle
@@ -77,8 +78,11 @@ class SegmentFailed(Exception):
 
 
 def run_segmentation(request: SegmentRequest, plane: np.ndarray):
-    """The job the worker runs: segment with the prepared (cached) model."""
+    """The job the worker runs: segment (a region of) the plane with the prepared model."""
     bundle = load_bundle(request.model)
+    if request.box is not None:
+        y0, x0, y1, x1 = request.box
+        plane = plane[y0:y1, x0:x1]
     try:
         return (
             yield from segment(
@@ -99,29 +103,43 @@ class SegmentWidget(Container):
         models = list(list_bundles())
         self.model = ComboBox(
             label="model",
-            choices=models,
+            choices=lambda _: list(list_bundles()),  # refreshed by reset_choices()
             value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None),
         )
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device = ComboBox(label="device", choices=lambda _: ["auto", *available_devices()], value="auto")
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=512)
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
+        self.view_only = CheckBox(text="only the visible region (fast on large images)", value=False)
+        self.show_prob = CheckBox(text="add probability layers", value=False)
         self.run_button = PushButton(text="Segment")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.status = Label(label="", value="")
-        self.extend(
-            [self.image, self.model, self.device, self.tile, self.overlap,
-             self.run_button, self.stop_button, self.progress, self.status]
-        )
+        self.thresholds = Container(label="thresholds", labels=True)
+        self._sliders: dict[str, FloatSlider] = {}
+        self.accept_button = PushButton(text="Accept this view (mark it reviewed)")
+        self.extend([self.image, self.model, self.device, self.tile, self.overlap, self.view_only,
+                     self.show_prob, self.run_button, self.stop_button, self.progress, self.status,
+                     self.thresholds, self.accept_button])
         self.worker = None
         self._finished_run = True
         self.result: Segmentation | None = None
+        self._result_for: tuple | None = None  # (image name, plane index, box) of self.result
+        self.corrections: dict[str, Corrections] = {}
         self.model.changed.connect(self._on_model_changed)
+        self.image.changed.connect(self._restore_corrections)
         self.run_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
+        self.accept_button.changed.connect(self.accept_view)
         self._on_model_changed(self.model.value)
+        self._timer = QTimer()
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self.autosave)
+        self._timer.start()
+        self.native.destroyed.connect(self._timer.stop)
+        self._restore_corrections(self.image.value)
 
-    # ----------------------------------------------------------- gui thread
+    # ----------------------------------------------------------- models and corrections
     def _on_model_changed(self, name):
         if not name:
             return
@@ -131,8 +149,58 @@ class SegmentWidget(Container):
             self.status.value = f"model {name!r} cannot be loaded: {exc}"
             return
         self.tile.value, self.overlap.value = cfg.tile, cfg.overlap
-        self.status.value = f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality})"
+        trained = "" if cfg.lineage.get("steps") else " — UNTRAINED"
+        self.status.value = f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality}){trained}"
 
+    def corrections_for(self, layer: Image, classes=()) -> Corrections:
+        """The workspace of the plane of ``layer`` on screen (opened once, then reused)."""
+        plane, index = current_plane(self.viewer, layer)
+        key = workspace_key(layer, plane, index)
+        if key not in self.corrections:
+            self.corrections[key] = Corrections(self.viewer, layer, plane, index, classes)
+        else:
+            self.corrections[key].ensure_classes(classes)
+        return self.corrections[key]
+
+    def _restore_corrections(self, layer):
+        """Opening an image that has saved corrections shows them again."""
+        if layer is None:
+            return
+        from ..core.workspace import default_root
+
+        try:
+            plane, index = current_plane(self.viewer, layer)
+            key = workspace_key(layer, plane, index)
+            if key in self.corrections or not (default_root() / key / "workspace.json").is_file():
+                return
+            corr = self.corrections_for(layer)
+            restored = corr.restore()
+        except Exception as exc:  # a damaged workspace must not stop the user from working
+            self.status.value = f"saved corrections could not be restored: {exc}"
+            return
+        n = sum(corr.reviewed_pixels().values())
+        self.status.value = f"restored {', '.join(restored)} of {layer.name} ({n} reviewed pixels)"
+        show_info(self.status.value)
+
+    def autosave(self):
+        """Timer tick: save workspaces with changes (at most once a second each)."""
+        for corr in list(self.corrections.values()):
+            try:
+                corr.tick()
+            except Exception as exc:
+                self._show_error(f"could not save corrections of {corr.image_name}: {exc}")
+
+    def accept_view(self):
+        layer = self.image.value
+        if layer is None:
+            self._show_error(ImageError("no image layer to accept"))
+            return
+        corr = self.corrections_for(layer)
+        n = corr.accept_view()
+        corr.autosaver.flush()
+        self.status.value = f"accepted the visible region of {layer.name}: {n} pixels newly reviewed"
+
+    # ----------------------------------------------------------- running
     def request(self) -> SegmentRequest:
         layer = self.image.value
         if layer is None:
@@ -140,13 +208,16 @@ class SegmentWidget(Container):
         if not self.model.value:
             raise ValueError("no model installed; see `cultureseg models`")
         find_bundle(self.model.value)
-        return SegmentRequest(
-            image_name=layer.name,
-            model=self.model.value,
-            device=self.device.value,
-            tile=int(self.tile.value),
-            overlap=float(self.overlap.value),
-        )
+        box = None
+        if self.view_only.value:
+            plane, _ = current_plane(self.viewer, layer)
+            corners = np.asarray(layer.corner_pixels)[:, -2:]
+            h, w = plane.shape[:2]
+            y0, x0 = np.maximum(corners[0] - VIEW_MARGIN, 0)
+            y1, x1 = np.minimum(corners[1] + 1 + VIEW_MARGIN, [h, w])
+            box = (int(y0), int(x0), int(y1), int(x1))
+        return SegmentRequest(layer.name, self.model.value, self.device.value,
+                              int(self.tile.value), float(self.overlap.value), box)
 
     def start(self):
         """Read the widgets, then segment in a worker thread (or inline if CULTURESEG_NOTHREADS=1)."""
@@ -154,40 +225,37 @@ class SegmentWidget(Container):
             return
         try:
             req = self.request()
-            plane, _ = current_plane(self.viewer, self.image.value)
+            plane, index = current_plane(self.viewer, self.image.value)
             prepare_model(req)
         except (ValueError, OSError) as exc:
             self._show_error(exc)
             return
         self.run_button.enabled, self.stop_button.enabled = False, True
         self.progress.value = 0
-        self.status.value = f"segmenting {req.image_name} with {req.model}…"
+        where = "the visible region of " if req.box else ""
+        self.status.value = f"segmenting {where}{req.image_name} with {req.model}…"
         self._finished_run = False
+        on_result = lambda result: self._on_result(result, req, index)  # noqa: E731
         if os.environ.get("CULTURESEG_NOTHREADS") == "1":
-            self._run_inline(run_segmentation(req, plane), req)
+            self._run_inline(run_segmentation(req, plane), on_result)
             return
         from napari.qt.threading import create_worker
 
         # handlers passed at creation: without an `errored` handler there, napari
         # re-raises worker errors into the Qt event loop
         self.worker = create_worker(
-            run_segmentation, req, plane,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_progress,
-                "returned": lambda result: self._on_result(result, req),
-                "errored": self._show_error,
-                "finished": self._on_finished,
-            },
+            run_segmentation, req, plane, _start_thread=False,
+            _connect={"yielded": self._on_progress, "returned": on_result,
+                      "errored": self._show_error, "finished": self._on_finished},
         )
         self.worker.start()
 
-    def _run_inline(self, job, req):
+    def _run_inline(self, job, on_result):
         try:
             while True:
                 self._on_progress(next(job))
         except StopIteration as stop:
-            self._on_result(stop.value, req)
+            on_result(stop.value)
         except Exception as exc:
             self._show_error(exc)
         self._on_finished()
@@ -202,32 +270,76 @@ class SegmentWidget(Container):
         self.progress.value = int(100 * p.fraction)
         self.status.value = f"tiles {p.done}/{p.total}"
 
-    def _on_result(self, result: Segmentation, req: SegmentRequest):
-        self.result = result
+    def _on_result(self, result: Segmentation, req: SegmentRequest, index: tuple[int, ...]):
         self._finished_run = True
-        image = self.viewer.layers[req.image_name] if req.image_name in self.viewer.layers else None
-        masks = result.masks()
-        for name, mask in masks.items():
-            spec = result.spec(name)
-            lname = layer_name(req.image_name, name)
-            data = mask.astype(np.uint8)
-            if lname in self.viewer.layers and isinstance(self.viewer.layers[lname], Labels) \
-                    and self.viewer.layers[lname].data.shape == data.shape:
-                self.viewer.layers[lname].data = data
-            else:
-                if lname in self.viewer.layers:
-                    self.viewer.layers.remove(lname)
-                kwargs = {}
-                if image is not None:
-                    kwargs = {"scale": image.scale[-2:], "translate": image.translate[-2:]}
-                self.viewer.add_labels(
-                    data, name=lname, colormap=class_colormap(spec.colour), opacity=0.6,
-                    metadata={"cultureseg": {"class": name, "model": req.model, "image": req.image_name}},
-                    **kwargs,
-                )
+        if req.image_name not in self.viewer.layers:
+            self.status.value = f"{req.image_name} was closed; result dropped"
+            return
+        self.result, self._result_for = result, (req.image_name, index, req.box)
+        corr = self.corrections_for(self.viewer.layers[req.image_name], result.classes)
+        self._build_thresholds(result)
+        self._apply(corr, result, req.model, kind="segment")
+        for d in result.derived:
+            corr.set_derived(d.name, d.colour, d.base, d.minus)
+        if self.show_prob.value:
+            self._probability_layers(result, req)
+        masks = {n: corr.ws.masks[n] for n in corr.ws.masks}
         counts = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
         self.status.value = f"done: {counts} of the image"
         self.progress.value = 100
+
+    def _apply(self, corr: Corrections, result: Segmentation, model: str | None, *, kind: str,
+               only: str | None = None):
+        box = self._result_for[2]
+        for spec in result.classes:
+            if only is not None and spec.name != only:
+                continue
+            t = self._sliders[spec.name].value if spec.name in self._sliders else spec.threshold
+            mask = result.mask(spec.name, t)
+            if box is not None:  # paste the region into the full plane
+                full = np.zeros(corr.ws.shape, bool)
+                full[box[0]:box[2], box[1]:box[3]] = mask
+                mask = full
+            corr.set_from_model(spec.name, spec.colour, mask, kind=kind, model=model, box=box)
+
+    def _probability_layers(self, result: Segmentation, req: SegmentRequest):
+        image = self.viewer.layers[req.image_name]
+        off = (req.box[0], req.box[1]) if req.box else (0, 0)
+        for k, spec in enumerate(result.classes):
+            name = f"{layer_name(req.image_name, spec.name)} probability"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_image(
+                result.probabilities[k], name=name, colormap="magma", contrast_limits=(0, 1),
+                opacity=0.7, visible=False, scale=image.scale[-2:],
+                translate=np.asarray(image.translate[-2:]) + np.asarray(off) * image.scale[-2:],
+            )
+
+    def _build_thresholds(self, result: Segmentation):
+        """One live slider per class: re-thresholds the kept probabilities, no network run.
+
+        A class keeps the threshold the user chose for it in an earlier run.
+        """
+        previous = {n: s.value for n, s in self._sliders.items()}
+        self.thresholds.clear()
+        self._sliders = {}
+        for spec in result.classes:
+            s = FloatSlider(label=spec.name, min=0.05, max=0.95, step=0.01,
+                            value=previous.get(spec.name, spec.threshold))
+            s.changed.connect(lambda _v, n=spec.name: self.rethreshold(n))
+            self.thresholds.append(s)
+            self._sliders[spec.name] = s
+
+    def rethreshold(self, cls: str):
+        """Apply the slider's threshold to ``cls`` (unreviewed pixels only)."""
+        if self.result is None or self._result_for is None:
+            return
+        name, index, _ = self._result_for
+        if name not in self.viewer.layers:
+            return
+        corr = self.corrections_for(self.viewer.layers[name])
+        self._apply(corr, self.result, None, kind="threshold", only=cls)
+        corr.update_derived()
 
     def _show_error(self, exc):
         self._finished_run = True

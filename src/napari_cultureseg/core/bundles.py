@@ -49,6 +49,8 @@ class ClassSpec:
     min_size: int = 16
     instances: bool = False
     """Whether objects of this class are counted (instance labels are written)."""
+    separate: str = "components"
+    """How touching objects become instances: ``components`` or ``watershed``."""
     description: str = ""
 
 

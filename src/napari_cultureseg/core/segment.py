@@ -65,7 +65,9 @@ class Segmentation:
         """Instance labels of one class (connected objects of its mask)."""
         spec = self.spec(name)
         m = self.masks()[name] if mask is None else mask
-        return instances(m, min_size=getattr(spec, "min_size", 0))
+        return instances(
+            m, min_size=getattr(spec, "min_size", 0), method=getattr(spec, "separate", "components")
+        )
 
 
 def segment(

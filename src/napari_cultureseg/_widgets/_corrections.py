@@ -1,0 +1,170 @@
+"""Class layers of one image plane bound to its on-disk workspace.
+
+Every change to a class layer (paint, erase, fill, undo, a threshold) reaches
+the :class:`~napari_cultureseg.core.workspace.Workspace`; a 500 ms Qt timer
+saves it at most every second, so a correction is on disk within about 1.5 s.
+Pixels the user has reviewed (a square of ``REVIEW_MARGIN`` pixels around
+every edited pixel, or a whole accepted view) are never overwritten by the
+model again: a new segmentation or threshold changes only unreviewed pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+
+from ..core.workspace import Autosaver, Workspace, key_for_array, key_for_path
+
+REVIEW_MARGIN = 8
+"""Pixels around every hand-edited pixel that count as reviewed (Chebyshev distance)."""
+
+
+def class_colormap(colour: str) -> DirectLabelColormap:
+    """Label 1 in the class colour, everything else transparent."""
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: colour})
+
+
+def layer_name(image_name: str, class_name: str) -> str:
+    return f"{image_name} · {class_name}"
+
+
+def workspace_key(layer: Image, plane: np.ndarray, index: tuple[int, ...]) -> str:
+    """Stable key of an image plane: from its file when it has one, else from its pixels."""
+    path = layer.source.path or layer.metadata.get("path")
+    key = key_for_path(path) if path else key_for_array(plane)
+    return key + "".join(f"-p{i}" for i in index)
+
+
+class Corrections:
+    """The workspace of one image plane and the Labels layers that show its classes."""
+
+    def __init__(self, viewer, image: Image, plane: np.ndarray, index: tuple[int, ...], classes):
+        self.viewer = viewer
+        self.image_name = image.name
+        self.image = image
+        self.index = index
+        path = image.source.path or image.metadata.get("path")
+        self.ws = Workspace.open(
+            workspace_key(image, plane, index), image_name=image.name, image_path=path,
+            shape=plane.shape[:2], classes=[(c.name, c.colour) for c in classes],
+        )
+        self.autosaver = Autosaver(self.ws, interval=1.0, before_save=self.sync)
+        self.layers: dict[str, Labels] = {}
+        self.derived: dict[str, tuple] = {}
+        self._dirty: set[str] = set()
+
+    def ensure_classes(self, classes) -> None:
+        """Add classes a (new) model predicts that this workspace does not have yet."""
+        for c in classes:
+            if c.name not in self.ws.masks:
+                self.ws._add_class(c.name, c.colour)
+
+    # ------------------------------------------------------------- layers
+    def layer_for(self, cls: str, colour: str, *, editable: bool = True) -> Labels:
+        """The class layer (created or reused), bound to the workspace."""
+        name = layer_name(self.image_name, cls)
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if not isinstance(layer, Labels) or layer.data.shape != self.ws.shape:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            data = self.ws.masks[cls].copy() if cls in self.ws.masks else np.zeros(self.ws.shape, np.uint8)
+            layer = self.viewer.add_labels(
+                data, name=name, colormap=class_colormap(colour), opacity=0.6,
+                scale=self.image.scale[-2:], translate=self.image.translate[-2:],
+                metadata={"cultureseg": {"class": cls, "image": self.image_name,
+                                         "workspace": str(self.ws.folder)}},
+            )
+        layer.editable = editable
+        if editable and cls not in self.layers:
+            for event in (layer.events.paint, layer.events.data, layer.events.labels_update):
+                event.connect(lambda _e, c=cls: self._mark(c))
+        if editable:
+            self.layers[cls] = layer
+        return layer
+
+    def _mark(self, cls: str) -> None:
+        self._dirty.add(cls)
+        self.autosaver.touch()
+
+    def sync(self) -> None:
+        """Hand edited layers to the workspace (marks edited surroundings reviewed)."""
+        for cls in sorted(self._dirty):
+            layer = self.layers.get(cls)
+            if layer is not None and layer.data.shape == self.ws.shape:
+                kind = {"erase": "erase", "fill": "fill"}.get(str(layer.mode), "paint")
+                self.ws.apply_edit(cls, np.asarray(layer.data) > 0, kind=kind, margin=REVIEW_MARGIN)
+        self._dirty.clear()
+        self.update_derived()
+
+    def restore(self) -> list[str]:
+        """Show the workspace's saved masks as layers; returns the classes restored."""
+        for cls in self.ws.class_names:
+            self.layer_for(cls, self.ws.colours.get(cls, "#ff4040"))
+        return self.ws.class_names
+
+    # ------------------------------------------------------------- model output
+    def merge(self, cls: str, model_mask: np.ndarray, box=None) -> np.ndarray:
+        """Model mask where unreviewed, the user's mask where reviewed (optionally in a box only)."""
+        self.sync()
+        stored = self.ws.masks[cls].astype(bool)
+        new = stored.copy()
+        ys, xs = (slice(box[0], box[2]), slice(box[1], box[3])) if box else (slice(None), slice(None))
+        rev = self.ws.reviewed[cls][ys, xs]
+        new[ys, xs] = np.where(rev, stored[ys, xs], model_mask[ys, xs])
+        return new
+
+    def set_from_model(self, cls: str, colour: str, model_mask: np.ndarray, *, kind: str,
+                       model: str | None = None, box=None) -> Labels:
+        """Apply a model's mask to ``cls`` without touching reviewed pixels, and show it."""
+        merged = self.merge(cls, model_mask, box)
+        self.ws.set_mask(cls, merged, kind=kind, model=model)
+        layer = self.layer_for(cls, colour)
+        layer.data = merged.astype(np.uint8)  # equals the workspace: no edit is recorded
+        self._dirty.discard(cls)
+        self.autosaver.touch()
+        return layer
+
+    def set_derived(self, name: str, colour: str, base: str, minus: tuple[str, ...]) -> None:
+        """A read-only layer computed from the (corrected) base classes, kept up to date."""
+        self.derived[name] = (colour, base, minus)
+        self.update_derived()
+
+    def update_derived(self) -> None:
+        for name, (colour, base, minus) in self.derived.items():
+            if base not in self.ws.masks:
+                continue
+            m = self.ws.masks[base].astype(bool)
+            for other in minus:
+                if other in self.ws.masks:
+                    m &= ~self.ws.masks[other].astype(bool)
+            layer = self.layer_for(name, colour, editable=False)
+            if not np.array_equal(layer.data > 0, m):
+                layer.data = m.astype(np.uint8)
+
+    # ------------------------------------------------------------- review
+    def visible_box(self) -> tuple[int, int, int, int]:
+        """The part of the image on screen, in pixels (y0, x0, y1, x1), clipped to the image."""
+        corners = np.asarray(self.image.corner_pixels)[:, -2:]
+        h, w = self.ws.shape
+        y0, x0 = np.clip(corners[0], 0, [h, w])
+        y1, x1 = np.clip(corners[1] + 1, 0, [h, w])
+        return int(y0), int(x0), int(y1), int(x1)
+
+    def accept_view(self, cls: str | None = None) -> int:
+        """Mark the visible region of ``cls`` (None: every class) as reviewed and correct."""
+        self.sync()
+        n = self.ws.accept_region(cls, self.visible_box())
+        self.autosaver.touch()
+        return n
+
+    def reviewed_pixels(self) -> dict[str, int]:
+        return {c: int(np.count_nonzero(r)) for c, r in self.ws.reviewed.items()}
+
+    def tick(self) -> None:
+        """Called by a Qt timer: save if something changed and the interval passed."""
+        self.autosaver.maybe_save()
+
+    def flush(self) -> None:
+        self.sync()
+        self.autosaver.flush()

@@ -1,0 +1,252 @@
+"""The Fine-tune dock widget: learn from the user's corrections while they keep working.
+
+The corrections of the open images (their workspaces) become training
+samples on the GUI thread; :func:`core.versions.fine_tune_job` runs in a
+``thread_worker`` with one CPU core left to the GUI. Every batch updates the
+progress bar, the ETA and the loss / validation-Dice plot; every N steps the
+visible region's prediction is refreshed in a preview layer. Stop ends the
+run after the current batch and keeps the best weights so far as the new
+version. At the end the new version (with its Dice beside its parent's on
+held-out corrected pixels) is selected in the Segment widget; any earlier
+version is one click away.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
+)
+from napari.utils.notifications import show_error, show_info
+
+from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
+from ..core.images import to_model_input
+from ..core.training import TrainConfig
+from ..core.versions import JobResult, base_name, fine_tune_job, versions_of
+from ._plot import LinePlot
+
+CLASS_COLOURS = ["#39ff14", "#ff3b30", "#30b0ff", "#ffd040", "#ff00ff", "#00ffff"]
+
+
+class FinetuneWidget(Container):
+    """Dock widget: fine-tune a model on the corrections of the open images."""
+
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        models = list(list_bundles())
+        self.model = ComboBox(label="start from", choices=lambda _: list(list_bundles()),
+                              value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None))
+        self.steps = SpinBox(label="steps", min=10, max=20000, step=10, value=300)
+        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5, value=3e-4)
+        self.batch = SpinBox(label="batch size", min=1, max=64, value=4)
+        self.patch = SpinBox(label="patch size", min=64, max=1024, step=32, value=256)
+        self.preview_every = SpinBox(label="preview every (steps, 0 = off)", min=0, max=10000, value=50)
+        self.sources = Label(label="learn from", value="")
+        self.start_button = PushButton(text="Fine-tune")
+        self.stop_button = PushButton(text="Stop (keep best so far)", enabled=False)
+        self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self.eta = Label(label="", value="")
+        self.result_label = Label(label="result", value="")
+        self.versions = ComboBox(label="versions", choices=lambda _: versions_of(self.model.value or ""))
+        self.use_button = PushButton(text="Use this version for Segment")
+        self.extend([self.model, self.steps, self.lr, self.batch, self.patch, self.preview_every,
+                     self.sources, self.start_button, self.stop_button, self.progress, self.eta])
+        self.plot = LinePlot("loss (log) and validation Dice")
+        self.native.layout().addWidget(self.plot)
+        self.extend([self.result_label, self.versions, self.use_button])
+        self.worker = None
+        self.last: JobResult | None = None
+        self._t0 = 0.0
+        self.start_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        self.use_button.changed.connect(self.use_version)
+        self.model.changed.connect(lambda _: self.versions.reset_choices())
+        self.viewer.layers.events.inserted.connect(lambda _e: self.describe_sources())
+        self.describe_sources()
+
+    # ----------------------------------------------------------- data
+    def segment_widget(self):
+        """The Segment widget of this viewer, which holds the open workspaces (or None)."""
+        from .segment import SegmentWidget
+
+        for widget in self.viewer.window.dock_widgets.values():
+            inner = getattr(widget, "_magic_widget", None) or widget
+            for w in (widget, inner):
+                if isinstance(w, SegmentWidget):
+                    return w
+        return None
+
+    def corrections(self):
+        seg = self.segment_widget()
+        if seg is None:
+            return []
+        for corr in seg.corrections.values():
+            corr.sync()
+        return [c for c in seg.corrections.values() if c.image_name in self.viewer.layers]
+
+    def describe_sources(self):
+        rows = [f"{c.image_name}: " + ", ".join(f"{k} {v} px" for k, v in c.reviewed_pixels().items())
+                for c in self.corrections()]
+        self.sources.value = "\n".join(rows) or "no reviewed corrections yet (segment, then paint or accept a view)"
+
+    def samples(self, bundle):
+        """Training samples of the open images' corrections (read on the GUI thread)."""
+        from .segment import current_plane
+
+        out = []
+        for corr in self.corrections():
+            layer = self.viewer.layers[corr.image_name]
+            plane, index = current_plane(self.viewer, layer)
+            if index != corr.index or plane.shape[:2] != corr.ws.shape:
+                continue  # another plane is on screen: its corrections live in another workspace
+            x = to_model_input(plane, bundle.config.input)
+            out.append(corr.ws.samples(x, classes=bundle.config.classes))
+        return out
+
+    # ----------------------------------------------------------- running
+    def config(self) -> TrainConfig:
+        cores = os.cpu_count() or 1
+        return TrainConfig(
+            steps=int(self.steps.value), lr=float(self.lr.value), batch_size=int(self.batch.value),
+            patch_size=int(self.patch.value), val_every=max(10, int(self.steps.value) // 10),
+            early_stop_patience=None, threads=max(1, cores - 1),  # one core stays with the GUI
+            schedule="cosine", warmup=0.0, data_description="user corrections (napari)",
+        )
+
+    def start(self):
+        if self.worker is not None:
+            return
+        try:
+            name = self.model.value
+            if not name:
+                raise ValueError("no model to start from")
+            bundle = load_bundle(name)
+            bundle.network("cpu")  # native imports on the GUI thread (see segment.prepare_model)
+            samples = self.samples(bundle)
+            if not samples:
+                raise ValueError("no corrections in the open images: segment an image, then paint "
+                                 "corrections or press 'Accept this view' in the Segment widget")
+            preview, every = self._preview(bundle), int(self.preview_every.value)
+        except (ValueError, OSError) as exc:
+            self._error(exc)
+            return
+        config = self.config()
+        self.plot.series.clear()
+        self.plot.add_series("loss", "#e0e0e0")
+        for i, c in enumerate(bundle.config.classes):
+            self.plot.add_series(f"{c.name} Dice", c.colour or CLASS_COLOURS[i % 6], unit_range=True)
+        self.plot.update()
+        self.progress.value, self.eta.value = 0, "starting…"
+        self.start_button.enabled, self.stop_button.enabled = False, True
+        self._t0 = time.perf_counter()
+        self._stopped = False
+        from napari.qt.threading import create_worker
+
+        self.worker = create_worker(
+            fine_tune_job, bundle, name, samples, config,
+            preview=preview, preview_every=every if preview else 0,
+            _start_thread=False,
+            _connect={"yielded": self._on_report, "returned": self._on_done,
+                      "errored": self._error, "finished": self._on_finished},
+        )
+        self.worker.start()
+
+    def _preview(self, bundle):
+        """A function predicting the visible region with the network being trained."""
+        seg = self.segment_widget()
+        layer = seg.image.value if seg is not None else None
+        if layer is None:
+            return None
+        from .segment import current_plane
+
+        plane, _ = current_plane(self.viewer, layer)
+        corners = np.asarray(layer.corner_pixels)[:, -2:]
+        y0, x0 = np.maximum(corners[0], 0)
+        y1, x1 = np.minimum(corners[1] + 1, plane.shape[:2])
+        if (y1 - y0) * (x1 - x0) > 2048 * 2048:  # preview only a view that is cheap to predict
+            return None
+        x = to_model_input(plane[y0:y1, x0:x1], bundle.config.input)
+        self._preview_at = (layer.name, int(y0), int(x0))
+
+        def predict(net):
+            import torch
+
+            from ..core.tiling import predict_tiled, run_to_end
+
+            def p(batch):
+                with torch.inference_mode():
+                    return torch.sigmoid(net(torch.from_numpy(batch))).numpy()
+
+            t = min(bundle.config.tile, -(-max(x.shape[1:]) // 32) * 32)
+            return run_to_end(predict_tiled(x, p, tile=t, overlap=bundle.config.overlap))
+
+        return predict
+
+    def stop(self):
+        """End the run after the current batch; the best weights so far become the new version."""
+        if self.worker is not None:
+            self._stopped = True
+            self.worker.send("stop")
+            self.eta.value = "stopping after this batch…"
+
+    def _on_report(self, r):
+        self.progress.value = int(100 * r.fraction)
+        elapsed = time.perf_counter() - self._t0
+        eta = elapsed / max(r.fraction, 1e-6) - elapsed
+        self.eta.value = f"step {r.step}/{r.total_steps}, loss {r.loss:.4f}, ETA {eta:.0f} s"
+        self.plot.append("loss", r.step, r.loss)
+        for cls, d in (r.val_dice or {}).items():
+            self.plot.append(f"{cls} Dice", r.step, d)
+        if getattr(r, "preview", None) is not None:
+            self._show_preview(r.preview)
+
+    def _show_preview(self, probs):
+        name, y0, x0 = self._preview_at
+        if name not in self.viewer.layers:
+            return
+        image = self.viewer.layers[name]
+        lname = f"{name} · preview (training)"
+        data = probs.max(axis=0)
+        if lname in self.viewer.layers:
+            self.viewer.layers[lname].data = data
+        else:
+            self.viewer.add_image(data, name=lname, colormap="magma", contrast_limits=(0, 1),
+                                  opacity=0.5, blending="additive", scale=image.scale[-2:],
+                                  translate=np.asarray(image.translate[-2:]) + np.asarray([y0, x0]) * image.scale[-2:])
+
+    def _on_done(self, result: JobResult):
+        self.last = result
+        parts = []
+        for cls, d in result.dice.items():
+            p = result.parent_dice.get(cls)
+            parts.append(f"{cls} Dice {d:.3f}" + (f" (was {p:.3f})" if p is not None else ""))
+        self.result_label.value = f"{result.name}: " + ", ".join(parts) + \
+            f" — {result.steps} steps, {result.seconds:.0f} s, on held-out corrected pixels"
+        self.versions.reset_choices()
+        self.versions.value = result.name
+        self.use_version()
+        show_info(f"New model version {result.name} saved and selected for Segment.")
+
+    def use_version(self):
+        """Select the chosen version in the Segment widget (the way back to any version)."""
+        name = self.versions.value
+        seg = self.segment_widget()
+        if not name or seg is None:
+            return
+        seg.model.reset_choices()
+        seg.model.value = name
+        seg.status.value = f"model {name} selected"
+
+    def _error(self, exc):
+        self.eta.value = f"error: {exc}"
+        show_error(f"Fine-tune: {exc}")
+
+    def _on_finished(self):
+        self.worker = None
+        self.start_button.enabled, self.stop_button.enabled = True, False
+        self.describe_sources()

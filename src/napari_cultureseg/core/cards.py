@@ -1,0 +1,100 @@
+"""Model cards: ``card.md`` beside a bundle's ``config.json``, rendered from the config.
+
+The card's facts live in ``config.json`` (``card``: data, licence, attribution,
+validation ids, published figures for comparison, evaluation results;
+``lineage``: training command, steps, seconds). ``card.md`` is a readable
+rendering, rewritten whenever those change (``cultureseg evaluate --record``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .bundles import CONFIG, BundleConfig
+
+CARD = "card.md"
+
+_METRICS = [
+    ("dice", "Dice"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+    ("auc", "AUC"), ("dice_at_roc_threshold", "Dice at ROC threshold"),
+    ("f_score_mean", "F-score per image (mean)"), ("object_precision", "object precision @IoU 0.5"),
+    ("object_recall", "object recall @IoU 0.5"), ("object_f1", "object F1 @IoU 0.5"),
+    ("sa_0.5", "SA(0.5)"), ("msa", "mSA (τ 0.50:0.95)"),
+]
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def render_card(cfg: BundleConfig) -> str:
+    """Markdown model card of a bundle config."""
+    card, lin = cfg.card, cfg.lineage
+    lines = [f"# {cfg.name}", "", cfg.description.strip(), "",
+             f"- modality: {cfg.modality}",
+             f"- architecture: `{cfg.architecture}` {json.dumps(cfg.params)}",
+             f"- input: {cfg.input.channels} channel(s), normalisation {vars(cfg.input.normalisation)}"
+             + (", 3×3 median" if cfg.input.median3 else "")
+             + (", histogram matching" if cfg.input.histogram_reference else ""),
+             f"- tiles: {cfg.tile} px, overlap {cfg.overlap}", "", "## Classes", ""]
+    for c in cfg.classes:
+        extra = f", instances by {c.separate}" if c.instances else ""
+        lines.append(f"- **{c.name}** ({c.colour}), threshold {c.threshold}{extra}. {c.description}")
+    for d in cfg.derived:
+        lines.append(f"- **{d.name}** ({d.colour}) = {d.base} − {' − '.join(d.minus)} (derived). {d.description}")
+    lines += ["", "## Data", ""]
+    for key in ("source", "licence", "attribution"):
+        if card.get(key):
+            lines.append(f"- {key}: {str(card[key]).strip()}")
+    if card.get("validation_ids"):
+        ids = card["validation_ids"]
+        lines.append(f"- validation split ({len(ids)} images, never used for training): {', '.join(ids)}")
+    lines += ["", "## Training", ""]
+    if lin.get("steps"):
+        if card.get("command"):
+            lines.append(f"- command: `{card['command']}`")
+        lines.append(f"- {lin.get('steps')} steps in {lin.get('seconds', 0) / 60:.1f} min "
+                     f"({lin.get('machine', 'CPU')}), best step {lin.get('best_step')}")
+        if lin.get("data"):
+            lines.append(f"- data: {json.dumps(lin['data']) if not isinstance(lin['data'], str) else lin['data']}")
+        lines.append(f"- parent: {lin.get('parent') or 'none (trained from scratch)'}")
+    else:
+        lines.append("- UNTRAINED: random weights.")
+    ev = card.get("evaluation")
+    if ev:
+        lines += ["", f"## Validation ({ev.get('images')} images, `{ev.get('command', '')}`)", "",
+                  "| class | " + " | ".join(label for _, label in _METRICS) + " |",
+                  "|---|" + "---|" * len(_METRICS)]
+        for name, m in ev["classes"].items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) if k in m else "—" for k, _ in _METRICS) + " |")
+    if card.get("published"):
+        lines += ["", "## Published figures on comparable data", "", str(card["published"]).strip()]
+    if card.get("floors"):
+        lines += ["", "## Targets", "", str(card["floors"]).strip()]
+    if card.get("limitations"):
+        lines += ["", "## Limitations", "", str(card["limitations"]).strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(bundle_dir: str | Path) -> Path:
+    """(Re)write ``card.md`` of a bundle folder from its ``config.json``."""
+    bundle_dir = Path(bundle_dir)
+    cfg = BundleConfig.from_dict(json.loads((bundle_dir / CONFIG).read_text()))
+    out = bundle_dir / CARD
+    tmp = out.with_name(f".{CARD}.tmp")
+    tmp.write_text(render_card(cfg))
+    os.replace(tmp, out)
+    return out
+
+
+def record_evaluation(bundle_dir: str | Path, result: dict) -> None:
+    """Store an evaluation result in the bundle's config card (atomically) and re-render the card."""
+    bundle_dir = Path(bundle_dir)
+    d = json.loads((bundle_dir / CONFIG).read_text())
+    d.setdefault("card", {})["evaluation"] = result
+    tmp = bundle_dir / f".{CONFIG}.tmp"
+    tmp.write_text(json.dumps(d, indent=2) + "\n")
+    os.replace(tmp, bundle_dir / CONFIG)
+    write_card(bundle_dir)

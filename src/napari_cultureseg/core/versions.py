@@ -1,0 +1,124 @@
+"""Model versions made by fine-tuning on a user's corrections, and the job that makes them.
+
+A fine-tuned model is a new bundle in the user's model folder named after its
+base model: ``phase-cells`` → ``phase-cells.v2`` → ``phase-cells.v3`` … Nothing
+is ever overwritten, so every earlier version stays one click away.
+
+:func:`fine_tune_job` is the Qt-free job behind the Fine-tune widget: it holds
+out part of the reviewed pixels for validation, scores the parent on them,
+fine-tunes (yielding every batch), and saves the new version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .bundles import Bundle, list_bundles, user_models_dir
+from .datasets import Sample
+
+_VERSION = re.compile(r"^(?P<base>.+?)\.v(?P<n>\d+)$")
+
+
+def base_name(name: str) -> str:
+    """``phase-cells.v3`` → ``phase-cells``; a base name is returned unchanged."""
+    m = _VERSION.match(name)
+    return m.group("base") if m else name
+
+
+def versions_of(name: str) -> list[str]:
+    """The base model and all its installed versions, oldest first."""
+    base = base_name(name)
+    found = [n for n in list_bundles() if base_name(n) == base]
+    return sorted(found, key=lambda n: int(_VERSION.match(n).group("n")) if _VERSION.match(n) else 1)
+
+
+def next_version_name(name: str) -> str:
+    """The first free ``<base>.v<N>`` (N ≥ 2) for a model and its versions."""
+    base = base_name(name)
+    taken = {int(m.group("n")) for n in list_bundles() if (m := _VERSION.match(n)) and m["base"] == base}
+    taken |= {int(m.group("n")) for p in user_models_dir().glob(f"{base}.v*") if (m := _VERSION.match(p.name))}
+    return f"{base}.v{max(taken | {1}) + 1}"
+
+
+def split_reviewed(sample: Sample, *, fraction: float = 0.2, block: int = 64, seed: int = 0
+                   ) -> tuple[Sample, Sample]:
+    """Hold out a random ``fraction`` of ``block``×``block`` squares of the reviewed pixels.
+
+    The training sample keeps the other squares' reviewed pixels valid, the
+    validation sample only the held-out ones, so the new version is scored on
+    corrections it never trained on. Squares (not single pixels) keep
+    neighbouring, nearly identical pixels on the same side.
+    """
+    h, w = sample.shape
+    rng = np.random.default_rng(seed)
+    grid = rng.random((-(-h // block), -(-w // block))) < fraction
+    held = np.kron(grid, np.ones((block, block), bool))[:h, :w]
+    train = replace(sample, valid=sample.valid & ~held)
+    val = replace(sample, valid=sample.valid & held)
+    return train, val
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a fine-tuning job made."""
+
+    path: Path | None
+    """The saved version, or None if the run was stopped before any weights were kept."""
+    name: str
+    parent_dice: dict[str, float]
+    """Validation Dice of the parent on the same held-out pixels."""
+    dice: dict[str, float]
+    """Validation Dice of the new version."""
+    steps: int
+    seconds: float
+
+
+def fine_tune_job(
+    parent: Bundle,
+    parent_name: str,
+    samples: Sequence[Sample],
+    config,
+    *,
+    preview: Callable | None = None,
+    preview_every: int = 0,
+    holdout: float = 0.2,
+) -> Generator:
+    """Fine-tune ``parent`` on reviewed corrections and save the result as a new version.
+
+    Yields the engine's reports (see :func:`training.fine_tune`; send
+    ``"stop"`` to end the run after the current batch and keep the best
+    weights so far). Returns a :class:`JobResult`.
+    """
+    from .training import fine_tune, validate
+
+    samples = [s for s in samples if s.valid.any()]
+    if not samples:
+        raise ValueError("no reviewed pixels to learn from: correct or accept some masks first")
+    pairs = [split_reviewed(s, fraction=holdout, seed=i) for i, s in enumerate(samples)]
+    train = [t for t, _ in pairs if t.valid.any()]
+    val = [v for _, v in pairs if v.valid.any()]
+    if not train:
+        raise ValueError("too few reviewed pixels: review a larger region before fine-tuning")
+    name = next_version_name(parent_name)
+    config = replace(config, name=name)
+    net = parent.build()
+    parent_dice, _ = validate(net, val, parent.config, tile=parent.config.tile, device="cpu") if val else ({}, {})
+    gen = fine_tune(parent, train, val, config, preview=preview, preview_every=preview_every)
+    command = None
+    try:
+        while True:
+            command = yield gen.send(command)
+    except StopIteration as stop:
+        new: Bundle = stop.value
+    lin = dict(new.config.lineage)
+    lin["parent"] = parent_name
+    lin.setdefault("metrics", {})["parent_val_dice"] = parent_dice
+    new = new.with_config(lineage=lin, name=name)
+    path = new.save(user_models_dir() / name)
+    return JobResult(path, name, parent_dice, lin["metrics"].get("val_dice", {}), lin.get("steps", 0),
+                     lin.get("seconds", 0.0))

@@ -1,0 +1,188 @@
+"""Loading training folders, splitting them, and drawing training patches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_cultureseg.core.datasets import (
+    PatchSampler,
+    Sample,
+    augment,
+    experiment_of,
+    load_folder,
+    split,
+)
+from napari_cultureseg.core.images import ImageError, InputSpec
+
+DATA = Path(__file__).parents[2].parent / "shared" / "data"
+
+
+def _write(folder: Path, stem: str, image: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+    tifffile.imwrite(folder / f"{stem}_image.tif", image)
+    for cls, m in masks.items():
+        tifffile.imwrite(folder / f"{stem}_{cls}.tif", m, compression="zlib")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 50), np.uint16)
+    labels[5:15, 5:15] = 1
+    labels[20:30, 30:45] = 7
+    _write(tmp_path, "exp1_a", rng.integers(0, 4000, (40, 50), dtype=np.uint16), {"cell": labels})
+    _write(
+        tmp_path,
+        "exp2_b",
+        rng.integers(0, 255, (40, 50), dtype=np.uint8),
+        {"nucleus": (labels == 1).astype(np.uint8), "cell": (labels > 0).astype(np.uint8)},
+    )
+    _write(tmp_path, "exp3_c", rng.integers(0, 255, (40, 50), dtype=np.uint8), {})
+    (tmp_path / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def test_load_folder_reads_masks_and_marks_missing_ones_unknown(folder):
+    samples = load_folder(folder, ["nucleus", "cell"], InputSpec())
+    assert [s.name for s in samples] == ["exp1_a", "exp2_b"]  # exp3_c has no mask at all
+    a, b = samples
+    assert a.image.shape == (1, 40, 50) and a.image.dtype == np.float32
+    assert a.target.shape == a.valid.shape == (2, 40, 50)
+    assert a.target.dtype == np.uint8 and a.valid.dtype == bool
+    assert not a.valid[0].any(), "a missing nucleus mask must be unknown, not background"
+    assert a.valid[1].all()
+    assert set(np.unique(a.target[1])) == {0, 1}  # instance labels → foreground
+    assert a.target[1].sum() == 100 + 150
+    assert b.valid.all() and b.target[0].sum() == 100
+    assert a.group == "exp1"
+
+
+def test_load_folder_can_keep_unannotated_images(folder):
+    samples = load_folder(folder, ["cell"], keep_unannotated=True)
+    c = {s.name: s for s in samples}["exp3_c"]
+    assert not c.valid.any()
+
+
+def test_load_folder_errors_say_what_is_wrong(folder, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such data folder"):
+        load_folder(tmp_path / "missing", ["cell"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="_image"):
+        load_folder(empty, ["cell"])
+    tifffile.imwrite(folder / "exp2_b_cell.tif", np.zeros((10, 10), np.uint8))
+    with pytest.raises(ImageError, match="differs from its image"):
+        load_folder(folder, ["cell"])
+
+
+def test_load_folder_downsamples_only_when_asked(folder):
+    full = load_folder(folder, ["cell"])[0]
+    small = load_folder(folder, ["cell"], max_side=25)[0]
+    assert full.shape == (40, 50)
+    assert small.shape == (20, 25)
+    assert small.target[0, 3:7, 3:7].all() and small.valid.all()
+    assert int(small.target.sum()) * 4 == pytest.approx(int(full.target.sum()), rel=0.2)
+
+
+def test_experiment_of():
+    assert experiment_of("181024TK20_p0002_t00012_z001") == "181024TK20"
+    assert experiment_of("fig1-a_b_c_200925SK30_p0030_t00001_z001") == "200925SK30"
+    assert experiment_of("fig3-a_190905WW12_p0001_t00001_z001") == "190905WW12"
+    assert experiment_of("set07") == "set07"
+    assert experiment_of("00071198d059ba7f") == "00071198d059ba7f"
+
+
+def _fake(name: str, group: str) -> Sample:
+    z = np.zeros((1, 8, 8), np.float32)
+    return Sample(name, z, z.astype(np.uint8), z.astype(bool), group)
+
+
+def test_split_is_deterministic_and_independent_of_order():
+    samples = [_fake(f"s{i:02d}", f"g{i % 4}") for i in range(45)]
+    train, val = split(samples, 0.2, seed=0)
+    assert len(val) == 9 and len(train) == 36
+    assert not {s.name for s in train} & {s.name for s in val}
+    train2, val2 = split(samples[::-1], 0.2, seed=0)
+    assert [s.name for s in val] == [s.name for s in val2]
+    _, val3 = split(samples, 0.2, seed=1)
+    assert [s.name for s in val] != [s.name for s in val3]
+    assert split(samples, 0.0)[1] == []
+
+
+def test_split_by_group_keeps_experiments_apart():
+    samples = [_fake(f"s{i:02d}", f"g{i % 5}") for i in range(25)]
+    for seed in range(5):
+        train, val = split(samples, 0.2, seed=seed, by_group=True)
+        assert val and train
+        assert not {s.group for s in train} & {s.group for s in val}
+    with pytest.raises(ValueError, match="group"):
+        split([_fake(f"s{i}", "g") for i in range(5)], 0.2, by_group=True)
+
+
+def test_split_stratified_draws_from_every_group():
+    sizes = {"A": 7, "B": 2, "C": 6, "D": 10}
+    samples = [_fake(f"{g}{i}", g) for g, n in sizes.items() for i in range(n)]
+    train, val = split(samples, 0.2, seed=0, stratify=True)
+    assert len(val) == 5
+    assert {s.group for s in train} == set(sizes)
+    assert {"A", "C", "D"} <= {s.group for s in val}
+
+
+def _disc_sample(n: int = 48) -> Sample:
+    yy, xx = np.mgrid[:n, :n]
+    t = (((yy - 30) ** 2 + (xx - 12) ** 2) < 25).astype(np.uint8)
+    x = t.astype(np.float32)[None]
+    return Sample("d", x, t[None], np.ones((1, n, n), bool), "g")
+
+
+def test_patch_sampler_pads_small_images_as_unknown_and_finds_positives():
+    s = _disc_sample(48)
+    sampler = PatchSampler([s], 64, np.random.default_rng(0), positive_fraction=1.0, augment=False)
+    x, t, v = sampler.batch(8)
+    assert x.shape == (8, 1, 64, 64) and t.shape == v.shape == (8, 1, 64, 64)
+    assert v[:, :, :48, :48].all() and not v[:, :, 48:, :].any() and not v[:, :, :, 48:].any()
+    assert (t[:, 0].reshape(8, -1).sum(1) > 0).all(), "positive patches must contain the class"
+
+
+def test_patch_sampler_centres_on_positives_in_large_images():
+    n = 512
+    t = np.zeros((1, n, n), np.uint8)
+    t[0, 400:405, 100:105] = 1  # one tiny object: uniform patches would rarely hit it
+    s = Sample("big", np.zeros((1, n, n), np.float32), t, np.ones((1, n, n), bool), "g")
+    sampler = PatchSampler([s], 64, np.random.default_rng(1), positive_fraction=0.5)
+    hits = [sampler.draw()[1].any() for _ in range(200)]
+    assert 0.35 < np.mean(hits) < 0.75
+
+
+def test_augment_keeps_image_and_masks_aligned():
+    rng = np.random.default_rng(3)
+    t = (rng.random((1, 32, 32)) > 0.7).astype(np.uint8)
+    v = np.ones_like(t, bool)
+    v[:, :4] = False
+    for _ in range(20):
+        x2, t2, v2 = augment(t.astype(np.float32), t, v, rng)
+        assert np.isfinite(x2).all()
+        assert np.array_equal(x2 > x2.min() + 1e-6, t2 > 0)
+        assert v2.sum() == v.sum()
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real data folder {DATA} is absent (not shipped)")
+def test_real_data_nucleus_only_images_have_unknown_cells(tmp_path):
+    src = DATA / "brightfield_aisegcell" / "nucleus_only"
+    stem = "fig1-a_b_c_181024TK20_p0002_t00006_z001"
+    for suffix in ("_image.png", "_nucleus.tif"):
+        os.symlink(src / f"{stem}{suffix}", tmp_path / f"{stem}{suffix}")
+    (s,) = load_folder(tmp_path, ["nucleus", "cell"])
+    assert s.group == "181024TK20"
+    assert s.valid[0].all() and not s.valid[1].any()
+    assert 0 < s.target[0].mean() < 0.05
+    phase = DATA / "phase_usiigaci"
+    os.symlink(phase / "set01_image.tif", tmp_path / "set01_image.tif")
+    os.symlink(phase / "set01_cell.tif", tmp_path / "set01_cell.tif")
+    p = {x.name: x for x in load_folder(tmp_path, ["cell"])}["set01"]
+    assert p.image.shape == (1, 1022, 1024) and 0.1 < p.target.mean() < 0.5

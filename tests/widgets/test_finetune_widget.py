@@ -1,0 +1,101 @@
+"""Fine-tuning through the widget in a real viewer, on corrections painted by hand."""
+
+import numpy as np
+import pytest
+
+from napari_cultureseg._widgets.finetune import FinetuneWidget
+from napari_cultureseg._widgets.segment import SegmentWidget
+from napari_cultureseg.core.bundles import find_bundle, load_bundle
+from napari_cultureseg.core.synth import phase_culture
+
+
+@pytest.fixture
+def widgets(make_napari_viewer, tiny_bundle, qtbot):
+    viewer = make_napari_viewer(show=True)
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    seg.model.reset_choices()
+    seg.model.value = "tiny"
+    img, truth = phase_culture((192, 192), seed=2)
+    viewer.add_image(img, name="field")
+    seg.image.reset_choices()
+    seg.start()
+    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    # the user corrects the cell layer to the truth and accepts the whole view
+    viewer.layers["field · cell"].data = (truth > 0).astype(np.uint8)
+    viewer.reset_view()
+    qtbot.wait(50)
+    seg.accept_view()
+    ft = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(ft, name="Fine-tune")
+    ft.model.reset_choices()
+    ft.model.value = "tiny"
+    ft.patch.value, ft.batch.value, ft.preview_every.value = 64, 2, 5
+    return viewer, seg, ft, img, truth
+
+
+def test_fine_tune_makes_a_new_version_used_by_the_next_segment(widgets, qtbot):
+    viewer, seg, ft, img, truth = widgets
+    assert "field" in ft.sources.value
+    ft.steps.value = 20
+    ft.start()
+    assert ft.worker is not None
+    qtbot.waitUntil(lambda: ft.worker is None, timeout=180_000)
+    assert ft.last is not None, ft.eta.value
+    assert ft.last.name == "tiny.v2" and find_bundle("tiny.v2")
+    lineage = load_bundle("tiny.v2").config.lineage
+    assert lineage["parent"] == "tiny" and lineage["steps"] == 20
+    assert set(lineage["metrics"]["parent_val_dice"]) == {"cell", "debris"}  # beside its parent
+    assert "cell Dice" in ft.result_label.value and "was" in ft.result_label.value
+    assert len(ft.plot.series["loss"][1]) == 20  # one point per batch
+    assert "field · preview (training)" in viewer.layers
+    assert seg.model.value == "tiny.v2"  # selected for the next Segment
+    seg.start()
+    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    assert viewer.layers["field · cell"].metadata["cultureseg"]["class"] == "cell"
+    # one click back to the parent
+    ft.versions.value = "tiny"
+    ft.use_version()
+    assert seg.model.value == "tiny"
+
+
+def test_stop_mid_run_keeps_a_version_within_a_batch(widgets, qtbot):
+    viewer, seg, ft, img, truth = widgets
+    ft.steps.value = 5000
+    ft.preview_every.value = 0
+    ft.start()
+    qtbot.waitUntil(lambda: ft.progress.value > 0, timeout=60_000)
+    ft.stop()
+    qtbot.waitUntil(lambda: ft.worker is None, timeout=30_000)
+    assert ft.last is not None
+    steps = load_bundle(ft.last.name).config.lineage["steps"]
+    assert steps < 100 and load_bundle(ft.last.name).config.lineage["stopped"] == "user"
+
+
+def test_error_in_training_leaves_viewer_layers_and_workspace_intact(widgets, qtbot, monkeypatch):
+    viewer, seg, ft, img, truth = widgets
+    import napari_cultureseg.core.training as training
+
+    def broken(*a, **k):
+        raise FloatingPointError("the loss became nan at step 1; lower the learning rate")
+        yield
+
+    monkeypatch.setattr(training, "fine_tune", broken)
+    before = {layer.name: np.array(layer.data) for layer in viewer.layers}
+    corr = next(iter(seg.corrections.values()))
+    reviewed = corr.ws.reviewed["cell"].copy()
+    ft.start()
+    qtbot.waitUntil(lambda: ft.worker is None, timeout=60_000)
+    assert "lower the learning rate" in ft.eta.value and ft.start_button.enabled
+    assert {layer.name for layer in viewer.layers} == set(before)
+    for name, data in before.items():
+        np.testing.assert_array_equal(viewer.layers[name].data, data)
+    np.testing.assert_array_equal(corr.ws.reviewed["cell"], reviewed)
+    assert ft.last is None and "tiny.v2" not in ft.versions.choices
+
+
+def test_no_corrections_is_a_clear_error(make_napari_viewer, tiny_bundle):
+    viewer = make_napari_viewer()
+    ft = FinetuneWidget(viewer)
+    ft.start()
+    assert ft.worker is None and "no corrections" in ft.eta.value
