@@ -2,7 +2,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tifffile
 
 from napari_cultureseg.cli import main

@@ -1,7 +1,7 @@
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import imageio.v3 as iio
 
 from napari_cultureseg.core.images import (
     ImageError,

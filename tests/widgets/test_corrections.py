@@ -5,7 +5,7 @@ import pytest
 
 from napari_cultureseg._widgets.segment import SegmentWidget
 from napari_cultureseg.core.synth import phase_culture
-from napari_cultureseg.core.workspace import Workspace, default_root
+from napari_cultureseg.core.workspace import Workspace
 
 
 def segment_now(qtbot, w):
@@ -100,21 +100,21 @@ def test_accept_view_marks_the_visible_region_reviewed(setup, qtbot):
 def test_segmenting_only_the_visible_region(setup, qtbot):
     viewer, w, img = setup
     segment_now(qtbot, w)
-    before = viewer.layers["field · cell"].data.copy()
+    corr = next(iter(w.corrections.values()))
+    w._sliders["cell"].value = 0.05
+    # an empty model mask everywhere (unreviewed), so any new pixel comes from the next run
+    corr.set_from_model("cell", "#39ff14", np.zeros(img.shape, bool), kind="segment")
     viewer.camera.center = (40, 40)
     viewer.camera.zoom = 10
     qtbot.wait(50)
     w.view_only.value = True
-    w._sliders["cell"].value = 0.05  # everything unreviewed becomes cell...
-    w.view_only.value = True
-    w.thresholds.clear()
-    w._sliders.clear()
     segment_now(qtbot, w)
     box = w._result_for[2]
-    assert box is not None and box[2] - box[0] < img.shape[0]
+    assert box is not None and (box[2] - box[0]) * (box[3] - box[1]) < img.size / 2
     assert w.result.probabilities.shape[1:] == (box[2] - box[0], box[3] - box[1])
     after = viewer.layers["field · cell"].data
-    outside = np.ones(img.shape, bool)
-    outside[box[0]:box[2], box[1]:box[3]] = False
-    # ...but only inside the segmented region is the new result applied
-    np.testing.assert_array_equal(after[outside], w.corrections[next(iter(w.corrections))].ws.masks["cell"][outside])
+    inside = np.zeros(img.shape, bool)
+    inside[box[0]:box[2], box[1]:box[3]] = True
+    # the new result lands in the segmented region only; outside it nothing changed
+    np.testing.assert_array_equal(after[inside], w.result.mask("cell", 0.05).ravel())
+    assert not after[~inside].any()

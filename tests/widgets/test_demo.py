@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from napari_cultureseg.core.bundles import DEFAULT_MODEL, list_bundles

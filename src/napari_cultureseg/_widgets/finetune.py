@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 
 import numpy as np
 from magicgui.widgets import (
-    ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
 )
 from napari.utils.notifications import show_error, show_info
 
 from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
 from ..core.images import to_model_input
 from ..core.training import TrainConfig
-from ..core.versions import JobResult, base_name, fine_tune_job, versions_of
+from ..core.versions import JobResult, fine_tune_job, versions_of
 from ._plot import LinePlot
 
 CLASS_COLOURS = ["#39ff14", "#ff3b30", "#30b0ff", "#ffd040", "#ff00ff", "#00ffff"]
@@ -59,6 +64,9 @@ class FinetuneWidget(Container):
         self.plot = LinePlot("loss (log) and validation Dice")
         self.native.layout().addWidget(self.plot)
         self.extend([self.result_label, self.versions, self.use_button])
+        for label in (self.sources, self.eta, self.result_label):
+            label.native.setWordWrap(True)
+        self.native.setMaximumWidth(480)
         self.worker = None
         self.last: JobResult | None = None
         self._t0 = 0.0

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label, ProgressBar, PushButton,
-    SpinBox, create_widget,
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
 )
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
@@ -121,6 +129,8 @@ class SegmentWidget(Container):
         self.extend([self.image, self.model, self.device, self.tile, self.overlap, self.view_only,
                      self.show_prob, self.run_button, self.stop_button, self.progress, self.status,
                      self.thresholds, self.accept_button])
+        self.status.native.setWordWrap(True)
+        self.native.setMaximumWidth(480)  # leave the canvas most of the window
         self.worker = None
         self._finished_run = True
         self.result: Segmentation | None = None
