@@ -39,6 +39,7 @@ import numpy as np
 from .bundles import Bundle, BundleConfig, ClassSpec, DerivedClass, bundled_dir, user_models_dir
 from .datasets import PatchSampler, Sample, load_folder, split
 from .images import InputSpec
+from .models import resolve_device
 from .tiling import predict_tiled, run_to_end
 
 
@@ -425,37 +426,21 @@ def fine_tune(
     return Bundle(replace(cfg, lineage=lineage), best["state"])
 
 
-def train_from_config(
+def prepare_from_config(
     path: str | Path,
     *,
-    out_dir: str | Path | None = None,
-    on_report: Callable[[Report], None] | None = None,
     data_root: str | Path | None = None,
-) -> Path:
-    """Train a model from scratch as described by a YAML file and save its bundle.
+    exclude_groups: set[str] | frozenset[str] = frozenset(),
+) -> tuple[TrainConfig, list[Sample], list[Sample], dict]:
+    """Read a training YAML (see :func:`train_from_config`) and load its data.
 
-    Parameters
-    ----------
-    path
-        The YAML config (see ``configs/*.yaml``): ``name``, ``bundle``,
-        ``architecture``/``params``, ``classes``, ``derived``, ``input``,
-        ``tile``/``overlap``, ``data`` (folders relative to ``data_root``, each
-        ``use: split | train | val``), ``split`` (``val_fraction``, ``seed``,
-        ``by: random | group | stratified``), ``training`` (:class:`TrainConfig`
-        fields) and ``card`` (source, licence, attribution).
-    out_dir
-        Folder to save the bundle in; default the package's bundled models
-        when the YAML says ``bundle: true``, else the user models folder.
-    on_report
-        Called with every :class:`Report` (the CLI prints a progress bar).
-    data_root
-        Where the data folders are; default ``$CULTURESEG_DATA`` or the YAML's
-        ``data_root`` relative to the YAML file.
+    ``exclude_groups`` keeps whole experiments (see :func:`datasets.experiment_of`)
+    out of both training and validation, e.g. to measure how a model does on
+    an experiment it never saw.
 
     Returns
     -------
-    Path
-        The saved bundle folder (weights stored as float16).
+    (config, train, val, yaml_dict)
     """
     import yaml
 
@@ -475,6 +460,7 @@ def train_from_config(
     described = []
     for entry in y["data"]:
         samples = load_folder(root / entry["folder"], classes, spec, max_side=entry.get("max_side"))
+        samples = [s for s in samples if s.group not in exclude_groups]
         use = entry.get("use", "split")
         described.append(f"{entry['folder']} ({len(samples)} images, {use})")
         if use == "train":
@@ -508,16 +494,69 @@ def train_from_config(
         data_description="; ".join(described),
         **t,
     )
-    gen = fine_tune(None, train, val, config)
+    return config, train, val, y
+
+
+def run_training(
+    config: TrainConfig,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    *,
+    parent: Bundle | None = None,
+    on_report: Callable[[Report], None] | None = None,
+) -> Bundle:
+    """Run :func:`fine_tune` to the end, passing every report to ``on_report``."""
+    gen = fine_tune(parent, train, val, config)
     while True:
         try:
             report = next(gen)
         except StopIteration as stop:
-            bundle = stop.value
-            break
+            return stop.value
         if on_report is not None:
             on_report(report)
-    card = {**y.get("card", {}), "validation_ids": [s.name for s in val], "config_file": path.name}
+
+
+def train_from_config(
+    path: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    on_report: Callable[[Report], None] | None = None,
+    data_root: str | Path | None = None,
+) -> Path:
+    """Train a model from scratch as described by a YAML file and save its bundle.
+
+    Parameters
+    ----------
+    path
+        The YAML config (see ``configs/*.yaml``): ``name``, ``bundle``,
+        ``architecture``/``params``, ``classes``, ``derived``, ``input``,
+        ``tile``/``overlap``, ``data`` (folders relative to ``data_root``, each
+        ``use: split | train | val``), ``split`` (``val_fraction``, ``seed``,
+        ``by: random | group | stratified``), ``training`` (:class:`TrainConfig`
+        fields) and ``card`` (source, licence, attribution).
+    out_dir
+        Folder to save the bundle in; default the package's bundled models
+        when the YAML says ``bundle: true``, else the user models folder.
+    on_report
+        Called with every :class:`Report` (the CLI prints a progress bar).
+    data_root
+        Where the data folders are; default ``$CULTURESEG_DATA`` or the YAML's
+        ``data_root`` relative to the YAML file.
+
+    Returns
+    -------
+    Path
+        The saved bundle folder (weights stored as float16).
+    """
+    path = Path(path)
+    config, train, val, y = prepare_from_config(path, data_root=data_root)
+    bundle = run_training(config, train, val, on_report=on_report)
+    import platform
+
+    card = {**y.get("card", {}), "validation_ids": [s.name for s in val], "config_file": path.name,
+            "command": f"cultureseg train --config configs/{path.name}",
+            "trained_on": f"{platform.machine()} CPU, {config.threads or os.cpu_count()} threads"
+            if resolve_device(config.device) == "cpu" else resolve_device(config.device)}
     bundle = bundle.with_config(card=card, storage_dtype="float16")
     dest = Path(out_dir) if out_dir else bundled_dir() if y.get("bundle") else user_models_dir()
     return bundle.save(dest / y["name"], overwrite=True)

@@ -1,0 +1,439 @@
+"""Seeded synthetic cancer-cell cultures on vascular structures (seed 000's six classes).
+
+Seed 000 (Rahkonen et al. 2020) images PC3 / LNCaP cells grown on decellularised
+vascular networks with a Cell-IQ phase-contrast microscope: 8-bit RGB,
+1392×1040, six classes that may overlap. No public images with those masks
+exist, so the six-class default model starts from this generator.
+
+Every structure is drawn analytically (a star-shaped blob, a tapered spindle, a
+tube around a branching random walk), so each class mask is *exactly* where the
+structure is and the image is rendered only from what was drawn:
+
+- ``P`` vascular tubes run under single cells ``S`` and invasive cells ``I``
+  (overlaps kept), but not under spheroids ``O``: a spheroid is opaque in phase
+  contrast, so an annotator could not see (and does not mark) a vessel under it;
+- ``I`` may lie over ``S``;
+- ``R`` (cell matter) is a patchy ring touching the spheroid outline, over
+  vessels where they pass; ``IP`` spikes root inside the spheroid, and only the
+  part outside the spheroid body is ``IP`` (it may cross ``R``).
+
+Rendering follows a simple phase-contrast model: an optical thickness map is
+turned into dark objects with bright halos (a difference of Gaussians), under
+uneven illumination, with debris, shot and read noise, a slight blur and, in
+RGB, a slight colour cast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+CLASSES: list[tuple[str, str, str]] = [
+    ("S", "#ff2020", "non-invasively growing single cells"),
+    ("I", "#ffffff", "invasive cells: elongated, often along vessels"),
+    # Black in seed 000; black labels vanish on napari's dark canvas, so a light gray.
+    ("IP", "#a0a0a0", "invasive spikes growing from spheroid edges (black in seed 000)"),
+    ("P", "#2050ff", "vascular structures"),
+    ("O", "#80d0ff", "spheroids (LNCaP)"),
+    ("R", "#ffe020", "cell matter around spheroids"),
+]
+CLASS_NAMES: tuple[str, ...] = tuple(c[0] for c in CLASSES)
+_REF_AREA = 1040 * 1392  # object counts are per Cell-IQ frame; sizes are in pixels
+
+
+def class_specs():
+    """The six classes as :class:`~napari_cultureseg.core.bundles.ClassSpec` (for bundles)."""
+    from .bundles import ClassSpec
+
+    return tuple(ClassSpec(n, colour=c, description=d) for n, c, d in CLASSES)
+
+
+@dataclass
+class _Scene:
+    """What was drawn: exact masks and the optical thickness the renderer sees."""
+
+    shape: tuple[int, int]
+    masks: dict[str, np.ndarray]
+    phi: np.ndarray  # optical thickness of the six classes' structures, 0 elsewhere
+    glow: np.ndarray  # bright (rounded, out-of-phase) parts: adds light
+    debris: np.ndarray  # thickness of debris, which belongs to no class
+    vessel_rho: np.ndarray  # distance to the vessel axis / local radius (P is rho <= 1)
+    objects: list = field(default_factory=list)  # (class, slices, inside) of every stamp
+
+
+# --------------------------------------------------------------- geometry
+
+
+def _window(shape, cy, cx, half):
+    """Slices of the image around (cy, cx) and broadcastable offsets dy, dx."""
+    h, w = shape
+    y0, y1 = max(int(cy - half), 0), min(int(cy + half) + 2, h)
+    x0, x1 = max(int(cx - half), 0), min(int(cx + half) + 2, w)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    return (slice(y0, y1), slice(x0, x1)), dy, dx
+
+
+def _harmonics(rng, amp, ks, n=1024):
+    """A smooth periodic radius factor 1 + Σ a_k cos(kθ + φ_k), as a function of θ.
+
+    Tabulated once and interpolated: evaluating the cosines on every pixel of a
+    large spheroid's window was the slowest part of drawing.
+    """
+    a = rng.normal(0, amp / np.sqrt(ks))
+    p = rng.uniform(0, 2 * np.pi, len(ks))
+    grid = np.linspace(-np.pi, np.pi, n, endpoint=False)
+    table = 1 + (a[:, None] * np.cos(np.outer(ks, grid) + p[:, None])).sum(0)
+    return lambda t: np.interp(t, grid, table, period=2 * np.pi).astype(np.float32)
+
+
+def _polar(dy, dx, elong, angle):
+    """Radius and angle in the frame of an ellipse (major axis along ``angle``)."""
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = dx * c + dy * s, (-dx * s + dy * c) * elong
+    return np.hypot(u, v), np.arctan2(v, u)
+
+
+def _star(dy, dx, radius, elong, angle, shape_fn):
+    """Inside test and normalised radius rho of a perturbed ellipse (rho <= 1 inside)."""
+    d, t = _polar(dy, dx, elong, angle)
+    rho = d / (radius * shape_fn(t))
+    return rho <= 1, rho
+
+
+def _spindle(dy, dx, length, width, angle, bend, wave, one_sided=False):
+    """A tapered, slightly bent rod along ``angle``: (inside, across-profile in [0, 1]).
+
+    ``one_sided`` makes a spike: full width at u = 0, a point at u = length.
+    """
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    v = v - bend * u * u - wave[0] * np.sin(u / wave[1] + wave[2])
+    if one_sided:
+        t = np.clip(1 - u / length, 0, None) * (u >= -width)
+        half = width * np.minimum(t, 1) ** 0.8
+    else:
+        half = width * np.clip(1 - (2 * u / length) ** 2, 0, None) ** 0.7
+    inside = np.abs(v) < half
+    return inside, np.sqrt(np.clip(1 - (v / np.maximum(half, 1e-3)) ** 2, 0, 1))
+
+
+# --------------------------------------------------------------- resampling
+
+
+def _block_mean(a, f):
+    h, w = a.shape
+    a = np.pad(a, ((0, -h % f), (0, -w % f)), mode="edge")
+    return a.reshape(a.shape[0] // f, f, a.shape[1] // f, f).mean(axis=(1, 3))
+
+
+def _upsample(a, f, shape, offset=0.0):
+    """Bilinear upsampling where full-res pixel y sits at coarse coordinate (y - offset) / f."""
+
+    def axis(n_out, n_in):
+        c = np.clip((np.arange(n_out) - offset) / f, 0, n_in - 1)
+        i0 = np.floor(c).astype(int)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (c - i0).astype(np.float32)
+
+    (y0, y1, ty), (x0, x1, tx) = axis(shape[0], a.shape[0]), axis(shape[1], a.shape[1])
+    a = a[y0] * (1 - ty)[:, None] + a[y1] * ty[:, None]
+    return a[:, x0] * (1 - tx) + a[:, x1] * tx
+
+
+def _smooth(a, sigma, f=4):
+    """A wide Gaussian blur computed on a coarse grid (wide blurs are slow at full size)."""
+    coarse = ndi.gaussian_filter(_block_mean(a, f), sigma / f, mode="nearest")
+    return _upsample(coarse.astype(np.float32), f, a.shape, offset=(f - 1) / 2)
+
+
+# --------------------------------------------------------------- vessels
+
+
+def _vessel_paths(shape, rng, n_roots):
+    """Branching persistent random walks: a list of (N, 4) arrays of y, x, radius, angle."""
+    h, w = shape
+    margin, step, paths, stack = 60, 4.0, [], []
+    for _ in range(n_roots):
+        stack.append((rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, 2 * np.pi),
+                      rng.uniform(5.0, 13.0), rng.uniform(400, 1100), 0))
+    while stack and len(paths) < 120:
+        y, x, a, r, length, depth = stack.pop()
+        turn, pts, phase, per = 0.0, [], rng.uniform(0, 6.3), rng.uniform(25, 80)
+        for i in range(int(length / step)):
+            turn = 0.9 * turn + rng.normal(0, 0.022)  # persistent curvature: tubes meander
+            a += turn
+            y, x = y + step * np.sin(a), x + step * np.cos(a)
+            # tubes swell and narrow along their length, with occasional nodes
+            pts.append((y, x, r * (1 + 0.22 * np.sin(i * step / per + phase)), a))
+            if not (-margin < y < h + margin and -margin < x < w + margin):
+                break
+            if depth < 4 and rng.random() < 0.014:
+                side = rng.choice((-1, 1))
+                stack.append((y, x, a + side * rng.uniform(0.5, 1.3), r * rng.uniform(0.5, 0.85),
+                              length * rng.uniform(0.3, 0.8), depth + 1))
+        if len(pts) > 1:
+            paths.append(np.array(pts, np.float32))
+    return paths
+
+
+def _vessels(shape, rng, n_roots, f=2):
+    """Tube field rho (distance to the axis / local radius) and the axis points.
+
+    The distance transform runs on a grid ``f`` times coarser and rho is
+    interpolated back; the mask is *defined* as ``rho <= 1`` at full size, so it
+    stays exact while the transform costs a quarter.
+    """
+    h, w = shape
+    paths = _vessel_paths(shape, rng, n_roots)
+    if not paths:
+        return np.full(shape, np.inf, np.float32), np.zeros((0, 4), np.float32)
+    dense = []
+    for p in paths:  # densify to < 1 coarse pixel spacing so the axis is unbroken
+        s = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(p[:, :2], axis=0).T))])
+        t = np.arange(0, s[-1], f * 0.7)
+        dense.append(np.stack([np.interp(t, s, p[:, k]) for k in range(4)], 1))
+    pts = np.concatenate(dense).astype(np.float32)
+    hc, wc = -(-h // f), -(-w // f)
+    iy, ix = np.round(pts[:, 0] / f).astype(int), np.round(pts[:, 1] / f).astype(int)
+    ok = (iy >= 0) & (iy < hc) & (ix >= 0) & (ix < wc)
+    owner = np.full((hc, wc), -1, np.int64)
+    owner[iy[ok], ix[ok]] = np.flatnonzero(ok)
+    if not ok.any():
+        return np.full(shape, np.inf, np.float32), pts[ok]
+    dist, (ny, nx) = ndi.distance_transform_edt(owner < 0, return_indices=True)
+    rho = (dist * f / pts[owner[ny, nx], 2]).astype(np.float32)
+    return _upsample(rho, f, shape), pts[ok]
+
+
+# --------------------------------------------------------------- drawing
+
+
+def _draw(shape, rng, density=1.0) -> _Scene:
+    """Draw one culture: exact class masks and the optical thickness they make."""
+    h, w = shape
+    area = h * w / _REF_AREA
+    masks = {n: np.zeros(shape, bool) for n in CLASS_NAMES}
+    phi = np.zeros(shape, np.float32)
+    glow = np.zeros(shape, np.float32)
+    objects = []
+    # one granular texture for every object: cheaper than one per object and looks the same
+    grain = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.2)
+    grain /= grain.std() + 1e-6
+    lumps = _smooth(rng.standard_normal(shape, dtype=np.float32), 6, f=2)
+    lumps /= lumps.std() + 1e-6
+
+    def put(name, sl, inside, thickness):
+        masks[name][sl] |= inside
+        phi[sl] += np.where(inside, thickness, 0).astype(np.float32)
+        objects.append((name, sl, inside))
+
+    # P: vascular network. Cut out under spheroids afterwards (opaque there).
+    rho, axis_pts = _vessels(shape, rng, max(1, rng.poisson(5.5 * area)))
+    rho *= 1 + 0.08 * lumps  # ragged walls; the mask is still exactly rho <= 1
+    tube = rho <= 1
+    wall = np.sqrt(np.clip(1 - rho * rho, 0, 1))
+
+    # O, R, IP: spheroids with a ring of cell matter and radial spikes
+    r_cap = 0.32 * min(h, w)
+    n_o = rng.poisson(1.7 * area)
+    if n_o == 0 and rng.random() < 0.8:
+        n_o = 1
+    centres = []
+    for _ in range(n_o * 6):
+        if len(centres) == n_o:
+            break
+        r = min(rng.uniform(45, 135), r_cap)
+        cy, cx = rng.uniform(-0.2 * r, h + 0.2 * r), rng.uniform(-0.2 * r, w + 0.2 * r)
+        if any(np.hypot(cy - y, cx - x) < 1.25 * (r + q) + 30 for y, x, q in centres):
+            continue
+        centres.append((cy, cx, r))
+        elong, ang = rng.uniform(1.0, 1.35), rng.uniform(0, np.pi)
+        outline = _harmonics(rng, 0.06, (2, 3, 4, 5))
+        bumps = _harmonics(rng, 0.035, (9, 13, 17, 23))  # cells bulging at the surface
+        shape_fn = lambda t, o=outline, b=bumps: o(t) * b(t)  # noqa: E731
+        ring = rng.uniform(0.12, 0.45) * r if rng.random() < 0.85 else 0.0
+        ring_fn = _harmonics(rng, 0.9, (1, 2, 3, 5))
+        win = _window(shape, cy, cx, r * 1.8 * (1 + 0.5 * (ring > 0)) + 90)
+        if win is None:
+            continue
+        sl, dy, dx = win
+        body, rho_o = _star(dy, dx, r, elong, ang, shape_fn)
+        core = np.clip(1 - rho_o**2, 0, 1)
+        # packed cells: a band-pass texture at the scale of a cell (~8 px)
+        noise = rng.standard_normal(body.shape).astype(np.float32)
+        cells = ndi.gaussian_filter(noise, 2.5) - ndi.gaussian_filter(noise, 5.0)
+        cells /= cells.std() + 1e-6
+        # dark, lumpy, darkest towards the core; thickness saturates in the renderer
+        put("O", sl, body, 1.6 + 1.6 * core + 0.5 * cells + 0.3 * lumps[sl] + 0.2 * grain[sl])
+        if ring > 0:
+            d, t = _polar(dy, dx, elong, ang)
+            extra = np.clip(ring * ring_fn(t), 0, 2.2 * ring)  # patchy: gaps where <= 0
+            outer = d <= r * shape_fn(t) + extra
+            cells_r = np.clip(0.55 + 0.35 * grain[sl] + 0.2 * lumps[sl], 0.12, None)
+            put("R", sl, outer & ~body, cells_r)
+        for _ in range(rng.poisson(7)):
+            theta = rng.uniform(0, 2 * np.pi)
+            # root the spike just inside the outline so it grows out of the body seamlessly
+            edge = 0.9 * r
+            sy, sx = cy + edge * np.sin(theta), cx + edge * np.cos(theta)
+            length, width = rng.uniform(25, 90), rng.uniform(2.5, 5.5)
+            sw = _window(shape, sy, sx, length + 10)
+            if sw is None:
+                continue
+            ssl, sdy, sdx = sw
+            spike, prof = _spindle(sdy, sdx, length, width, theta + rng.normal(0, 0.3),
+                                   rng.normal(0, 0.004), (rng.uniform(0, 1.5), 9, 0), True)
+            body_here = masks["O"][ssl]
+            put("IP", ssl, spike & ~body_here, 0.35 + 0.5 * prof)
+            phi[ssl] += np.where(spike & body_here, 0.3, 0).astype(np.float32)
+    opaque = masks["O"]
+    masks["P"] = tube & ~opaque
+    phi += np.where(masks["P"], 0.25 + 0.35 * wall + 0.08 * lumps, 0).astype(np.float32)
+    blocked = ndi.binary_dilation(masks["O"] | masks["R"], iterations=4)
+
+    def free(sl, inside, limit=0.0):
+        return inside.any() and (blocked[sl] & inside).mean() <= limit
+
+    # S: roundish single cells, ~35 % sitting on vessels
+    s_centres = []
+    for _ in range(rng.poisson(55 * area * density)):
+        r = rng.uniform(8.0, 15.0)
+        if len(axis_pts) and rng.random() < 0.35:
+            p = axis_pts[rng.integers(len(axis_pts))]
+            cy, cx = p[0] + rng.normal(0, 0.5 * p[2]), p[1] + rng.normal(0, 0.5 * p[2])
+        else:
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        win = _window(shape, cy, cx, 1.6 * r)
+        if win is None:
+            continue
+        sl, dy, dx = win
+        inside, rho_s = _star(dy, dx, r, rng.uniform(1.0, 1.6), rng.uniform(0, np.pi),
+                              _harmonics(rng, 0.12, (2, 3, 4, 6)))
+        if not free(sl, inside) or (masks["S"][sl] & inside).sum() > 0.25 * inside.sum():
+            continue
+        dome = np.sqrt(np.clip(1 - rho_s**2, 0, 1))
+        g = grain[sl]  # dark vesicles where the grain peaks, as in real cytoplasm
+        put("S", sl, inside, 0.45 + 0.55 * dome + 0.2 * np.clip(g, -1.5, None) + 0.8 * (g > 1.9))
+        if rng.random() < 0.3:  # rounded (mitotic-like) cells turn bright in phase contrast
+            glow[sl] += np.where(inside, 0.5 * dome, 0).astype(np.float32)
+        s_centres.append((cy, cx))
+
+    # I: elongated invasive cells, mostly along vessels, sometimes over S cells
+    for _ in range(rng.poisson(16 * area * density)):
+        u = rng.random()
+        if len(axis_pts) and u < 0.55:
+            p = axis_pts[rng.integers(len(axis_pts))]
+            cy, cx, ang = p[0], p[1], p[3] + rng.normal(0, 0.15)
+        elif s_centres and u < 0.7:
+            cy, cx = s_centres[rng.integers(len(s_centres))]
+            ang = rng.uniform(0, np.pi)
+        else:
+            cy, cx, ang = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, np.pi)
+        length, width = rng.uniform(35, 110), rng.uniform(3.0, 6.5)
+        win = _window(shape, cy, cx, length / 2 + 12)
+        if win is None:
+            continue
+        sl, dy, dx = win
+        wave = (rng.uniform(0, 3), rng.uniform(6, 14), rng.uniform(0, 6.3))
+        inside, prof = _spindle(dy, dx, length, width, ang, rng.normal(0, 0.003), wave)
+        if not free(sl, inside):
+            continue
+        g = grain[sl]
+        put("I", sl, inside, 0.35 + 0.5 * prof + 0.15 * np.clip(g, -1.5, None) + 0.6 * (g > 2.0))
+
+    # debris: specks and clumps that belong to no class
+    debris = np.zeros(shape, np.float32)
+    for _ in range(rng.poisson(140 * area)):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.gamma(2.0, 0.9) + 0.6
+        win = _window(shape, cy, cx, 2 * r)
+        if win is not None:
+            sl, dy, dx = win
+            inside, _ = _star(dy, dx, r, rng.uniform(1, 2), rng.uniform(0, 3.1),
+                              _harmonics(rng, 0.15, (2, 3)))
+            debris[sl] += np.where(inside, rng.uniform(0.4, 1.6), 0).astype(np.float32)
+    return _Scene(shape, masks, phi, glow, debris, rho, objects)
+
+
+# --------------------------------------------------------------- rendering
+
+
+def _render(scene: _Scene, rng, rgb: bool) -> np.ndarray:
+    """Phase-contrast look from the drawn thickness: dark bodies, bright halos, noise."""
+    h, w = scene.shape
+    phi = scene.phi + scene.debris
+    # faint fibrous matrix under everything (decellularised ECM)
+    fib = ndi.gaussian_filter(rng.standard_normal((h, w), dtype=np.float32), (0.8, 3.0))
+    phi = phi + 0.05 * np.abs(fib) / (fib.std() + 1e-6)
+    body = ndi.gaussian_filter(phi, 1.0)
+    near = ndi.gaussian_filter(phi, 4.0)
+    far = _smooth(phi, 14.0)
+    # halo: bright just outside an edge, dark just inside it (DoG of the object map)
+    halo = 0.9 * (near - body) + 0.45 * (far - near)
+    bright = ndi.gaussian_filter(scene.glow, 1.5)
+    dark = 1 - 0.78 * (1 - np.exp(-0.75 * body))  # saturates: thick spheroids are not black
+    yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
+    xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+    g = rng.normal(0, 0.06, 2)
+    illum = 1 + g[0] * yy + g[1] * xx - rng.uniform(0.05, 0.15) * (yy**2 + xx**2) / 2
+    blotch = _smooth(rng.standard_normal((h, w), dtype=np.float32), 120, f=16)
+    illum = illum + 0.04 * blotch / (blotch.std() + 1e-9)
+    bg = rng.uniform(0.56, 0.68)
+    img = bg * illum * (dark + 0.9 * halo + 0.45 * bright)
+    channels = []
+    cast = np.array([1.03, 1.0, 0.9]) * (1 + rng.normal(0, 0.03, 3)) if rgb else np.ones(1)
+    for gain in cast:
+        c = img * np.float32(gain)
+        # shot noise grows with the signal, read noise does not
+        c = c + rng.standard_normal((h, w), dtype=np.float32) * np.sqrt(0.0008 * np.clip(c, 0, None) + 1e-4)
+        channels.append(ndi.gaussian_filter(c, 0.55))  # optics + demosaicking blur
+    out = np.stack(channels, -1) if rgb else channels[0]
+    return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def culture(
+    shape: tuple[int, int] = (1040, 1392),
+    *,
+    seed: int = 0,
+    rgb: bool = True,
+    density: float = 1.0,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A synthetic Cell-IQ phase-contrast culture on vascular structures, with exact masks.
+
+    Parameters
+    ----------
+    shape
+        Image size (H, W); seed 000's frames are 1040×1392. Object sizes are in
+        pixels (the magnification stays), object counts scale with the area.
+    seed
+        Random seed; the output is a pure function of the arguments, and the
+        drawing does not depend on ``rgb`` (the same seed gives the same masks).
+    rgb
+        8-bit RGB with a slight colour cast, as Cell-IQ saves; else gray.
+    density
+        Multiplies the number of single (``S``) and invasive (``I``) cells.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``(H, W, 3)`` or ``(H, W)`` uint8.
+    masks : dict[str, numpy.ndarray]
+        ``(H, W)`` bool for each of :data:`CLASS_NAMES`; classes overlap.
+
+    Examples
+    --------
+    >>> image, masks = culture((256, 256), seed=1)
+    >>> image.shape, sorted(masks) == sorted(CLASS_NAMES)
+    ((256, 256, 3), True)
+    """
+    if len(shape) != 2 or min(shape) < 16:
+        raise ValueError(f"shape must be (H, W) with both at least 16, got {shape!r}")
+    if density < 0:
+        raise ValueError(f"density must be >= 0, got {density}")
+    draw_seq, render_seq = np.random.SeedSequence(seed).spawn(2)
+    scene = _draw(tuple(int(s) for s in shape), np.random.default_rng(draw_seq), density)
+    return _render(scene, np.random.default_rng(render_seq), rgb), scene.masks
