@@ -74,11 +74,16 @@ def test_workspace_is_restored_when_the_image_is_opened_again(setup, qtbot, make
     viewer.close()
 
     viewer2 = make_napari_viewer()
-    viewer2.add_image(img.copy(), name="field")  # the same pixels: the same workspace
-    w2 = SegmentWidget(viewer2)
+    w2 = SegmentWidget(viewer2)  # the widget is open before the image...
+    viewer2.add_image(img.copy(), name="field")  # ...with the same pixels: the same workspace
     assert "restored" in w2.status.value
     np.testing.assert_array_equal(viewer2.layers["field · cell"].data, expected)
     assert "field · debris" in viewer2.layers
+    # and the restored layers keep recording edits
+    viewer2.layers["field · cell"].paint((150, 150), 1)
+    corr = next(iter(w2.corrections.values()))
+    qtbot.waitUntil(lambda: not corr.autosaver.pending, timeout=3_000)
+    assert Workspace.open(corr.ws.key).masks["cell"][150, 150] == 1
 
 
 def test_accept_view_marks_the_visible_region_reviewed(setup, qtbot):

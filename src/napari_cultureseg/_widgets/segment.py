@@ -101,6 +101,15 @@ def run_segmentation(request: SegmentRequest, plane: np.ndarray):
         raise SegmentFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
+def flush_all(corrections: dict) -> None:
+    """Save every workspace now (on closing the widget or quitting napari)."""
+    for corr in list(corrections.values()):
+        try:
+            corr.flush()
+        except Exception as exc:  # a closing viewer may have lost its layers already
+            print(f"napari-cultureseg: could not save corrections of {corr.image_name}: {exc}")
+
+
 class SegmentWidget(Container):
     """Dock widget: choose image and model, press Segment, get one Labels layer per class."""
 
@@ -138,6 +147,9 @@ class SegmentWidget(Container):
         self.corrections: dict[str, Corrections] = {}
         self.model.changed.connect(self._on_model_changed)
         self.image.changed.connect(self._restore_corrections)
+        self.viewer.layers.events.inserted.connect(
+            lambda e: self._restore_corrections(e.value) if isinstance(e.value, Image) else None
+        )
         self.run_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.accept_button.changed.connect(self.accept_view)
@@ -146,7 +158,11 @@ class SegmentWidget(Container):
         self._timer.setInterval(500)
         self._timer.timeout.connect(self.autosave)
         self._timer.start()
-        self.native.destroyed.connect(self._timer.stop)
+        corrections = self.corrections  # not `self`: the wrapper may be gone when Qt destroys it
+        self.native.destroyed.connect(lambda *_: (self._timer.stop(), flush_all(corrections)))
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.instance().aboutToQuit.connect(lambda: flush_all(corrections))
         self._restore_corrections(self.image.value)
 
     # ----------------------------------------------------------- models and corrections

@@ -56,7 +56,7 @@ def render_card(cfg: BundleConfig) -> str:
         if card.get("command"):
             lines.append(f"- command: `{card['command']}`")
         lines.append(f"- {lin.get('steps')} steps in {lin.get('seconds', 0) / 60:.1f} min "
-                     f"({lin.get('machine', 'CPU')}), best step {lin.get('best_step')}")
+                     f"({card.get('trained_on', 'CPU')}), best step {lin.get('best_step')}")
         if lin.get("data"):
             lines.append(f"- data: {json.dumps(lin['data']) if not isinstance(lin['data'], str) else lin['data']}")
         lines.append(f"- parent: {lin.get('parent') or 'none (trained from scratch)'}")

@@ -293,7 +293,9 @@ def _draw(shape, rng, density=1.0) -> _Scene:
             phi[ssl] += np.where(spike & body_here, 0.3, 0).astype(np.float32)
     opaque = masks["O"]
     masks["P"] = tube & ~opaque
-    phi += np.where(masks["P"], 0.25 + 0.35 * wall + 0.08 * lumps, 0).astype(np.float32)
+    # matrix tube: thicker walls, longitudinal fibres (lines at fixed rho run along the axis)
+    fibres = 0.12 * np.cos(3 * np.pi * rho) + 0.08 * lumps
+    phi += np.where(masks["P"], 0.3 + 0.3 * wall + fibres, 0).astype(np.float32)
     blocked = ndi.binary_dilation(masks["O"] | masks["R"], iterations=4)
 
     def free(sl, inside, limit=0.0):
@@ -363,34 +365,42 @@ def _draw(shape, rng, density=1.0) -> _Scene:
 
 
 def _render(scene: _Scene, rng, rgb: bool) -> np.ndarray:
-    """Phase-contrast look from the drawn thickness: dark bodies, bright halos, noise."""
+    """Phase-contrast look from the drawn thickness: dark bodies, bright halos, noise.
+
+    A phase-contrast image is roughly ``1 - k·(φ - G_σ*φ)``: where the object
+    is thicker than its surroundings it is dark, just outside its edge (where
+    the blurred object spills over) it is bright: the halo, a difference of
+    Gaussians of the object map. Thick objects also scatter light away, an
+    absorption-like ``exp(-a·φ)`` term that keeps spheroids dark inside.
+    """
     h, w = scene.shape
     phi = scene.phi + scene.debris
     # faint fibrous matrix under everything (decellularised ECM)
-    fib = ndi.gaussian_filter(rng.standard_normal((h, w), dtype=np.float32), (0.8, 3.0))
-    phi = phi + 0.05 * np.abs(fib) / (fib.std() + 1e-6)
-    body = ndi.gaussian_filter(phi, 1.0)
-    near = ndi.gaussian_filter(phi, 4.0)
-    far = _smooth(phi, 14.0)
-    # halo: bright just outside an edge, dark just inside it (DoG of the object map)
-    halo = 0.9 * (near - body) + 0.45 * (far - near)
+    fib = ndi.gaussian_filter(rng.standard_normal((h, w), dtype=np.float32), (0.7, 4.0))
+    phi = phi + 0.06 * np.abs(fib) / (fib.std() + 1e-6)
+    body = ndi.gaussian_filter(phi, 0.8)
+    near = ndi.gaussian_filter(phi, 2.5)
+    far = _smooth(phi, 9.0)
+    dog = body - (0.65 * near + 0.35 * far)
+    # saturating: a spheroid's halo is bright but does not blow out to white
+    contrast = 0.55 * np.tanh(dog / 0.55)
     bright = ndi.gaussian_filter(scene.glow, 1.5)
-    dark = 1 - 0.78 * (1 - np.exp(-0.75 * body))  # saturates: thick spheroids are not black
     yy = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     xx = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     g = rng.normal(0, 0.06, 2)
     illum = 1 + g[0] * yy + g[1] * xx - rng.uniform(0.05, 0.15) * (yy**2 + xx**2) / 2
     blotch = _smooth(rng.standard_normal((h, w), dtype=np.float32), 120, f=16)
     illum = illum + 0.04 * blotch / (blotch.std() + 1e-9)
-    bg = rng.uniform(0.56, 0.68)
-    img = bg * illum * (dark + 0.9 * halo + 0.45 * bright)
+    bg = rng.uniform(0.55, 0.66)
+    img = bg * illum * (np.exp(-0.33 * body) - 0.9 * contrast + 0.45 * bright)
     channels = []
     cast = np.array([1.03, 1.0, 0.9]) * (1 + rng.normal(0, 0.03, 3)) if rgb else np.ones(1)
     for gain in cast:
         c = img * np.float32(gain)
         # shot noise grows with the signal, read noise does not
-        c = c + rng.standard_normal((h, w), dtype=np.float32) * np.sqrt(0.0008 * np.clip(c, 0, None) + 1e-4)
-        channels.append(ndi.gaussian_filter(c, 0.55))  # optics + demosaicking blur
+        sd = np.sqrt(0.0008 * np.clip(c, 0, None) + 1e-4)
+        c = c + rng.standard_normal((h, w), dtype=np.float32) * sd
+        channels.append(ndi.gaussian_filter(c, 0.5))  # optics + demosaicking blur
     out = np.stack(channels, -1) if rgb else channels[0]
     return np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8)
 
