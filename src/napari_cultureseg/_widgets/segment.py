@@ -154,12 +154,12 @@ class SegmentWidget(Container):
         self.stop_button.changed.connect(self.stop)
         self.accept_button.changed.connect(self.accept_view)
         self._on_model_changed(self.model.value)
-        self._timer = QTimer()
+        self._timer = QTimer(self.native)  # a child: stops and goes with the widget
         self._timer.setInterval(500)
         self._timer.timeout.connect(self.autosave)
         self._timer.start()
         corrections = self.corrections  # not `self`: the wrapper may be gone when Qt destroys it
-        self.native.destroyed.connect(lambda *_: (self._timer.stop(), flush_all(corrections)))
+        self.native.destroyed.connect(lambda *_: flush_all(corrections))
         from qtpy.QtWidgets import QApplication
 
         QApplication.instance().aboutToQuit.connect(lambda: flush_all(corrections))
