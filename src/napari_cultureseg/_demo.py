@@ -21,13 +21,16 @@ def _open_sample(viewer, sample: str):
     return next(layer for layer in viewer.layers if isinstance(layer, Image))
 
 
-def main(*, sample: str = "cell", model: str | None = None, screenshot: str | None = None) -> int:
+def main(*, sample: str = "synthetic", model: str | None = None, screenshot: str | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
     viewer = napari.Viewer(title="napari-cultureseg")
     viewer.window.resize(1280, 860)
     image = _open_sample(viewer, sample)
+    for layer in list(viewer.layers):
+        if layer is not image and layer.name.endswith("truth"):
+            layer.visible = False
     _, widget = viewer.window.add_plugin_dock_widget("napari-cultureseg", "Segment")
     widget.image.value = image
     if model:

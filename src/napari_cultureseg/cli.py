@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--tile", type=int, default=None, help="tile size (default: the model's)")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
     p.add_argument("--plane", type=int, default=None, help="plane of a multi-plane file to segment")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -216,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="open napari with the Segment widget on a sample image")
-    p.add_argument("--sample", default="cell", help="'cell' (scikit-image), 'synthetic' or an image path")
+    p.add_argument("--sample", default="synthetic",
+                   help="'synthetic' (a generated phase-contrast culture, default), 'cell' "
+                        "(scikit-image's real phase-contrast cell, high magnification) or an image path")
     p.add_argument("--model", default=None, help="model to select (default: the default model)")
     p.add_argument("--screenshot", default=None, help="segment, save a window screenshot here, exit")
     p.set_defaults(func=cmd_demo)

@@ -24,7 +24,7 @@ def test_tiled_equals_whole_image_prediction_far_from_seams(tiny_bundle):
 
 
 def test_segment_refuses_bad_tiles_and_stacks(tiny_bundle):
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ValueError, match="multiple of 8 for this model"):
         run_to_end(segment(tiny_bundle, np.zeros((64, 64)), tile=100))
     with pytest.raises(ValueError, match="stack"):
         run_to_end(segment(tiny_bundle, np.zeros((3, 64, 64))))

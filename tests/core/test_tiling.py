@@ -100,3 +100,37 @@ def test_bad_arguments_are_explained():
         run_to_end(predict_tiled(np.zeros((64, 64), np.float32), plus_one))
     with pytest.raises(ValueError, match="keep the batch size"):
         run_to_end(predict_tiled(np.zeros((1, 64, 64), np.float32), lambda b: b[:, :, :8], tile=64))
+
+
+def test_aligned_tiles_start_on_the_stride_grid_and_stay_exact():
+    img = np.random.default_rng(2).random((1, 1022, 777), dtype=np.float32)
+    starts = []
+
+    def record(batch):
+        return batch + 1.0
+
+    gen = predict_tiled(img, record, tile=256, overlap=0.3, align=32)
+    out = run_to_end(gen)
+    np.testing.assert_allclose(out, img + 1, atol=1e-5, rtol=0)
+    assert out.shape == img.shape
+    for size in (1024, 800):  # sizes after padding 1022 and 777 up to multiples of 32
+        starts = tile_starts(size, 256, 0.3, align=32)
+        assert all(s % 32 == 0 for s in starts) and starts[-1] == size - 256
+    with pytest.raises(ValueError, match="multiple of the model's stride"):
+        run_to_end(predict_tiled(img, record, tile=250, align=32))
+
+
+def test_alignment_makes_a_strided_predictor_shift_consistent():
+    # a predictor that only sees its input through a stride-4 grid (like a strided CNN):
+    # unaligned tiles sample a shifted grid and disagree with the whole image; aligned ones do not
+    def strided(batch):
+        coarse = batch[:, :, ::4, ::4]
+        return np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3)
+
+    img = np.random.default_rng(3).random((1, 130, 130), dtype=np.float32)
+    padded = np.pad(img, ((0, 0), (0, 2), (0, 2)), mode="reflect")  # 132: a multiple of 4
+    whole = strided(padded[None])[0][:, :130, :130]
+    aligned = run_to_end(predict_tiled(img, strided, tile=64, overlap=0.25, align=4))
+    unaligned = run_to_end(predict_tiled(img, strided, tile=64, overlap=0.25))
+    np.testing.assert_allclose(aligned, whole, atol=1e-6)
+    assert np.abs(unaligned - whole).max() > 0.1

@@ -184,14 +184,16 @@ class FinetuneWidget(Container):
         def predict(net):
             import torch
 
+            from ..core.models import output_stride
             from ..core.tiling import predict_tiled, run_to_end
 
             def p(batch):
                 with torch.inference_mode():
                     return torch.sigmoid(net(torch.from_numpy(batch))).numpy()
 
-            t = min(bundle.config.tile, -(-max(x.shape[1:]) // 32) * 32)
-            return run_to_end(predict_tiled(x, p, tile=t, overlap=bundle.config.overlap))
+            stride = output_stride(bundle.config.architecture, bundle.config.params)
+            t = min(bundle.config.tile, -(-max(x.shape[1:]) // stride) * stride)
+            return run_to_end(predict_tiled(x, p, tile=t, overlap=bundle.config.overlap, align=stride))
 
         return predict
 

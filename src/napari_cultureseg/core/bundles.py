@@ -51,6 +51,8 @@ class ClassSpec:
     """Whether objects of this class are counted (instance labels are written)."""
     separate: str = "components"
     """How touching objects become instances: ``components`` or ``watershed``."""
+    split_depth: float = 2.0
+    """For ``watershed``: h-maxima depth in pixels of distance (higher splits less)."""
     description: str = ""
 
 

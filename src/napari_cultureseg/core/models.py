@@ -105,6 +105,13 @@ def per_class_unets(
     return PerClassUNets()
 
 
+def output_stride(name: str, params: dict) -> int:
+    """How many input pixels one step of the deepest feature map spans (tiles align to it)."""
+    if name in ("unet", "per-class-unets"):
+        return 2 ** int(params.get("encoder_depth", 5))
+    return int(params.get("stride", 32))
+
+
 # ---------------------------------------------------------------- devices
 
 

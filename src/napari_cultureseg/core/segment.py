@@ -15,7 +15,7 @@ import numpy as np
 
 from .bundles import Bundle, ClassSpec, DerivedClass
 from .images import as_plane, to_model_input
-from .models import resolve_device
+from .models import output_stride, resolve_device
 from .postprocess import binary_mask, instances
 from .tiling import Progress, predict_tiled
 
@@ -66,7 +66,8 @@ class Segmentation:
         spec = self.spec(name)
         m = self.masks()[name] if mask is None else mask
         return instances(
-            m, min_size=getattr(spec, "min_size", 0), method=getattr(spec, "separate", "components")
+            m, min_size=getattr(spec, "min_size", 0), method=getattr(spec, "separate", "components"),
+            h=getattr(spec, "split_depth", 2.0),
         )
 
 
@@ -77,7 +78,7 @@ def segment(
     device: str = "auto",
     tile: int | None = None,
     overlap: float | None = None,
-    batch_size: int = 2,
+    batch_size: int | None = None,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
@@ -92,7 +93,9 @@ def segment(
     tile, overlap
         Tiling; default to the bundle's.
     batch_size
-        Tiles per forward pass.
+        Tiles per forward pass; default 1 on the CPU (measured: 512² tiles of a
+        1022×1024 image take 0.72 s one by one, 1.07 s in pairs, 1.67 s in fours
+        on 2 cores: batches only cost cache there) and 4 on a GPU.
 
     Yields
     ------
@@ -107,9 +110,15 @@ def segment(
     plane = as_plane(image)
     x = to_model_input(plane, cfg.input)
     device = resolve_device(device)
+    if batch_size is None:
+        batch_size = 1 if device == "cpu" else 4
     tile = int(tile or cfg.tile)
-    if tile % 32:
-        raise ValueError(f"tile must be a multiple of 32 for a U-Net, got {tile}; try {tile // 32 * 32 or 32}")
+    stride = output_stride(cfg.architecture, cfg.params)
+    if tile % stride:
+        raise ValueError(
+            f"tile must be a multiple of {stride} for this model, got {tile}; "
+            f"try {max(stride, tile // stride * stride)}"
+        )
     probs = yield from predict_tiled(
         x,
         bundle.predictor(device),
@@ -117,5 +126,6 @@ def segment(
         overlap=cfg.overlap if overlap is None else overlap,
         batch_size=batch_size,
         n_out=len(cfg.classes),
+        align=stride,
     )
     return Segmentation(probs, cfg.classes, cfg.derived)

@@ -39,7 +39,7 @@ import numpy as np
 from .bundles import Bundle, BundleConfig, ClassSpec, DerivedClass, bundled_dir, user_models_dir
 from .datasets import PatchSampler, Sample, load_folder, split
 from .images import InputSpec
-from .models import resolve_device
+from .models import output_stride, resolve_device
 from .tiling import predict_tiled, run_to_end
 
 
@@ -239,13 +239,15 @@ def validate(
         with torch.inference_mode():
             return torch.sigmoid(net(torch.from_numpy(batch).to(device))).cpu().numpy()
 
+    stride = output_stride(cfg.architecture, cfg.params)
     k = len(cfg.classes)
     sums = np.zeros((3, k))  # intersection, predicted, true
     per_image: list[list[float]] = [[] for _ in range(k)]
     for s in val:
-        t = min(tile, -(-max(s.shape) // 32) * 32)  # no need to pad a small image to a big tile
+        t = min(tile, -(-max(s.shape) // stride) * stride)  # no need to pad a small image to a big tile
         prob = run_to_end(
-            predict_tiled(s.image, predict, tile=t, overlap=cfg.overlap, batch_size=batch_size)
+            predict_tiled(s.image, predict, tile=t, overlap=cfg.overlap, batch_size=batch_size,
+                          align=stride)
         )
         for c, spec in enumerate(cfg.classes):
             v = s.valid[c]
