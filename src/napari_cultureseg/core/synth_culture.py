@@ -1,26 +1,20 @@
 """Seeded synthetic cancer-cell cultures on vascular structures (seed 000's six classes).
 
-Seed 000 (Rahkonen et al. 2020) images PC3 / LNCaP cells grown on decellularised
-vascular networks with a Cell-IQ phase-contrast microscope: 8-bit RGB,
-1392×1040, six classes that may overlap. No public images with those masks
-exist, so the six-class default model starts from this generator.
+Seed 000 images PC3 / LNCaP cells on decellularised vascular networks with a
+Cell-IQ phase-contrast microscope (8-bit RGB, 1392×1040, six overlapping
+classes); no public images with such masks exist, so the six-class model starts
+from this generator. Structures are drawn analytically (star-shaped blobs,
+tapered spindles, tubes around branching random walks), so each mask is
+*exactly* where its structure is, and the image is rendered only from what was
+drawn. Vessels ``P`` run under cells ``S`` and ``I`` (overlaps kept), ``I`` may
+lie over ``S``, cell matter ``R`` is a patchy ring touching a spheroid ``O`` and
+may cover vessels, spikes ``IP`` root in the spheroid and may cross ``R``. A
+spheroid is opaque in phase contrast, so nothing under it (``P``, ``R``,
+``IP``) is marked there, as an annotator could not see it.
 
-Every structure is drawn analytically (a star-shaped blob, a tapered spindle, a
-tube around a branching random walk), so each class mask is *exactly* where the
-structure is and the image is rendered only from what was drawn:
-
-- ``P`` vascular tubes run under single cells ``S`` and invasive cells ``I``
-  (overlaps kept), but not under spheroids ``O``: a spheroid is opaque in phase
-  contrast, so an annotator could not see (and does not mark) a vessel under it;
-- ``I`` may lie over ``S``;
-- ``R`` (cell matter) is a patchy ring touching the spheroid outline, over
-  vessels where they pass; ``IP`` spikes root inside the spheroid, and only the
-  part outside the spheroid body is ``IP`` (it may cross ``R``).
-
-Rendering follows a simple phase-contrast model: an optical thickness map is
-turned into dark objects with bright halos (a difference of Gaussians), under
-uneven illumination, with debris, shot and read noise, a slight blur and, in
-RGB, a slight colour cast.
+Rendering: an optical thickness map becomes dark objects with bright halos (a
+difference of Gaussians), under uneven illumination, with debris, shot and read
+noise, a slight blur and, in RGB, a slight colour cast.
 """
 
 from __future__ import annotations
@@ -41,6 +35,7 @@ CLASSES: list[tuple[str, str, str]] = [
 ]
 CLASS_NAMES: tuple[str, ...] = tuple(c[0] for c in CLASSES)
 _REF_AREA = 1040 * 1392  # object counts are per Cell-IQ frame; sizes are in pixels
+_FAR = 1e6  # rho where there is no vessel at all (finite: cos() of it must not warn)
 
 
 def class_specs():
@@ -86,9 +81,15 @@ def _harmonics(rng, amp, ks, n=1024):
     """
     a = rng.normal(0, amp / np.sqrt(ks))
     p = rng.uniform(0, 2 * np.pi, len(ks))
-    grid = np.linspace(-np.pi, np.pi, n, endpoint=False)
-    table = 1 + (a[:, None] * np.cos(np.outer(ks, grid) + p[:, None])).sum(0)
-    return lambda t: np.interp(t, grid, table, period=2 * np.pi).astype(np.float32)
+    grid = np.linspace(-np.pi, np.pi, n + 1)  # closed: table[n] == table[0]
+    table = (1 + (a[:, None] * np.cos(np.outer(ks, grid) + p[:, None])).sum(0)).astype(np.float32)
+
+    def fn(t):
+        x = (np.asarray(t, np.float32) + np.float32(np.pi)) * np.float32(n / (2 * np.pi))
+        i = np.clip(x.astype(np.int32), 0, n - 1)
+        return table[i] + (table[i + 1] - table[i]) * (x - i)
+
+    return fn
 
 
 def _polar(dy, dx, elong, angle):
@@ -157,10 +158,9 @@ def _smooth(a, sigma, f=4):
 def _vessel_paths(shape, rng, n_roots):
     """Branching persistent random walks: a list of (N, 4) arrays of y, x, radius, angle."""
     h, w = shape
-    margin, step, paths, stack = 60, 4.0, [], []
-    for _ in range(n_roots):
-        stack.append((rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, 2 * np.pi),
-                      rng.uniform(5.0, 13.0), rng.uniform(400, 1100), 0))
+    u, margin, step, paths = rng.uniform, 60, 4.0, []
+    # (y, x, heading, radius, length, depth) of walks still to run
+    stack = [(u(0, h), u(0, w), u(0, 6.3), u(5, 13), u(400, 1100), 0) for _ in range(n_roots)]
     while stack and len(paths) < 120:
         y, x, a, r, length, depth = stack.pop()
         turn, pts, phase, per = 0.0, [], rng.uniform(0, 6.3), rng.uniform(25, 80)
@@ -173,9 +173,8 @@ def _vessel_paths(shape, rng, n_roots):
             if not (-margin < y < h + margin and -margin < x < w + margin):
                 break
             if depth < 4 and rng.random() < 0.014:
-                side = rng.choice((-1, 1))
-                stack.append((y, x, a + side * rng.uniform(0.5, 1.3), r * rng.uniform(0.5, 0.85),
-                              length * rng.uniform(0.3, 0.8), depth + 1))
+                turn_to = a + rng.choice((-1, 1)) * u(0.5, 1.3)
+                stack.append((y, x, turn_to, r * u(0.5, 0.85), length * u(0.3, 0.8), depth + 1))
         if len(pts) > 1:
             paths.append(np.array(pts, np.float32))
     return paths
@@ -191,7 +190,7 @@ def _vessels(shape, rng, n_roots, f=2):
     h, w = shape
     paths = _vessel_paths(shape, rng, n_roots)
     if not paths:
-        return np.full(shape, np.inf, np.float32), np.zeros((0, 4), np.float32)
+        return np.full(shape, _FAR, np.float32), np.zeros((0, 4), np.float32)
     dense = []
     for p in paths:  # densify to < 1 coarse pixel spacing so the axis is unbroken
         s = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(p[:, :2], axis=0).T))])
@@ -204,7 +203,7 @@ def _vessels(shape, rng, n_roots, f=2):
     owner = np.full((hc, wc), -1, np.int64)
     owner[iy[ok], ix[ok]] = np.flatnonzero(ok)
     if not ok.any():
-        return np.full(shape, np.inf, np.float32), pts[ok]
+        return np.full(shape, _FAR, np.float32), pts[ok]
     dist, (ny, nx) = ndi.distance_transform_edt(owner < 0, return_indices=True)
     rho = (dist * f / pts[owner[ny, nx], 2]).astype(np.float32)
     return _upsample(rho, f, shape), pts[ok]
@@ -215,7 +214,7 @@ def _vessels(shape, rng, n_roots, f=2):
 
 def _draw(shape, rng, density=1.0) -> _Scene:
     """Draw one culture: exact class masks and the optical thickness they make."""
-    h, w = shape
+    (h, w), u = shape, rng.uniform
     area = h * w / _REF_AREA
     masks = {n: np.zeros(shape, bool) for n in CLASS_NAMES}
     phi = np.zeros(shape, np.float32)
@@ -253,49 +252,56 @@ def _draw(shape, rng, density=1.0) -> _Scene:
             continue
         centres.append((cy, cx, r))
         elong, ang = rng.uniform(1.0, 1.35), rng.uniform(0, np.pi)
-        outline = _harmonics(rng, 0.06, (2, 3, 4, 5))
-        bumps = _harmonics(rng, 0.035, (9, 13, 17, 23))  # cells bulging at the surface
+        outline = _harmonics(rng, 0.07, (2, 3, 4))
+        bumps = _harmonics(rng, 0.03, (11, 17, 23, 29))  # cells bulging at the surface
         shape_fn = lambda t, o=outline, b=bumps: o(t) * b(t)  # noqa: E731
         ring = rng.uniform(0.12, 0.45) * r if rng.random() < 0.85 else 0.0
-        ring_fn = _harmonics(rng, 0.9, (1, 2, 3, 5))
+        ring_fn = _harmonics(rng, 0.7, (1, 2, 3, 4, 6, 9, 14))
         win = _window(shape, cy, cx, r * 1.8 * (1 + 0.5 * (ring > 0)) + 90)
         if win is None:
             continue
         sl, dy, dx = win
         body, rho_o = _star(dy, dx, r, elong, ang, shape_fn)
         core = np.clip(1 - rho_o**2, 0, 1)
-        # packed cells: a band-pass texture at the scale of a cell (~8 px)
+        # packed cells: a band-pass texture at the scale of a cell (~12 px)
         noise = rng.standard_normal(body.shape).astype(np.float32)
         cells = ndi.gaussian_filter(noise, 2.5) - ndi.gaussian_filter(noise, 5.0)
         cells /= cells.std() + 1e-6
         # dark, lumpy, darkest towards the core; thickness saturates in the renderer
-        put("O", sl, body, 1.6 + 1.6 * core + 0.5 * cells + 0.3 * lumps[sl] + 0.2 * grain[sl])
+        o_thick = 1.6 + 1.6 * core + 0.3 * cells + 0.25 * lumps[sl] + 0.25 * grain[sl]
+        put("O", sl, body, np.clip(o_thick, 0.2, None))
         if ring > 0:
             d, t = _polar(dy, dx, elong, ang)
             extra = np.clip(ring * ring_fn(t), 0, 2.2 * ring)  # patchy: gaps where <= 0
-            outer = d <= r * shape_fn(t) + extra
-            cells_r = np.clip(0.55 + 0.35 * grain[sl] + 0.2 * lumps[sl], 0.12, None)
+            outer = d <= r * shape_fn(t) + extra * (1 + 0.3 * lumps[sl])  # frayed edge
+            g = grain[sl]  # loose cells and their granules
+            cells_r = np.clip(0.5 + 0.35 * cells + 0.1 * g + 0.6 * (g > 1.8), 0.12, None)
             put("R", sl, outer & ~body, cells_r)
         for _ in range(rng.poisson(7)):
             theta = rng.uniform(0, 2 * np.pi)
             # root the spike just inside the outline so it grows out of the body seamlessly
-            edge = 0.9 * r
+            ray = np.arange(0, 2 * r, 1.0, dtype=np.float32)
+            on_ray = _star(ray * np.sin(theta), ray * np.cos(theta), r, elong, ang, shape_fn)[0]
+            edge = ray[on_ray][-1] - 3
             sy, sx = cy + edge * np.sin(theta), cx + edge * np.cos(theta)
             length, width = rng.uniform(25, 90), rng.uniform(2.5, 5.5)
             sw = _window(shape, sy, sx, length + 10)
             if sw is None:
                 continue
             ssl, sdy, sdx = sw
-            spike, prof = _spindle(sdy, sdx, length, width, theta + rng.normal(0, 0.3),
-                                   rng.normal(0, 0.004), (rng.uniform(0, 1.5), 9, 0), True)
+            tilt, bend, wave = theta + rng.normal(0, 0.3), rng.normal(0, 0.004), (u(0, 1.5), 9, 0)
+            spike, prof = _spindle(sdy, sdx, length, width, tilt, bend, wave, one_sided=True)
             body_here = masks["O"][ssl]
             put("IP", ssl, spike & ~body_here, 0.35 + 0.5 * prof)
             phi[ssl] += np.where(spike & body_here, 0.3, 0).astype(np.float32)
-    opaque = masks["O"]
+    opaque = masks["O"]  # nothing shows through a spheroid (a later one may cover R or IP)
     masks["P"] = tube & ~opaque
+    masks["R"] &= ~opaque
+    masks["IP"] &= ~opaque
     # matrix tube: thicker walls, longitudinal fibres (lines at fixed rho run along the axis)
-    fibres = 0.12 * np.cos(3 * np.pi * rho) + 0.08 * lumps
-    phi += np.where(masks["P"], 0.3 + 0.3 * wall + fibres, 0).astype(np.float32)
+    fibres = 0.1 * np.cos(3 * np.pi * rho + 1.5 * lumps) + 0.08 * lumps + 0.06 * grain
+    p_thick = np.clip(0.3 + 0.3 * wall + fibres, 0.05, None)  # > 0: every P pixel is drawn
+    phi += np.where(masks["P"], p_thick, 0).astype(np.float32)
     blocked = ndi.binary_dilation(masks["O"] | masks["R"], iterations=4)
 
     def free(sl, inside, limit=0.0):
@@ -303,8 +309,8 @@ def _draw(shape, rng, density=1.0) -> _Scene:
 
     # S: roundish single cells, ~35 % sitting on vessels
     s_centres = []
-    for _ in range(rng.poisson(55 * area * density)):
-        r = rng.uniform(8.0, 15.0)
+    for _ in range(rng.poisson(75 * area * density)):
+        r = rng.uniform(10.0, 19.0)
         if len(axis_pts) and rng.random() < 0.35:
             p = axis_pts[rng.integers(len(axis_pts))]
             cy, cx = p[0] + rng.normal(0, 0.5 * p[2]), p[1] + rng.normal(0, 0.5 * p[2])
@@ -314,24 +320,27 @@ def _draw(shape, rng, density=1.0) -> _Scene:
         if win is None:
             continue
         sl, dy, dx = win
-        inside, rho_s = _star(dy, dx, r, rng.uniform(1.0, 1.6), rng.uniform(0, np.pi),
-                              _harmonics(rng, 0.12, (2, 3, 4, 6)))
+        elong, ang, outline = u(1.0, 1.6), u(0, np.pi), _harmonics(rng, 0.13, (2, 3, 4, 5))
+        inside, rho_s = _star(dy, dx, r, elong, ang, outline)
         if not free(sl, inside) or (masks["S"][sl] & inside).sum() > 0.25 * inside.sum():
             continue
         dome = np.sqrt(np.clip(1 - rho_s**2, 0, 1))
-        g = grain[sl]  # dark vesicles where the grain peaks, as in real cytoplasm
-        put("S", sl, inside, 0.45 + 0.55 * dome + 0.2 * np.clip(g, -1.5, None) + 0.8 * (g > 1.9))
+        g = grain[sl]
+        # a flatter, smoother nucleus off-centre, and dark vesicles where the grain peaks
+        nucleus = _star(dy - u(-0.2, 0.2) * r, dx - u(-0.2, 0.2) * r, 0.4 * r, 1.2, ang, outline)[0]
+        cyto = 0.8 + 0.7 * dome + 0.2 * np.clip(g, -1.5, None) + 0.8 * (g > 1.9)
+        put("S", sl, inside, np.where(nucleus, 0.8 + 0.4 * dome + 0.5 * (g > 1.8), cyto))
         if rng.random() < 0.3:  # rounded (mitotic-like) cells turn bright in phase contrast
             glow[sl] += np.where(inside, 0.5 * dome, 0).astype(np.float32)
         s_centres.append((cy, cx))
 
     # I: elongated invasive cells, mostly along vessels, sometimes over S cells
-    for _ in range(rng.poisson(16 * area * density)):
-        u = rng.random()
-        if len(axis_pts) and u < 0.55:
+    for _ in range(rng.poisson(20 * area * density)):
+        pick = rng.random()
+        if len(axis_pts) and pick < 0.55:
             p = axis_pts[rng.integers(len(axis_pts))]
             cy, cx, ang = p[0], p[1], p[3] + rng.normal(0, 0.15)
-        elif s_centres and u < 0.7:
+        elif s_centres and pick < 0.7:
             cy, cx = s_centres[rng.integers(len(s_centres))]
             ang = rng.uniform(0, np.pi)
         else:
@@ -355,8 +364,8 @@ def _draw(shape, rng, density=1.0) -> _Scene:
         win = _window(shape, cy, cx, 2 * r)
         if win is not None:
             sl, dy, dx = win
-            inside, _ = _star(dy, dx, r, rng.uniform(1, 2), rng.uniform(0, 3.1),
-                              _harmonics(rng, 0.15, (2, 3)))
+            outline = _harmonics(rng, 0.15, (2, 3))
+            inside, _ = _star(dy, dx, r, u(1, 2), u(0, 3.1), outline)
             debris[sl] += np.where(inside, rng.uniform(0.4, 1.6), 0).astype(np.float32)
     return _Scene(shape, masks, phi, glow, debris, rho, objects)
 
@@ -376,8 +385,8 @@ def _render(scene: _Scene, rng, rgb: bool) -> np.ndarray:
     h, w = scene.shape
     phi = scene.phi + scene.debris
     # faint fibrous matrix under everything (decellularised ECM)
-    fib = ndi.gaussian_filter(rng.standard_normal((h, w), dtype=np.float32), (0.7, 4.0))
-    phi = phi + 0.06 * np.abs(fib) / (fib.std() + 1e-6)
+    fib = ndi.gaussian_filter(rng.standard_normal((h, w), dtype=np.float32), 1.5)
+    phi = phi + 0.05 * np.abs(fib) / (fib.std() + 1e-6)
     body = ndi.gaussian_filter(phi, 0.8)
     near = ndi.gaussian_filter(phi, 2.5)
     far = _smooth(phi, 9.0)
@@ -394,7 +403,7 @@ def _render(scene: _Scene, rng, rgb: bool) -> np.ndarray:
     bg = rng.uniform(0.55, 0.66)
     img = bg * illum * (np.exp(-0.33 * body) - 0.9 * contrast + 0.45 * bright)
     channels = []
-    cast = np.array([1.03, 1.0, 0.9]) * (1 + rng.normal(0, 0.03, 3)) if rgb else np.ones(1)
+    cast = np.array([1.02, 1.0, 0.94]) * (1 + rng.normal(0, 0.02, 3)) if rgb else np.ones(1)
     for gain in cast:
         c = img * np.float32(gain)
         # shot noise grows with the signal, read noise does not

@@ -1,0 +1,357 @@
+"""Seed 003's multiscale deep adversarial network for bright-field spheroids.
+
+Kecheril Sadanandan, Karlsson & Wählby (2017) segment one spheroid per image:
+inputs downsampled to 480², a segmentation network with two deep feature paths
+(1/8 and 1/16 resolution), an adversarial network judging (image, mask) pairs,
+weighted labels, an adversarial weight λ rising linearly during training, and a
+fixed post-processing (threshold 120/255, fill holes, drop < 64 px, largest
+component). The paper's Fig. 2 (the exact layout) is not in our copy of the text;
+what it leaves open is marked *guess* below::
+
+    x ─ DConv 60 ─ DConv 120 ─ DConv 240 ─┬─ DeepPath1 (9 × IR1) ───────────────┐ 1/8
+       1/2 │       1/4 │           1/8    └─ DConv 480 ─ DeepPath2 (9 × IR2) ─┐  │
+           │           │                       1/16                       Up ─┴─ cat
+           │           └───────────────────────────────────── cat ─ Up ──┘ 1/4
+           └──────────────────────────────────────── cat ─ Up ─┘ 1/2
+    x ─────────────────────────────────────── cat ─ Up ─┘ 1/1 ─ 1×1 ─ logits
+
+``DConv``: 3×3 convolution, dilation 2, stride 2, BN, ReLU; channels start at
+``base`` = 60 and double at each downsampling (paper). ``Up``: 2×2 transposed
+convolution, stride 2 (paper), then concatenation with the encoder map of the
+same size (long skip, *guess*: the paper names long skips but not where) and a
+3×3 convolution, BN, ReLU. DeepPath2 branches off the encoder at 1/8 rather
+than following DeepPath1 (*guess*: "two different deep paths for the two
+scales ... to prevent the extraction of redundant features").
+
+torch is imported inside the factories, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .models import register
+
+LAMBDA_START, LAMBDA_END = 8.3e-6, 0.1  # seed 003, section 2.4
+THRESHOLD_8BIT = 120  # probabilities stored as 8-bit, thresholded at 120 (section 2.5)
+MIN_SIZE = 64  # pixels at the network's 480² resolution
+INPUT_SIZE = 480
+
+
+def _layers():
+    """The network's building blocks (defined lazily: they need torch)."""
+    import torch
+    from torch import nn
+
+    def cbr(cin, cout, k=3, stride=1, dilation=1):
+        kh, kw = (k, k) if isinstance(k, int) else k
+        pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, (kh, kw), stride, pad, dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+    class InceptionResidual(nn.Module):
+        """IR1 (``factorised``: 1×3 then 3×1) or IR2 (3×3) block.
+
+        Three branches (1×1; 1×1→k; 1×1→k→k, Inception-ResNet-A style, *guess*:
+        the paper gives the kernels, not the branches), concatenated, reduced by
+        a 1×1 convolution, added to the input (short skip), then BN and ReLU.
+        Branch width ``channels // 4`` (*guess*).
+        """
+
+        def __init__(self, channels, factorised):
+            super().__init__()
+            b = max(channels // 4, 4)
+            k = [(1, 3), (3, 1)] if factorised else [3]
+
+            def conv_k(c):
+                return [cbr(c, b, kk) for kk in k]
+
+            self.b1 = cbr(channels, b, 1)
+            self.b2 = nn.Sequential(cbr(channels, b, 1), *conv_k(b))
+            self.b3 = nn.Sequential(cbr(channels, b, 1), *conv_k(b), *conv_k(b))
+            self.reduce = nn.Conv2d(3 * b, channels, 1, bias=False)
+            self.bn = nn.BatchNorm2d(channels)
+
+        def forward(self, x):
+            y = self.reduce(torch.cat([self.b1(x), self.b2(x), self.b3(x)], 1))
+            return torch.relu(self.bn(x + y))
+
+    class DeepPath(nn.Module):
+        """``n`` IR blocks; long skips add the path's input after every third block
+        (*guess* at Fig. 2's long skips), then a 3×3 convolution (paper)."""
+
+        def __init__(self, channels, n, factorised):
+            super().__init__()
+            self.blocks = nn.ModuleList(InceptionResidual(channels, factorised) for _ in range(n))
+            self.out = cbr(channels, channels, 3)
+
+        def forward(self, x):
+            y = x
+            for i, block in enumerate(self.blocks, 1):
+                y = block(y)
+                if i % 3 == 0:
+                    y = y + x
+            return self.out(y)
+
+    class Up(nn.Module):
+        def __init__(self, cin, cskip, cout):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+            self.fuse = cbr(cout + cskip, cout, 3)
+
+        def forward(self, x, skip):
+            return self.fuse(torch.cat([self.up(x), skip], 1))
+
+    return cbr, DeepPath, Up
+
+
+@register("spheroid-multiscale")
+def spheroid_multiscale(*, in_channels: int, classes: int, base: int = 60, blocks: int = 9):
+    """Seed 003's segmentation network: ``(B, C, H, W)`` → ``(B, classes, H, W)`` logits.
+
+    Parameters
+    ----------
+    in_channels, classes
+        Input channels and output classes (seed 003: 1 bright-field channel, 1 class).
+    base
+        Feature maps of the first dilated convolution (60 in the paper).
+    blocks
+        IR blocks per deep path (9 in the paper).
+
+    Any H, W work: inputs are reflect-padded to a multiple of 16 and the
+    output cropped back (480 = 30·16 needs no padding).
+    """
+    from torch import nn
+
+    cbr, DeepPath, Up = _layers()
+    c1, c2, c3, c4 = base, 2 * base, 4 * base, 8 * base
+
+    class SpheroidNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.d1 = cbr(in_channels, c1, 3, 2, 2)
+            self.d2 = cbr(c1, c2, 3, 2, 2)
+            self.d3 = cbr(c2, c3, 3, 2, 2)
+            self.path1 = DeepPath(c3, blocks, factorised=True)
+            self.d4 = cbr(c3, c4, 3, 2, 2)
+            self.path2 = DeepPath(c4, blocks, factorised=False)
+            self.up3 = Up(c4, c3, c3)
+            self.up2 = Up(c3, c2, c2)
+            self.up1 = Up(c2, c1, c1)
+            self.up0 = Up(c1, in_channels, c1)
+            self.head = nn.Conv2d(c1, classes, 1)
+
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            ph, pw = -h % 16, -w % 16
+            if ph or pw:
+                mode = "reflect" if ph < h and pw < w else "replicate"
+                x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+            x1 = self.d1(x)
+            x2 = self.d2(x1)
+            x3 = self.d3(x2)
+            p1 = self.path1(x3)
+            p2 = self.path2(self.d4(x3))
+            y = self.up3(p2, p1)
+            y = self.up2(y, x2)
+            y = self.up1(y, x1)
+            y = self.up0(y, x)
+            return self.head(y)[..., :h, :w]
+
+    return SpheroidNet()
+
+
+def make_discriminator(in_channels: int, classes: int, *, base: int = 8, depth: int = 6):
+    """Seed 003's fully convolutional adversarial network.
+
+    ``forward(image, seg)`` takes the image ``(B, C, H, W)`` and a segmentation
+    ``(B, K, H, W)`` in [0, 1] (sigmoid probabilities, or the 0/1 ground truth)
+    and returns a map of real/fake logits ``(B, 1, ⌈H/2^depth⌉, ⌈W/2^depth⌉)``,
+    one per patch; ``score(image, seg)`` averages it to ``(B, 1)`` (the paper's
+    average pooling).
+
+    As in the paper the input is the image multiplied by the one-hot
+    segmentation: for each class both ``image·p`` and ``image·(1 - p)``
+    (2·C·K channels). Then ``depth`` = 6 × (3×3 convolution, dilation 2,
+    stride 2 → 1×1 convolution), ``base`` = 8 feature maps doubling at each
+    strided one, and a final 3×3 convolution. The paper reduces to two
+    maps for a two-way softmax; one logit is the same model (the difference of
+    the two), and fits BCE-with-logits.
+    """
+    import torch
+    from torch import nn
+
+    layers, cin = [], 2 * in_channels * classes
+    for i in range(depth):
+        cout = base * 2**i
+        layers += [
+            nn.Conv2d(cin, cout, 3, 2, 2, dilation=2),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(cout, cout, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        cin = cout
+    layers.append(nn.Conv2d(cin, 1, 3, padding=1))
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(*layers)
+
+        def forward(self, image, seg):
+            x = torch.cat(
+                [image[:, None] * seg[:, :, None], image[:, None] * (1 - seg[:, :, None])], 1
+            )
+            return self.net(x.flatten(1, 2))
+
+        def score(self, image, seg):
+            return self.forward(image, seg).mean(dim=(2, 3))
+
+    return Discriminator()
+
+
+def adversarial_losses(disc, image, logits, target, weights, lam):
+    """Seed 003's losses (eqs. 2 and 3) for one batch.
+
+    Returns ``(segmentation_loss, discriminator_loss)``: the weighted
+    cross-entropy of the logits plus ``lam`` × BCE(disc(image, s(image)), real);
+    and BCE(disc(image, target), real) + BCE(disc(image, s(image)), fake), the
+    segmentation detached so that the discriminator's step does not train the
+    segmenter. Train the two alternately with separate optimisers (paper:
+    Adam, lr 1e-4 and 1e-3, betas (0.5, 0.99), batch 1).
+    """
+    import torch
+    from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+    prob = torch.sigmoid(logits)
+    seg = (bce(logits, target, reduction="none") * weights).sum() / weights.sum()
+    fake = disc(image, prob)
+    seg = seg + lam * bce(fake, torch.ones_like(fake))
+    real, fake_d = disc(image, target), disc(image, prob.detach())
+    d = bce(real, torch.ones_like(real)) + bce(fake_d, torch.zeros_like(fake_d))
+    return seg, d
+
+
+# ---------------------------------------------------------------- training aids
+
+
+def weighted_labels(mask: np.ndarray, *, fg_factor: float = 3.0) -> np.ndarray:
+    """Per-pixel loss weights of seed 003 (eq. 1, then the foreground × 3).
+
+    ``W_bg = 1`` and ``W_fg = fg_factor · N_bg / N_fg``, so foreground and
+    background contribute equally before the extra factor. Counted over the
+    last two axes, i.e. per image for a ``(..., H, W)`` stack. An image with
+    no foreground, or no background, gets weight 1 everywhere (nothing to
+    balance).
+
+    Examples
+    --------
+    >>> weighted_labels(np.array([[1, 0, 0, 0]], bool))
+    array([[9., 1., 1., 1.]], dtype=float32)
+    """
+    m = np.asarray(mask, bool)
+    if m.ndim < 2:
+        raise ValueError(f"expected a (..., H, W) mask, got shape {m.shape}")
+    n_fg = m.sum(axis=(-2, -1), keepdims=True)
+    n_bg = m.shape[-2] * m.shape[-1] - n_fg
+    w_fg = np.where((n_fg > 0) & (n_bg > 0), fg_factor * n_bg / np.maximum(n_fg, 1), 1.0)
+    return np.where(m, w_fg, 1.0).astype(np.float32)
+
+
+def adversarial_lambda(step: int, total: int) -> float:
+    """The adversarial loss weight λ: linear from 8.3e-6 (step 0) to 0.1 (step ``total - 1``)."""
+    if total < 1:
+        raise ValueError(f"total must be at least 1, got {total}")
+    frac = min(max(step, 0) / max(total - 1, 1), 1.0)
+    return LAMBDA_START + (LAMBDA_END - LAMBDA_START) * frac
+
+
+def downsample_input(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Resize an ``(H, W)`` or ``(H, W, C)`` image to ``size × size`` as seed 003 does.
+
+    Area-averaging (anti-aliased) resize in float32, range preserved. The
+    aspect ratio is not kept (seed 003's images are square);
+    :func:`spheroid_mask` maps the result back to the original shape.
+    """
+    from skimage.transform import resize
+
+    a = np.asarray(image)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {a.shape}")
+    out = resize(
+        a.astype(np.float32),
+        (size, size) + a.shape[2:],
+        order=1,
+        anti_aliasing=True,
+        preserve_range=True,
+    )
+    return out.astype(np.float32)
+
+
+def _nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Order-0 resize: each output pixel centre takes the input pixel it falls in (exact for
+    integer factors)."""
+    iy = ((np.arange(shape[0]) + 0.5) * mask.shape[0] / shape[0]).astype(int)
+    ix = ((np.arange(shape[1]) + 0.5) * mask.shape[1] / shape[1]).astype(int)
+    return mask[np.minimum(iy, mask.shape[0] - 1)[:, None], np.minimum(ix, mask.shape[1] - 1)]
+
+
+def spheroid_mask(
+    prob: np.ndarray,
+    original_shape: tuple[int, int],
+    *,
+    threshold: float = THRESHOLD_8BIT / 255,
+    min_size: int = MIN_SIZE,
+    upsample: str = "mask",
+) -> np.ndarray:
+    """Seed 003's post-processing: one spheroid mask at the original size.
+
+    Threshold (``prob > 120/255``; a uint8 map is compared with 120), fill
+    holes, drop objects under ``min_size`` pixels, keep the largest, then
+    map back to ``original_shape``.
+
+    Parameters
+    ----------
+    prob
+        ``(h, w)`` probabilities at the network's resolution (480² in seed 003),
+        float in [0, 1] or uint8 in [0, 255].
+    original_shape
+        Shape of the image before :func:`downsample_input`.
+    upsample
+        ``"mask"`` (default): clean up at the network's resolution, where the
+        64-pixel limit is defined, and resize the final mask with nearest
+        neighbour. ``"prob"``: resize the probabilities bilinearly first and
+        clean up at full size (``min_size`` scaled by the area ratio): smoother
+        outlines on 2160² images, same object.
+    """
+    from .postprocess import binary_mask
+
+    p = np.asarray(prob)
+    if p.ndim != 2:
+        raise ValueError(f"expected an (h, w) probability map, got shape {p.shape}")
+    if p.dtype == np.uint8:  # compare 8-bit values as integers: no rounding at 120
+        p, threshold = p.astype(np.float32), float(round(threshold * 255))
+    else:
+        p = p.astype(np.float32)
+    shape = tuple(int(s) for s in original_shape[:2])
+    if upsample == "mask":
+        m = binary_mask(
+            p, threshold=threshold, fill_holes=True, min_size=min_size, largest_only=True
+        )
+        return _nearest(m, shape)
+    if upsample == "prob":
+        from skimage.transform import resize
+
+        big = resize(p, shape, order=1, anti_aliasing=False)
+        scale = shape[0] * shape[1] / (p.shape[0] * p.shape[1])
+        return binary_mask(
+            big,
+            threshold=threshold,
+            fill_holes=True,
+            min_size=int(round(min_size * scale)),
+            largest_only=True,
+        )
+    raise ValueError(f"upsample must be 'mask' or 'prob', got {upsample!r}")
