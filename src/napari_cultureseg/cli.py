@@ -130,7 +130,8 @@ def cmd_train(args) -> int:
                 post.update({k: f"{v:.3f}" for k, v in r.val_dice.items()})
             bar.set_postfix(post, refresh=False)
 
-        path = train_from_config(args.config, out_dir=args.out, on_report=report, data_root=args.data)
+        path = train_from_config(args.config, out_dir=args.out, on_report=report, data_root=args.data,
+                                  threads=args.threads)
     print(f"saved {path}")
     return 0
 
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="e.g. configs/phase-cells.yaml")
     p.add_argument("--out", default=None, help="folder to save the bundle in (default: per config)")
     p.add_argument("--data", default=None, help="data root (default: $CULTURESEG_DATA or the config's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -179,7 +179,7 @@ class FinetuneWidget(Container):
         if (y1 - y0) * (x1 - x0) > 2048 * 2048:  # preview only a view that is cheap to predict
             return None
         x = to_model_input(plane[y0:y1, x0:x1], bundle.config.input)
-        self._preview_at = (layer.name, int(y0), int(x0))
+        self._preview_at = (layer.name, int(y0), int(x0), len(bundle.config.classes))
 
         def predict(net):
             import torch
@@ -216,12 +216,12 @@ class FinetuneWidget(Container):
             self._show_preview(r.preview)
 
     def _show_preview(self, probs):
-        name, y0, x0 = self._preview_at
+        name, y0, x0, k = self._preview_at
         if name not in self.viewer.layers:
             return
         image = self.viewer.layers[name]
         lname = f"{name} · preview (training)"
-        data = probs.max(axis=0)
+        data = probs[:k].max(axis=0)  # the classes, not their border channels
         if lname in self.viewer.layers:
             self.viewer.layers[lname].data = data
         else:

@@ -50,10 +50,24 @@ class ClassSpec:
     instances: bool = False
     """Whether objects of this class are counted (instance labels are written)."""
     separate: str = "components"
-    """How touching objects become instances: ``components`` or ``watershed``."""
+    """How touching objects become instances: ``components``, ``watershed`` or
+    ``boundary`` (the network predicts this class's object borders in an extra
+    output channel, see :attr:`BundleConfig.n_outputs`)."""
     split_depth: float = 2.0
     """For ``watershed``: h-maxima depth in pixels of distance (higher splits less)."""
     description: str = ""
+
+
+def boundary_channels(classes) -> dict[str, int]:
+    """``{class name: output channel}`` of the border channels, after the K class channels.
+
+    A class whose ``separate`` is ``boundary`` gets one: the network learns the
+    pixels where one object touches another or the background
+    (:func:`datasets.borders`), and instances are its cores (see
+    :func:`postprocess.instances`). Names (str) have no border channel.
+    """
+    names = [c.name for c in classes if getattr(c, "separate", "") == "boundary"]
+    return {n: len(classes) + j for j, n in enumerate(names)}
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,11 @@ class BundleConfig:
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    @property
+    def n_outputs(self) -> int:
+        """Output channels: one per class, then one border channel per ``boundary`` class."""
+        return len(self.classes) + len(boundary_channels(self.classes))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -138,7 +157,7 @@ class Bundle:
         net = create_model(
             self.config.architecture,
             in_channels=self.config.input.channels,
-            classes=len(self.config.classes),
+            classes=self.config.n_outputs,
             **self.config.params,
         )
         if self._state is None:  # a new model: its first initialisation becomes its weights

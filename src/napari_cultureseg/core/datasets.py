@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundles import boundary_channels
 from .images import SUFFIXES, ImageError, InputSpec, read_array, read_image, to_model_input
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
@@ -153,6 +154,7 @@ def load_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such data folder")
     names = [_class_name(c) for c in classes]
+    borders_of = boundary_channels(classes)
     images = sorted(
         p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.stem.endswith("_image")
     )
@@ -171,8 +173,9 @@ def load_folder(
         factor = _downsample_factor(plane.shape[:2], max_side)
         h, w = plane.shape[:2]
         x = to_model_input(plane, spec)
-        target = np.zeros((len(names), h, w), np.uint8)
-        valid = np.zeros((len(names), h, w), bool)
+        n_out = len(names) + len(borders_of)
+        target = np.zeros((n_out, h, w), np.uint8)
+        valid = np.zeros((n_out, h, w), bool)
         for k, c in enumerate(names):
             if masks[c] is None:
                 continue
@@ -184,10 +187,29 @@ def load_folder(
                 )
             target[k] = m > 0  # instance labels → foreground
             valid[k] = True
+            if c in borders_of:
+                target[borders_of[c]], valid[borders_of[c]] = borders(m), True
         if factor > 1:
             x, target, valid = _shrink(x, target, valid, factor)
         samples.append(Sample(stem, x, target, valid, group_of(stem)))
     return samples
+
+
+def borders(labels: np.ndarray) -> np.ndarray:
+    """The target of a border channel: object pixels next to another object or the background.
+
+    ``labels`` are instance labels (a binary mask is split into its 8-connected
+    components first, so objects that touch in it cannot be told apart).
+    Between two touching objects the border is two pixels wide, one from each.
+    """
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(labels)
+    if labels.dtype == bool or labels.max() <= 1:
+        from scipy import ndimage as ndi
+
+        labels, _ = ndi.label(labels > 0, structure=np.ones((3, 3), bool))
+    return find_boundaries(labels, mode="inner").astype(np.uint8)
 
 
 def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int):

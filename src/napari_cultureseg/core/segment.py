@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundles import Bundle, ClassSpec, DerivedClass
+from .bundles import Bundle, ClassSpec, DerivedClass, boundary_channels
 from .images import as_plane, to_model_input
 from .models import output_stride, resolve_device
 from .postprocess import binary_mask, instances
@@ -25,7 +25,8 @@ class Segmentation:
     """Per-class probabilities of one image and how to turn them into masks."""
 
     probabilities: np.ndarray
-    """``(K, H, W)`` float32, one independent probability per class."""
+    """``(K, H, W)`` float32, one independent probability per class (then the
+    border channels of ``boundary`` classes, see :func:`bundles.boundary_channels`)."""
     classes: tuple[ClassSpec, ...]
     derived: tuple[DerivedClass, ...] = ()
 
@@ -65,9 +66,11 @@ class Segmentation:
         """Instance labels of one class (connected objects of its mask)."""
         spec = self.spec(name)
         m = self.masks()[name] if mask is None else mask
+        border = boundary_channels(self.classes).get(name)
         return instances(
             m, min_size=getattr(spec, "min_size", 0), method=getattr(spec, "separate", "components"),
             h=getattr(spec, "split_depth", 2.0),
+            boundary=None if border is None else self.probabilities[border],
         )
 
 
@@ -125,7 +128,7 @@ def segment(
         tile=tile,
         overlap=cfg.overlap if overlap is None else overlap,
         batch_size=batch_size,
-        n_out=len(cfg.classes),
+        n_out=cfg.n_outputs,
         align=stride,
     )
     return Segmentation(probs, cfg.classes, cfg.derived)

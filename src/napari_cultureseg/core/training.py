@@ -210,14 +210,15 @@ def _base_config(bundle: Bundle | None, config: TrainConfig) -> BundleConfig:
 
 
 def _check(samples: Sequence[Sample], cfg: BundleConfig, what: str) -> None:
-    k, c = len(cfg.classes), cfg.input.channels
+    k, c = cfg.n_outputs, cfg.input.channels
     for s in samples:
         if s.target.shape[0] != k or s.image.shape[0] != c:
             raise ValueError(
                 f"{what} sample {s.name!r} has {s.image.shape[0]} channel(s) and "
                 f"{s.target.shape[0]} class(es); model {cfg.name!r} takes {c} channel(s) and "
-                f"predicts {k} class(es) ({', '.join(cfg.class_names)}). Load the samples "
-                "with the model's classes and input spec."
+                f"predicts {k} channel(s) ({', '.join(cfg.class_names)}"
+                f"{', + borders' if k > len(cfg.classes) else ''}). Load the samples with the "
+                "model's classes (ClassSpecs, so border channels are added) and input spec."
             )
 
 
@@ -524,6 +525,7 @@ def train_from_config(
     out_dir: str | Path | None = None,
     on_report: Callable[[Report], None] | None = None,
     data_root: str | Path | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train a model from scratch as described by a YAML file and save its bundle.
 
@@ -544,6 +546,8 @@ def train_from_config(
     data_root
         Where the data folders are; default ``$CULTURESEG_DATA`` or the YAML's
         ``data_root`` relative to the YAML file.
+    threads
+        CPU threads for torch (default: the YAML's ``training.threads``, else all cores).
 
     Returns
     -------
@@ -552,6 +556,8 @@ def train_from_config(
     """
     path = Path(path)
     config, train, val, y = prepare_from_config(path, data_root=data_root)
+    if threads:
+        config = replace(config, threads=threads)
     bundle = run_training(config, train, val, on_report=on_report)
     import platform
 

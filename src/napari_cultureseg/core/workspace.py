@@ -41,7 +41,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from .bundles import home_dir
+from .bundles import boundary_channels, home_dir
 from .datasets import Sample, experiment_of
 
 FORMAT = "cultureseg-workspace/1"
@@ -518,8 +518,11 @@ class Workspace:
             raise WorkspaceError(f"image input has shape {img.shape}; expected (C, *{self.shape}) "
                                  "from images.to_model_input of this workspace's image")
         names = self.class_names if classes is None else [getattr(c, "name", c) for c in classes]
-        target = np.zeros((len(names), *self.shape), np.uint8)
-        valid = np.zeros((len(names), *self.shape), bool)
+        # Border channels of ``boundary`` classes stay unknown (valid False): the
+        # workspace keeps one binary mask per class, where touching objects are one.
+        n_out = len(names) + len(boundary_channels(classes or ()))
+        target = np.zeros((n_out, *self.shape), np.uint8)
+        valid = np.zeros((n_out, *self.shape), bool)
         for k, name in enumerate(names):
             if name in self._masks:
                 target[k], valid[k] = self._masks[name], self._reviewed[name]
