@@ -24,6 +24,7 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
+    Select,
     SpinBox,
 )
 from napari.utils.notifications import show_error, show_info
@@ -31,7 +32,8 @@ from napari.utils.notifications import show_error, show_info
 from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
 from ..core.images import to_model_input
 from ..core.training import TrainConfig
-from ..core.versions import JobResult, fine_tune_job, versions_of
+from ..core.versions import JobResult, fine_tune_job, saved_sample, versions_of
+from ..core.workspace import list_workspaces
 from ._plot import LinePlot
 
 CLASS_COLOURS = ["#39ff14", "#ff3b30", "#30b0ff", "#ffd040", "#ff00ff", "#00ffff"]
@@ -52,6 +54,8 @@ class FinetuneWidget(Container):
         self.patch = SpinBox(label="patch size", min=64, max=1024, step=32, value=256)
         self.preview_every = SpinBox(label="preview every (steps, 0 = off)", min=0, max=10000, value=50)
         self.sources = Label(label="learn from", value="")
+        self.saved = Select(label="and saved workspaces", choices=self._saved_choices)
+        self.saved.native.setMaximumHeight(90)
         self.start_button = PushButton(text="Fine-tune")
         self.stop_button = PushButton(text="Stop (keep best so far)", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
@@ -60,7 +64,7 @@ class FinetuneWidget(Container):
         self.versions = ComboBox(label="versions", choices=lambda _: versions_of(self.model.value or ""))
         self.use_button = PushButton(text="Use this version for Segment")
         self.extend([self.model, self.steps, self.lr, self.batch, self.patch, self.preview_every,
-                     self.sources, self.start_button, self.stop_button, self.progress, self.eta])
+                     self.sources, self.saved, self.start_button, self.stop_button, self.progress, self.eta])
         self.plot = LinePlot("loss (log) and validation Dice")
         self.native.layout().addWidget(self.plot)
         self.extend([self.result_label, self.versions, self.use_button])
@@ -97,10 +101,22 @@ class FinetuneWidget(Container):
             corr.sync()
         return [c for c in seg.corrections.values() if c.image_name in self.viewer.layers]
 
+    def _saved_choices(self, _widget=None) -> list[tuple[str, str]]:
+        """Saved workspaces of images that are not open, with reviewed pixels: (label, key)."""
+        open_keys = {c.ws.key for c in self.corrections()}
+        out = []
+        for w in list_workspaces():
+            px = sum((w.reviewed or {}).values())
+            if w.error or not w.image_path or not px or w.key in open_keys:
+                continue
+            out.append((f"{w.image_name} ({px} px reviewed, {w.modified[:16]})", w.key))
+        return out
+
     def describe_sources(self):
         rows = [f"{c.image_name}: " + ", ".join(f"{k} {v} px" for k, v in c.reviewed_pixels().items())
                 for c in self.corrections()]
         self.sources.value = "\n".join(rows) or "no reviewed corrections yet (segment, then paint or accept a view)"
+        self.saved.reset_choices()
 
     def samples(self, bundle):
         """Training samples of the open images' corrections (read on the GUI thread)."""
@@ -114,6 +130,8 @@ class FinetuneWidget(Container):
                 continue  # another plane is on screen: its corrections live in another workspace
             x = to_model_input(plane, bundle.config.input)
             out.append(corr.ws.samples(x, classes=bundle.config.classes))
+        for key in self.saved.value or ():
+            out.append(saved_sample(key, bundle.config.input, bundle.config.classes))
         return out
 
     # ----------------------------------------------------------- running
@@ -137,8 +155,9 @@ class FinetuneWidget(Container):
             bundle.network("cpu")  # native imports on the GUI thread (see segment.prepare_model)
             samples = self.samples(bundle)
             if not samples:
-                raise ValueError("no corrections in the open images: segment an image, then paint "
-                                 "corrections or press 'Accept this view' in the Segment widget")
+                raise ValueError("no corrections in the open images or the chosen saved workspaces: "
+                                 "segment an image, then paint corrections or press 'Accept this "
+                                 "view' in the Segment widget")
             preview, every = self._preview(bundle), int(self.preview_every.value)
         except (ValueError, OSError) as exc:
             self._error(exc)

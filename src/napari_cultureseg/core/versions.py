@@ -24,6 +24,41 @@ from .datasets import Sample
 _VERSION = re.compile(r"^(?P<base>.+?)\.v(?P<n>\d+)$")
 
 
+def saved_sample(key: str, spec, classes, *, root: str | Path | None = None) -> Sample:
+    """A training :class:`Sample` from a saved workspace whose image is not open.
+
+    The image is read again from the file the workspace was made from (the
+    plane given by the key's ``-p<i>`` suffixes, see
+    ``_widgets._corrections.workspace_key``); target = its masks, valid = its
+    reviewed pixels.
+
+    Raises
+    ------
+    WorkspaceError
+        The workspace came from an in-memory image, or its image file is gone
+        or changed (the message says to open the image in napari instead).
+    """
+    from .images import ImageError, as_plane, read_array, to_model_input
+    from .workspace import Workspace, WorkspaceError
+
+    ws = Workspace.open(key, root=root)
+    what = f"saved workspace {key} ({ws.image_name})"
+    if not ws.image_path:
+        raise WorkspaceError(f"{what} was made from an image without a file: open that image "
+                             "in napari to learn from its corrections")
+    try:
+        data = read_array(ws.image_path)
+        index = tuple(int(i) for i in re.findall(r"-p(\d+)", key))
+        plane = as_plane(np.asarray(data[index]) if index else data, source=ws.image_path)
+    except (ImageError, IndexError) as exc:
+        raise WorkspaceError(f"{what}: its image cannot be read again ({exc}); open the image "
+                             "in napari to learn from its corrections") from exc
+    if plane.shape[:2] != ws.shape:
+        raise WorkspaceError(f"{what}: the image is now {plane.shape[:2]}, the workspace "
+                             f"{ws.shape}; the file changed since it was corrected")
+    return ws.samples(to_model_input(plane, spec), classes=classes)
+
+
 def base_name(name: str) -> str:
     """``phase-cells.v3`` → ``phase-cells``; a base name is returned unchanged."""
     m = _VERSION.match(name)
