@@ -31,7 +31,7 @@ def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
     assert w.tile.value == 128  # taken from the model
     run(qtbot, w)
     names = [layer.name for layer in viewer.layers]
-    assert names == ["well", "well · cell", "well · debris"]
+    assert names == ["well", "well · cell", "well · debris", "well · cell objects"]  # cells are counted
     for cls, colour in (("cell", "#39ff14"), ("debris", "#ff00ff")):
         layer = viewer.layers[f"well · {cls}"]
         assert layer.visible and layer.data.shape == (300, 260)
@@ -100,3 +100,28 @@ def test_error_inside_the_worker_is_shown_and_viewer_survives(widget, qtbot, mon
     run(qtbot, w)
     assert "out of memory" in w.status.value
     assert [layer.name for layer in viewer.layers] == ["img"] and w.run_button.enabled
+
+
+def test_objects_are_counted_from_the_corrected_mask(widget, qtbot):
+    viewer, w = widget
+    img, _ = phase_culture((160, 160), seed=1)
+    viewer.add_image(img, name="well")
+    w.image.reset_choices()
+    run(qtbot, w)
+    objects = viewer.layers["well · cell objects"]
+    assert not objects.visible and not objects.editable  # counts, not something to paint on
+    n = int(objects.data.max())
+    assert f"cell {n}" in w.status.value
+    np.testing.assert_array_equal(objects.data > 0, w.result.instances("cell", viewer.layers["well · cell"].data > 0) > 0)
+    # the user draws two separate cells in an empty corner and counts again
+    cell = viewer.layers["well · cell"]
+    data = cell.data.copy()
+    data[:40, :40] = 0
+    data[5:15, 5:15] = 1
+    data[25:35, 25:35] = 1
+    cell.data = data
+    w.count_button.changed.emit(True)
+    corner = objects.data[:36, :36]
+    assert corner[10, 10] > 0 and corner[30, 30] > 0 and corner[10, 10] != corner[30, 30]
+    assert not corner[20, 20]
+    assert w.status.value.startswith("objects: cell ")

@@ -110,6 +110,10 @@ def flush_all(corrections: dict) -> None:
             print(f"napari-cultureseg: could not save corrections of {corr.image_name}: {exc}")
 
 
+AUTO_COUNT_PIXELS = 4096 * 4096
+"""Objects are counted after every Segment up to this image size; larger: on request."""
+
+
 class SegmentWidget(Container):
     """Dock widget: choose image and model, press Segment, get one Labels layer per class."""
 
@@ -135,9 +139,10 @@ class SegmentWidget(Container):
         self.thresholds = Container(label="thresholds", labels=True)
         self._sliders: dict[str, FloatSlider] = {}
         self.accept_button = PushButton(text="Accept this view (mark it reviewed)")
+        self.count_button = PushButton(text="Count objects (of the corrected masks)")
         self.extend([self.image, self.model, self.device, self.tile, self.overlap, self.view_only,
                      self.show_prob, self.run_button, self.stop_button, self.progress, self.status,
-                     self.thresholds, self.accept_button])
+                     self.thresholds, self.accept_button, self.count_button])
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(480)  # leave the canvas most of the window
         self.worker = None
@@ -153,6 +158,7 @@ class SegmentWidget(Container):
         self.run_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.accept_button.changed.connect(self.accept_view)
+        self.count_button.changed.connect(self.count_objects)
         self._on_model_changed(self.model.value)
         self._timer = QTimer(self.native)  # a child: stops and goes with the widget
         self._timer.setInterval(500)
@@ -311,8 +317,48 @@ class SegmentWidget(Container):
             self._probability_layers(result, req)
         masks = {n: corr.ws.masks[n] for n in corr.ws.masks}
         counts = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
-        self.status.value = f"done: {counts} of the image"
+        objects = self.count_objects() if np.prod(corr.ws.shape) <= AUTO_COUNT_PIXELS else ""
+        self.status.value = f"done: {counts} of the image" + (f"; objects: {objects}" if objects else "")
         self.progress.value = 100
+
+    def count_objects(self, *_) -> str:
+        """Label the objects of every counted class in its current (corrected) mask.
+
+        Each goes to a hidden Labels layer ``<image> · <class> objects`` (one
+        label per object, read-only: correct the class layer and count again).
+        Touching objects are split as the model says (its border channel, or a
+        watershed). Returns (and shows) the counts.
+        """
+        if self.result is None or self._result_for is None:
+            return ""
+        name, _index, box = self._result_for
+        if name not in self.viewer.layers:
+            return ""
+        image = self.viewer.layers[name]
+        corr = self.corrections_for(image)
+        corr.sync()
+        counts = []
+        for spec in self.result.classes:
+            if not spec.instances or spec.name not in corr.ws.masks:
+                continue
+            mask = corr.ws.masks[spec.name] > 0
+            if box is None:
+                labels = self.result.instances(spec.name, mask=mask)
+            else:  # the model's view covers the box only: count there
+                labels = np.zeros(mask.shape, np.uint32)
+                labels[box[0]:box[2], box[1]:box[3]] = self.result.instances(
+                    spec.name, mask=mask[box[0]:box[2], box[1]:box[3]])
+            lname = f"{layer_name(name, spec.name)} objects"
+            if lname in self.viewer.layers:
+                self.viewer.layers[lname].data = labels
+            else:
+                layer = self.viewer.add_labels(labels, name=lname, visible=False, opacity=0.6,
+                                               scale=image.scale[-2:], translate=image.translate[-2:])
+                layer.editable = False
+            counts.append(f"{spec.name} {int(labels.max())}")
+        text = ", ".join(counts) or "no counted class"
+        self.status.value = f"objects: {text}"
+        return text
 
     def _apply(self, corr: Corrections, result: Segmentation, model: str | None, *, kind: str,
                only: str | None = None):
