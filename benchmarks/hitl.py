@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from napari_cultureseg.core.evaluate import truth_from_folder
     from napari_cultureseg.core.images import to_model_input
     from napari_cultureseg.core.training import prepare_from_config, run_training
-    from napari_cultureseg.core.versions import fine_tune_job
+    from napari_cultureseg.core.versions import fine_tune_job, finetune_config
 
     config_path = ROOT / "configs" / "brightfield-nucleus-cell.yaml"
     held = args.experiment
@@ -73,24 +73,29 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if not (base_dir / "config.json").is_file():
         config, train, val, y = prepare_from_config(config_path, exclude_groups={held})
-        config = replace(config, name=base_dir.name, max_seconds=args.base_seconds, threads=args.threads)
-        print(f"training the base variant without {held}: {len(train)} train, {len(val)} val images")
-        bundle = run_training(config, train, val,
-                              on_report=lambda r: r.val_dice and print(f"  step {r.step} {r.val_dice}"))
+        config = replace(config, name=base_dir.name, max_seconds=args.base_seconds,
+                         threads=args.threads)
+        print(f"training the base variant without {held}: {len(train)} train, {len(val)} val")
+        bundle = run_training(
+            config, train, val,
+            on_report=lambda r: r.val_dice and print(f"  step {r.step} {r.val_dice}"),
+        )
         bundle.with_config(storage_dtype="float16").save(base_dir, overwrite=True)
     base = Bundle.load(base_dir)
     base_seconds = base.config.lineage.get("seconds")
 
-    fields = [t for t in truth_from_folder(DATA / "nucleus_cell", ["nucleus", "cell"]) if held in t.name]
+    fields = [t for t in truth_from_folder(DATA / "nucleus_cell", ["nucleus", "cell"])
+              if held in t.name]
     rng = np.random.default_rng(0)
     order = list(rng.permutation(len(fields)))
-    corrected_pool, evaluation = [fields[i] for i in order[: max(ks)]], [fields[i] for i in order[max(ks):]]
-    print(f"{held}: {len(fields)} fields; correcting up to {max(ks)}, evaluating on {len(evaluation)}")
+    corrected_pool = [fields[i] for i in order[: max(ks)]]
+    evaluation = [fields[i] for i in order[max(ks):]]
+    print(f"{held}: {len(fields)} fields; correcting up to {max(ks)}, "
+          f"evaluating on {len(evaluation)}")
     before = scores(base, evaluation)
     print("before", before)
 
     from napari_cultureseg.core.datasets import Sample
-    from napari_cultureseg.core.training import TrainConfig
 
     runs = []
     for k in ks:
@@ -100,9 +105,10 @@ def main(argv=None) -> int:
             target = np.stack([(t.masks[c.name] > 0).astype(np.uint8) for c in base.config.classes])
             samples.append(Sample(t.name, x, target, np.ones(target.shape, bool), held))
         for seconds in ts:
-            cfg = TrainConfig(steps=100000, lr=3e-4, batch_size=4, patch_size=256, schedule="cosine",
-                              warmup=0.0, val_every=50, early_stop_patience=None,
-                              threads=args.threads, max_seconds=seconds)
+            # the Fine-tune widget's settings (its defaults: lr 3e-4, batch 4, patch 256), with
+            # a time budget instead of a step count
+            cfg = finetune_config(steps=100000, lr=3e-4, batch_size=4, patch_size=256,
+                                  val_every=50, threads=args.threads, max_seconds=seconds)
             gen = fine_tune_job(base, base_dir.name, samples, cfg)
             while True:
                 try:
@@ -118,7 +124,8 @@ def main(argv=None) -> int:
     out = {
         "experiment": held, "fields": len(fields), "evaluated_on": [t.name for t in evaluation],
         "corrected": [t.name for t in corrected_pool], "base_training_seconds": base_seconds,
-        "before": before, "runs": runs, "threads": args.threads, "wall_seconds": time.perf_counter() - t0,
+        "before": before, "runs": runs, "threads": args.threads,
+        "wall_seconds": time.perf_counter() - t0,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     plot(out, ROOT / "docs" / "images" / "hitl.png")
@@ -136,7 +143,7 @@ def plot(out: dict, path: Path) -> None:
                ("nucleus_object_f1", "nucleus object F1 (IoU 0.5)")]
     ks = sorted({r["k"] for r in out["runs"]})
     fig, axes = plt.subplots(1, len(metrics), figsize=(10, 3.2), sharey=True)
-    for ax, (m, title) in zip(axes, metrics):
+    for ax, (m, title) in zip(axes, metrics, strict=True):
         for k in ks:
             rows = sorted((r for r in out["runs"] if r["k"] == k), key=lambda r: r["seconds"])
             xs = [0] + [r["seconds"] for r in rows]

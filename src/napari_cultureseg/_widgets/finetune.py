@@ -32,7 +32,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
 from ..core.images import to_model_input
 from ..core.training import TrainConfig
-from ..core.versions import JobResult, fine_tune_job, saved_sample, versions_of
+from ..core.versions import JobResult, fine_tune_job, finetune_config, saved_sample, versions_of
 from ..core.workspace import list_workspaces
 from ._plot import LinePlot
 
@@ -136,12 +136,9 @@ class FinetuneWidget(Container):
 
     # ----------------------------------------------------------- running
     def config(self) -> TrainConfig:
-        cores = os.cpu_count() or 1
-        return TrainConfig(
+        return finetune_config(  # all cores but one: one stays with the GUI
             steps=int(self.steps.value), lr=float(self.lr.value), batch_size=int(self.batch.value),
             patch_size=int(self.patch.value), val_every=max(10, int(self.steps.value) // 10),
-            early_stop_patience=None, threads=max(1, cores - 1),  # one core stays with the GUI
-            schedule="cosine", warmup=0.0, data_description="user corrections (napari)",
         )
 
     def start(self):

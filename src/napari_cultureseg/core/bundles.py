@@ -47,6 +47,10 @@ class ClassSpec:
     threshold: float = 0.5
     fill_holes: bool = True
     min_size: int = 16
+    """Objects smaller than this many pixels are removed (pixels at the network's
+    resolution: for a model that resizes its input, see ``InputSpec.resize_to``)."""
+    largest_only: bool = False
+    """Keep only the largest object (seed 003: one spheroid per image)."""
     instances: bool = False
     """Whether objects of this class are counted (instance labels are written)."""
     separate: str = "components"
@@ -165,7 +169,10 @@ class Bundle:
         else:
             import torch
 
-            state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in self._state.items()}
+            state = {
+                k: v.to(torch.float32) if v.is_floating_point() else v
+                for k, v in self._state.items()
+            }
             try:
                 net.load_state_dict(state, strict=True)
             except RuntimeError as exc:

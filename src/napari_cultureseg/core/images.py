@@ -246,16 +246,25 @@ class InputSpec:
     normalisation: Normalisation = Normalisation()
     median3: bool = False
     histogram_reference: tuple[float, ...] | None = None
+    resize_to: int | None = None
+    """None (default): the model sees the image's own pixels, tile by tile. A size
+    (seed 003: 480): the whole image is resized so its longer side has this many
+    pixels (aspect ratio kept; a square image becomes ``resize_to``²), segmented in
+    one pass, and the probabilities resized back (see :func:`fit_shape`). Applied by
+    ``segment`` and ``fine_tune`` to whole images, not by :func:`to_model_input`,
+    which keeps the image's pixel grid so that masks drawn on it still fit."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> InputSpec:
         d = dict(d or {})
         ref = d.get("histogram_reference")
+        size = d.get("resize_to")
         return cls(
             channels=int(d.get("channels", 1)),
             normalisation=Normalisation.from_dict(d.get("normalisation")),
             median3=bool(d.get("median3", False)),
             histogram_reference=tuple(ref) if ref else None,
+            resize_to=int(size) if size else None,
         )
 
     def to_dict(self) -> dict:
@@ -266,7 +275,43 @@ class InputSpec:
             "histogram_reference": list(self.histogram_reference)
             if self.histogram_reference
             else None,
+            "resize_to": self.resize_to,
         }
+
+
+def fit_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """The ``(h, w)`` an image of ``shape`` has once its longer side is ``size`` pixels.
+
+    >>> fit_shape((1080, 1080), 480), fit_shape((1080, 1440), 480)
+    ((480, 480), (360, 480))
+    """
+    h, w = int(shape[0]), int(shape[1])
+    f = size / max(h, w)
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def resize_planes(x: np.ndarray, shape: tuple[int, int], *, order: int = 1) -> np.ndarray:
+    """Resize ``(C, H, W)`` to ``(C, *shape)`` float32, range preserved.
+
+    Bilinear (``order`` 1) and area-averaging (anti-aliased) when shrinking, as
+    seed 003 downsamples its images; ``order`` 0 is nearest neighbour.
+    """
+    from skimage.transform import resize
+
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"expected (C, H, W), got shape {x.shape}")
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x.astype(np.float32, copy=False)
+    shrink = shape[0] < x.shape[1] or shape[1] < x.shape[2]
+    out = resize(
+        x.astype(np.float32, copy=False),
+        (x.shape[0], *shape),
+        order=order,
+        anti_aliasing=bool(shrink and order > 0),
+        preserve_range=True,
+    )
+    return out.astype(np.float32, copy=False)
 
 
 def to_model_input(plane: np.ndarray, spec: InputSpec = InputSpec()) -> np.ndarray:

@@ -7,11 +7,15 @@ may overlap. Build one with :func:`create_model`::
     net = create_model("unet", in_channels=1, classes=2, encoder="resnet18")
 
 torch and segmentation-models-pytorch are imported only when a model is
-built, so importing this module is cheap.
+built, so importing this module is cheap. Architectures defined in other
+modules of the package (seed 003's ``spheroid-multiscale`` in
+:mod:`.spheroid`) are registered on first use: a bundle names its
+architecture, and nobody has to import that module first.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,32 +23,45 @@ if TYPE_CHECKING:
     import torch
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_STRIDES: dict[str, int] = {}
+# architecture → module that registers it when imported (imported on first use)
+_LAZY = {"spheroid-multiscale": "napari_cultureseg.core.spheroid"}
 
 
-def register(name: str) -> Callable:
-    """Decorator: make a model factory available to :func:`create_model` as ``name``."""
+def register(name: str, *, stride: int = 32) -> Callable:
+    """Decorator: make a model factory available to :func:`create_model` as ``name``.
+
+    ``stride`` is what :func:`output_stride` reports for it: tiles are
+    multiples of it and start on its grid.
+    """
 
     def deco(factory: Callable) -> Callable:
         _REGISTRY[name] = factory
+        _STRIDES[name] = int(stride)
         return factory
 
     return deco
 
 
 def architectures() -> list[str]:
-    """Names of the registered architectures."""
-    return sorted(_REGISTRY)
+    """Names of the known architectures (registered, or registered on first use)."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
 
 
-def create_model(name: str, *, in_channels: int, classes: int, **params: Any) -> torch.nn.Module:
-    """Build architecture ``name`` with ``in_channels`` inputs and ``classes`` logit outputs."""
+def _factory(name: str) -> Callable[..., Any]:
+    if name not in _REGISTRY and name in _LAZY:
+        importlib.import_module(_LAZY[name])  # its @register fills the registry
     try:
-        factory = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ValueError(
             f"unknown architecture {name!r}; known: {', '.join(architectures())}"
         ) from None
-    return factory(in_channels=in_channels, classes=classes, **params)
+
+
+def create_model(name: str, *, in_channels: int, classes: int, **params: Any) -> torch.nn.Module:
+    """Build architecture ``name`` with ``in_channels`` inputs and ``classes`` logit outputs."""
+    return _factory(name)(in_channels=in_channels, classes=classes, **params)
 
 
 def _smp_unet(in_channels: int, out: int, encoder: str, encoder_depth: int, decoder_channels):
@@ -109,7 +126,10 @@ def output_stride(name: str, params: dict) -> int:
     """How many input pixels one step of the deepest feature map spans (tiles align to it)."""
     if name in ("unet", "per-class-unets"):
         return 2 ** int(params.get("encoder_depth", 5))
-    return int(params.get("stride", 32))
+    if "stride" in params:
+        return int(params["stride"])
+    _factory(name)
+    return _STRIDES[name]
 
 
 # ---------------------------------------------------------------- devices

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundles import Bundle, ClassSpec, DerivedClass, boundary_channels
-from .images import as_plane, to_model_input
+from .images import as_plane, fit_shape, resize_planes, to_model_input
 from .models import output_stride, resolve_device
 from .postprocess import binary_mask, instances
 from .tiling import Progress, predict_tiled
@@ -29,6 +29,9 @@ class Segmentation:
     border channels of ``boundary`` classes, see :func:`bundles.boundary_channels`)."""
     classes: tuple[ClassSpec, ...]
     derived: tuple[DerivedClass, ...] = ()
+    scale: float = 1.0
+    """Image pixels per network pixel, by area: 1 unless the model resized the image
+    (``InputSpec.resize_to``); ``min_size`` counts network pixels, so it is scaled by this."""
 
     @property
     def names(self) -> list[str]:
@@ -41,13 +44,17 @@ class Segmentation:
                 return c
         raise KeyError(f"no class {name!r}; classes are {', '.join(self.names)}")
 
+    def _min_size(self, spec) -> int:
+        return int(round(getattr(spec, "min_size", 0) * self.scale))
+
     def mask(self, name: str, threshold: float | None = None) -> np.ndarray:
         """Binary ``(H, W)`` mask of a predicted class at its (or the given) threshold."""
         for k, c in enumerate(self.classes):
             if c.name == name:
                 t = c.threshold if threshold is None else threshold
                 return binary_mask(
-                    self.probabilities[k], threshold=t, fill_holes=c.fill_holes, min_size=c.min_size
+                    self.probabilities[k], threshold=t, fill_holes=c.fill_holes,
+                    min_size=self._min_size(c), largest_only=c.largest_only,
                 )
         raise KeyError(f"no predicted class {name!r}; classes are {', '.join(self.names)}")
 
@@ -68,7 +75,7 @@ class Segmentation:
         m = self.masks()[name] if mask is None else mask
         border = boundary_channels(self.classes).get(name)
         return instances(
-            m, min_size=getattr(spec, "min_size", 0), method=getattr(spec, "separate", "components"),
+            m, min_size=self._min_size(spec), method=getattr(spec, "separate", "components"),
             h=getattr(spec, "split_depth", 2.0),
             boundary=None if border is None else self.probabilities[border],
         )
@@ -85,6 +92,14 @@ def segment(
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
+    A bundle whose input spec has ``resize_to`` (seed 003's spheroid model: 480)
+    sees the whole image resized to that size instead, in one pass
+    (:func:`predict_whole`), and its probabilities are resized back
+    (bilinearly) to the image's shape; masks are then cleaned at full size
+    with ``min_size`` scaled by the area ratio: the same objects seed 003 gets
+    by cleaning at 480² (``spheroid.spheroid_mask``, ``upsample="prob"``),
+    with smoother outlines.
+
     Parameters
     ----------
     bundle
@@ -94,7 +109,7 @@ def segment(
     device
         ``auto`` (CUDA, then MPS, then CPU) or an explicit device.
     tile, overlap
-        Tiling; default to the bundle's.
+        Tiling; default to the bundle's (ignored by a ``resize_to`` bundle).
     batch_size
         Tiles per forward pass; default 1 on the CPU (measured: 512² tiles of a
         1022×1024 image take 0.72 s one by one, 1.07 s in pairs, 1.67 s in fours
@@ -112,23 +127,51 @@ def segment(
     cfg = bundle.config
     plane = as_plane(image)
     x = to_model_input(plane, cfg.input)
+    full = x.shape[1:]
+    if cfg.input.resize_to:
+        x = resize_planes(x, fit_shape(full, cfg.input.resize_to))
     device = resolve_device(device)
     if batch_size is None:
         batch_size = 1 if device == "cpu" else 4
     tile = int(tile or cfg.tile)
     stride = output_stride(cfg.architecture, cfg.params)
-    if tile % stride:
+    if cfg.input.resize_to:  # the whole image in one pass, as the model was trained
+        probs = yield from predict_whole(x, bundle.predictor(device), align=stride)
+    elif tile % stride:
         raise ValueError(
             f"tile must be a multiple of {stride} for this model, got {tile}; "
             f"try {max(stride, tile // stride * stride)}"
         )
-    probs = yield from predict_tiled(
-        x,
-        bundle.predictor(device),
-        tile=tile,
-        overlap=cfg.overlap if overlap is None else overlap,
-        batch_size=batch_size,
-        n_out=cfg.n_outputs,
-        align=stride,
-    )
-    return Segmentation(probs, cfg.classes, cfg.derived)
+    else:
+        probs = yield from predict_tiled(
+            x,
+            bundle.predictor(device),
+            tile=tile,
+            overlap=cfg.overlap if overlap is None else overlap,
+            batch_size=batch_size,
+            n_out=cfg.n_outputs,
+            align=stride,
+        )
+    scale = 1.0
+    if probs.shape[1:] != full:
+        scale = full[0] * full[1] / (probs.shape[1] * probs.shape[2])
+        probs = np.clip(resize_planes(probs, full), 0.0, 1.0)
+    return Segmentation(probs, cfg.classes, cfg.derived, scale)
+
+
+def predict_whole(
+    x: np.ndarray, predictor, *, align: int = 1
+) -> Generator[Progress, None, np.ndarray]:
+    """Predict a ``(C, H, W)`` image in one pass; yields one :class:`Progress`.
+
+    The image is reflect-padded at the bottom/right to multiples of ``align``
+    (the network's stride) and the output cropped back, so nothing but the
+    image itself (and less than ``align`` pixels of its mirror) is seen.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = -h % align, -w % align
+    mode = "reflect" if ph < h and pw < w else "symmetric"
+    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, ph), (0, pw)), mode=mode)
+    out = np.asarray(predictor(xp[None]), np.float32)[0, :, :h, :w]
+    yield Progress(1, 1)
+    return out

@@ -23,6 +23,14 @@ same size (long skip, *guess*: the paper names long skips but not where) and a
 than following DeepPath1 (*guess*: "two different deep paths for the two
 scales ... to prevent the extraction of redundant features").
 
+In the engine (``configs/spheroid-multiscale.yaml``) the pieces below map to
+bundle and training settings: :func:`downsample_input` to ``InputSpec.resize_to``
+(``segment`` resizes the whole image and maps the probabilities back),
+:func:`spheroid_mask` to the class's threshold, ``fill_holes``, ``min_size`` and
+``largest_only``, :func:`weighted_labels` to ``TrainConfig.class_weighting`` with
+``fg_weight_factor`` 3, and :func:`adversarial_losses` to ``TrainConfig.adversarial``
+(:mod:`.adversarial`).
+
 torch is imported inside the factories, so importing this module is cheap.
 """
 
@@ -108,7 +116,7 @@ def _layers():
     return cbr, DeepPath, Up
 
 
-@register("spheroid-multiscale")
+@register("spheroid-multiscale", stride=16)
 def spheroid_multiscale(*, in_channels: int, classes: int, base: int = 60, blocks: int = 9):
     """Seed 003's segmentation network: ``(B, C, H, W)`` → ``(B, classes, H, W)`` logits.
 
@@ -221,18 +229,18 @@ def adversarial_losses(disc, image, logits, target, weights, lam):
     and BCE(disc(image, target), real) + BCE(disc(image, s(image)), fake), the
     segmentation detached so that the discriminator's step does not train the
     segmenter. Train the two alternately with separate optimisers (paper:
-    Adam, lr 1e-4 and 1e-3, betas (0.5, 0.99), batch 1).
+    Adam, lr 1e-4 and 1e-3, betas (0.5, 0.99), batch 1). The engine's training
+    loop does this with :class:`adversarial.Adversary` and its masked loss.
     """
     import torch
     from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
+    from .adversarial import discriminator_loss, generator_term
+
     prob = torch.sigmoid(logits)
     seg = (bce(logits, target, reduction="none") * weights).sum() / weights.sum()
-    fake = disc(image, prob)
-    seg = seg + lam * bce(fake, torch.ones_like(fake))
-    real, fake_d = disc(image, target), disc(image, prob.detach())
-    d = bce(real, torch.ones_like(real)) + bce(fake_d, torch.zeros_like(fake_d))
-    return seg, d
+    seg = seg + lam * generator_term(disc, image, prob)
+    return seg, discriminator_loss(disc, image, target, prob.detach())
 
 
 # ---------------------------------------------------------------- training aids

@@ -12,14 +12,19 @@ sigmoid (classes may overlap), and a pixel whose ``valid`` is False for class
 k (not annotated, not reviewed) adds nothing to the loss of class k. With
 class weighting, positive pixels of class k weigh
 
-    W_fg(k) = clip(N_bg(k) / N_fg(k), lo, hi),   W_bg = 1,
+    W_fg(k) = f · clip(N_bg(k) / N_fg(k), lo, hi),   W_bg = 1,
 
 counted per batch over the valid pixels of class k: the dynamic foreground
-weight of seed 003 (eq. 1, with W_bg = 1) and the per-batch class-frequency
-weighting r_{l,K} of seed 000 (eq. 2), clipped so that a batch with a
-handful of positive pixels cannot blow the gradient up. Each class's loss is
-the weighted mean over its valid pixels; the batch loss is the mean over
-classes that have any valid pixel (zero if none).
+weight of seed 003 (eq. 1, with W_bg = 1, and f = 3 to favour the
+foreground) and the per-batch class-frequency weighting r_{l,K} of seed 000
+(eq. 2, f = 1), clipped so that a batch with a handful of positive pixels
+cannot blow the gradient up. Each class's loss is the weighted mean over its
+valid pixels; the batch loss is the mean over classes that have any valid
+pixel (zero if none).
+
+With ``TrainConfig.adversarial`` (seed 003) a discriminator is trained
+alternately with the model and adds a rising adversarial term to its loss;
+see :mod:`.adversarial`.
 
 torch is imported inside functions so importing this module stays cheap.
 """
@@ -38,8 +43,10 @@ import numpy as np
 
 from .bundles import Bundle, BundleConfig, ClassSpec, DerivedClass, bundled_dir, user_models_dir
 from .datasets import PatchSampler, Sample, load_folder, split
-from .images import InputSpec
+from .images import InputSpec, fit_shape, resize_planes
 from .models import output_stride, resolve_device
+from .postprocess import binary_mask
+from .segment import predict_whole
 from .tiling import predict_tiled, run_to_end
 
 
@@ -55,6 +62,8 @@ class TrainConfig:
     """Side of the training patches; a multiple of 32."""
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's moment decays (seed 003: (0.5, 0.99) for both networks)."""
     weight_decay: float = 1e-4
     """Decoupled L2 penalty on the weights (AdamW; seed 000 used L2 with λ = 0.001)."""
     schedule: str = "onecycle"
@@ -67,8 +76,18 @@ class TrainConfig:
     val_every: int = 100
     early_stop_patience: int | None = 10
     """Stop after this many validations without a better mean Dice (None: never)."""
+    freeze_norm: bool = False
+    """Keep the parent's normalisation statistics (BatchNorm layers stay in eval mode).
+    For fine-tuning on a few images: batches drawn from one or two fields would
+    otherwise replace the statistics the model learnt from all its data."""
+    keep_parent_if_better: bool = False
+    """With a parent and validation samples, score the parent first (step 0): if no
+    later validation beats it, the parent's weights are returned. Fine-tuning then
+    never hands back a model worse than its parent on the held-out pixels."""
     class_weighting: bool = True
     weight_clip: tuple[float, float] = (1.0, 50.0)
+    fg_weight_factor: float = 1.0
+    """Extra factor on the foreground weight of ``class_weighting`` (seed 003: 3)."""
     dice_weight: float = 0.0
     """Weight of an added soft-Dice term (0: BCE only)."""
     positive_fraction: float = 0.5
@@ -80,6 +99,16 @@ class TrainConfig:
     max_seconds: float | None = None
     """Time budget in seconds: training stops cleanly (after a last validation) once
     exceeded, and the learning-rate schedule is stretched over it (see ``schedule``)."""
+    adversarial: bool = False
+    """Train a discriminator alternately with the model and add its verdict to the loss
+    (seed 003; see :mod:`.adversarial`). It is not saved: see :func:`fine_tune`."""
+    adversarial_lambda: tuple[float, float] = (8.3e-6, 0.1)
+    """Weight of the adversarial term, linear from the first to the second value over the
+    run's progress (as the learning-rate schedule; seed 003's values)."""
+    disc_lr: float = 1e-3
+    """The discriminator's (constant) Adam learning rate (seed 003); it uses ``betas``."""
+    disc_params: dict = field(default_factory=dict)
+    """``base``, ``depth`` of :func:`spheroid.make_discriminator` (default 8, 6: seed 003)."""
     val_tile: int | None = None
     """Tile for validation (None: the bundle's tile, capped at the image size)."""
     val_batch_size: int = 4
@@ -110,6 +139,9 @@ class Report:
     """This validation is the best so far (its weights are the ones returned)."""
     preview: object = None
     """What ``preview(net)`` returned at this step (every ``preview_every`` steps), else None."""
+    adversarial: dict | None = None
+    """Adversarial runs: ``lambda``, the weighted ``generator`` term (added to ``loss``,
+    which is the segmentation loss alone) and the ``discriminator`` loss."""
 
     @property
     def fraction(self) -> float:
@@ -124,6 +156,7 @@ def masked_loss(
     class_weighting: bool = True,
     weight_clip: tuple[float, float] = (1.0, 50.0),
     dice_weight: float = 0.0,
+    fg_weight_factor: float = 1.0,
 ):
     """Masked multilabel BCE-with-logits (plus optional soft Dice) of a batch.
 
@@ -137,6 +170,9 @@ def masked_loss(
         Weight positive pixels of class k by ``clip(N_bg / N_fg)`` (module docstring).
     weight_clip
         Bounds of that weight.
+    fg_weight_factor
+        Multiplies the clipped weight (seed 003: 3, "to force the network to
+        learn more from the foreground regions").
     dice_weight
         Weight of ``1 − soft Dice`` over the valid pixels, per class.
 
@@ -157,7 +193,8 @@ def masked_loss(
     if class_weighting:
         n_fg = t.sum(dims)
         w_fg = torch.where(n_fg > 0, (n_valid - n_fg) / n_fg.clamp(min=1), torch.ones_like(n_fg))
-        w = v * (1 + (w_fg.clamp(*weight_clip).view(1, -1, 1, 1) - 1) * t)
+        w_fg = fg_weight_factor * w_fg.clamp(*weight_clip)
+        w = v * (1 + (w_fg.view(1, -1, 1, 1) - 1) * t)
     else:
         w = v
     has = n_valid > 0
@@ -227,6 +264,11 @@ def validate(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Per-class Dice of ``net`` on full validation images, over valid pixels only.
 
+    A model with ``InputSpec.resize_to`` is validated on the resized images. A
+    ``largest_only`` class (one object per image) is scored after its
+    post-processing, which removes everything but one object: its raw map
+    would be judged on specks the model is not asked to avoid. Other classes
+    are scored on the thresholded probabilities.
     Returns ``(pooled, per_image)``: Dice from intersections and sizes summed
     over all images, and the mean of per-image Dice (images where a class has
     no valid pixel are left out of that class; empty truth and empty
@@ -235,6 +277,8 @@ def validate(
     import torch
 
     net.eval()
+    if cfg.input.resize_to:  # the model sees whole images at this size (seed 003)
+        val = resize_samples(val, cfg.input.resize_to)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -245,16 +289,23 @@ def validate(
     sums = np.zeros((3, k))  # intersection, predicted, true
     per_image: list[list[float]] = [[] for _ in range(k)]
     for s in val:
-        t = min(tile, -(-max(s.shape) // stride) * stride)  # no need to pad a small image to a big tile
-        prob = run_to_end(
-            predict_tiled(s.image, predict, tile=t, overlap=cfg.overlap, batch_size=batch_size,
-                          align=stride)
-        )
+        # no need to pad a small image to a big tile
+        t = min(tile, -(-max(s.shape) // stride) * stride)
+        if cfg.input.resize_to:  # as segment() predicts: the whole image in one pass
+            gen = predict_whole(s.image, predict, align=stride)
+        else:
+            gen = predict_tiled(s.image, predict, tile=t, overlap=cfg.overlap,
+                                batch_size=batch_size, align=stride)
+        prob = run_to_end(gen)
         for c, spec in enumerate(cfg.classes):
             v = s.valid[c]
             if not v.any():
                 continue
-            m, truth = (prob[c] > spec.threshold) & v, (s.target[c] > 0) & v
+            m = prob[c] > spec.threshold
+            if getattr(spec, "largest_only", False):  # scored as seed 003 scores it: cleaned
+                m = binary_mask(prob[c], threshold=spec.threshold, fill_holes=spec.fill_holes,
+                                min_size=spec.min_size, largest_only=True)
+            m, truth = m & v, (s.target[c] > 0) & v
             i, p, q = np.count_nonzero(m & truth), np.count_nonzero(m), np.count_nonzero(truth)
             sums[:, c] += (i, p, q)
             per_image[c].append(2 * i / (p + q) if p + q else 1.0)
@@ -265,6 +316,18 @@ def validate(
             pooled[spec.name] = float(2 * i / (p + q)) if p + q else 1.0
             mean[spec.name] = float(np.mean(per_image[c]))
     return pooled, mean
+
+
+def _train_mode(net, freeze_norm: bool):
+    """``net.train()``, with BatchNorm layers left in eval mode when ``freeze_norm``."""
+    import torch
+
+    net.train()
+    if freeze_norm:
+        for m in net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return net
 
 
 def fine_tune(
@@ -307,6 +370,20 @@ def fine_tune(
     Bundle
         The new model with the best validated weights and its lineage
         (parent, created, data, steps, seconds, best step, metrics).
+
+    Notes
+    -----
+    A model whose input spec has ``resize_to`` (seed 003) learns from whole
+    images at that size, as ``segment`` will show them to it: samples of
+    another size are resized first (:func:`resize_samples`).
+
+    With ``config.adversarial`` a discriminator (:class:`adversarial.Adversary`)
+    is trained alternately with the model, one step each per batch, and
+    ``λ · BCE(D(image, prediction), real)`` is added to the model's loss, ``λ``
+    rising linearly over the run. The discriminator is not part of the model
+    and is not saved in the bundle: fine-tuning the bundle adversarially
+    later starts a fresh discriminator, with ``λ`` again near zero while it
+    learns, so the untrained discriminator hardly affects the model.
     """
     import torch
 
@@ -317,6 +394,9 @@ def fine_tune(
         raise ValueError("no training samples")
     _check(train, cfg, "training")
     _check(val, cfg, "validation")
+    if cfg.input.resize_to:
+        train = resize_samples(train, cfg.input.resize_to)
+        val = resize_samples(val, cfg.input.resize_to)
     from .models import resolve_device
 
     device = resolve_device(config.device)
@@ -324,8 +404,20 @@ def fine_tune(
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     try:
         torch.manual_seed(config.seed)  # the fresh network's initial weights
-        net = (bundle if bundle is not None else Bundle(cfg)).build().to(device).train()
-        opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        net = _train_mode((bundle if bundle is not None else Bundle(cfg)).build().to(device),
+                          config.freeze_norm)
+        opt = torch.optim.AdamW(
+            net.parameters(), lr=config.lr, betas=tuple(config.betas),
+            weight_decay=config.weight_decay,
+        )
+        adversary = None
+        if config.adversarial:  # made after the model, so the model's initial weights stay the same
+            from .adversarial import Adversary
+
+            adversary = Adversary(
+                cfg.input.channels, cfg.n_outputs, lr=config.disc_lr, betas=tuple(config.betas),
+                lam=tuple(config.adversarial_lambda), device=device, **config.disc_params,
+            )
         sampler = PatchSampler(
             train,
             config.patch_size,
@@ -338,6 +430,16 @@ def fine_tune(
         start = time.perf_counter()
         best = {"score": -math.inf, "step": 0, "state": None, "dice": {}, "per_image": {}}
         history, since_best, stopped, step = [], 0, "steps", 0
+        if config.keep_parent_if_better and bundle is not None and val:
+            dice, per_image = validate(
+                net, val, cfg, tile=val_tile, device=device, batch_size=config.val_batch_size
+            )
+            _train_mode(net, config.freeze_norm)
+            state = {k: w.detach().cpu().clone() for k, w in net.state_dict().items()}
+            best.update(score=float(np.mean(list(dice.values()))) if dice else 0.0, step=0,
+                        state=state, dice=dice, per_image=per_image)
+            history.append({"step": 0, "val_dice": dice})
+            start = time.perf_counter()  # the parent's score is not training time
         for step in range(1, config.steps + 1):
             # with a time budget the schedule follows whichever runs out first, steps or
             # seconds, so a slower (or busier) machine still anneals before it stops
@@ -348,22 +450,33 @@ def fine_tune(
             for group in opt.param_groups:
                 group["lr"] = lr
             x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+            logits = net(x)
             loss = masked_loss(
-                net(x),
+                logits,
                 t,
                 v,
                 class_weighting=config.class_weighting,
                 weight_clip=config.weight_clip,
                 dice_weight=config.dice_weight,
+                fg_weight_factor=config.fg_weight_factor,
             )
+            total, adv = loss, None
+            if adversary is not None:
+                g, lam = adversary.generator_loss(x, logits, v, progress)
+                total = loss + g
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             opt.step()
+            if adversary is not None:  # then the discriminator, on the same (detached) prediction
+                d = adversary.step(x, logits, t, v)
+                adv = {"lambda": lam, "generator": float(g.detach()), "discriminator": d}
             loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"the loss became {loss_value} at step {step}; lower the learning rate"
-                )
+            for what, value in (("loss", float(total.detach())),
+                                ("discriminator's loss", adv["discriminator"] if adv else 0.0)):
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"the {what} became {value} at step {step}; lower the learning rate"
+                    )
             elapsed = time.perf_counter() - start
             out_of_time = bool(config.max_seconds) and elapsed >= config.max_seconds
             dice, is_best = None, False
@@ -371,7 +484,7 @@ def fine_tune(
                 dice, per_image = validate(
                     net, val, cfg, tile=val_tile, device=device, batch_size=config.val_batch_size
                 )
-                net.train()
+                _train_mode(net, config.freeze_norm)
                 score = float(np.mean(list(dice.values()))) if dice else 0.0
                 history.append({"step": step, "val_dice": dice})
                 if score > best["score"]:
@@ -384,9 +497,11 @@ def fine_tune(
             if preview is not None and preview_every and step % preview_every == 0:
                 net.eval()
                 shown = preview(net)
-                net.train()
+                _train_mode(net, config.freeze_norm)
             elapsed = time.perf_counter() - start
-            command = yield Report(step, config.steps, loss_value, lr, elapsed, dice, is_best, shown)
+            command = yield Report(
+                step, config.steps, loss_value, lr, elapsed, dice, is_best, shown, adversarial=adv
+            )
             if command == "stop":
                 stopped = "user"
                 break
@@ -415,10 +530,12 @@ def fine_tune(
         "seconds": round(seconds, 1),
         "best_step": best["step"],
         "stopped": stopped,
-        "training": {
-            k: getattr(config, k)
-            for k in ("lr", "weight_decay", "schedule", "batch_size", "patch_size", "seed",
-                      "class_weighting", "dice_weight", "augment", "steps", "val_every")
+        "training": {  # as JSON will give it back (lists, not tuples), so configs compare equal
+            k: list(v) if isinstance(v := getattr(config, k), tuple) else v
+            for k in ("lr", "betas", "weight_decay", "schedule", "batch_size", "patch_size", "seed",
+                      "class_weighting", "fg_weight_factor", "dice_weight", "augment", "steps",
+                      "val_every", "adversarial")
+            + (("adversarial_lambda", "disc_lr", "disc_params") if config.adversarial else ())
         },
         "metrics": {
             "val_dice": best["dice"],
@@ -427,6 +544,29 @@ def fine_tune(
         },
     }
     return Bundle(replace(cfg, lineage=lineage), best["state"])
+
+
+def resize_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
+    """Samples resized so that their longer side is ``size`` (``InputSpec.resize_to``).
+
+    Images bilinearly with area averaging (as ``segment`` resizes them);
+    targets by majority (area fraction ≥ 0.5); a resized pixel is valid only
+    where all it covers was. Samples already at that size are kept as they
+    are. A border channel (``separate: boundary``) is resized like a mask, so
+    its 1-2 pixel borders thin out when shrunk: give such models samples at
+    the network's size.
+    """
+    out = []
+    for s in samples:
+        shape = fit_shape(s.shape, size)
+        if shape == tuple(s.shape):
+            out.append(s)
+            continue
+        target = resize_planes(s.target.astype(np.float32), shape) >= 0.5
+        valid = resize_planes(s.valid.astype(np.float32), shape) > 0.999
+        out.append(Sample(s.name, resize_planes(s.image, shape), target.astype(np.uint8), valid,
+                          s.group))
+    return out
 
 
 def prepare_from_config(
@@ -441,9 +581,24 @@ def prepare_from_config(
     out of both training and validation, e.g. to measure how a model does on
     an experiment it never saw.
 
+    A ``data:`` entry is a folder (``folder: phase_usiigaci``, optional
+    ``max_side``) or synthetic images (see :mod:`.synth_data`)::
+
+        - synthetic: culture      # culture | spheroid-easy | spheroid-hard
+          seeds: [0, 24]          # range(0, 24); 1000-1999 are reserved for tests
+          shape: [1040, 1392]
+          rgb: true               # default: true for culture, false for spheroids
+          use: train              # train | val | split
+
     Returns
     -------
     (config, train, val, yaml_dict)
+
+    Raises
+    ------
+    ValueError
+        A malformed data entry, an image in both training and validation, or
+        a synthetic seed reserved for tests.
     """
     import yaml
 
@@ -462,10 +617,12 @@ def prepare_from_config(
     val: list[Sample] = []
     described = []
     for entry in y["data"]:
-        samples = load_folder(root / entry["folder"], classes, spec, max_side=entry.get("max_side"))
+        samples, what = _load_data_entry(entry, root, classes, spec)
         samples = [s for s in samples if s.group not in exclude_groups]
         use = entry.get("use", "split")
-        described.append(f"{entry['folder']} ({len(samples)} images, {use})")
+        if use not in ("train", "val", "split"):
+            raise ValueError(f"data entry {what}: use must be train, val or split, not {use!r}")
+        described.append(f"{what} ({len(samples)} images, {use})")
         if use == "train":
             train += samples
         elif use == "val":
@@ -480,6 +637,9 @@ def prepare_from_config(
                 stratify=by == "stratified",
             )
             train, val = train + tr, val + va
+    from .synth_data import check_disjoint
+
+    check_disjoint(train, val)
     t = dict(y.get("training", {}))
     if "weight_clip" in t:
         t["weight_clip"] = tuple(t["weight_clip"])
@@ -498,6 +658,35 @@ def prepare_from_config(
         **t,
     )
     return config, train, val, y
+
+
+def _load_data_entry(
+    entry: dict, root: Path, classes: Sequence[ClassSpec], spec: InputSpec
+) -> tuple[list[Sample], str]:
+    """The samples of one ``data:`` entry of a training YAML, and a short description of it."""
+    if "synthetic" in entry:
+        from .synth_data import seed_range, synthetic_samples
+
+        known = {"synthetic", "seeds", "shape", "rgb", "density", "use"}
+        if set(entry) - known:
+            raise ValueError(
+                f"synthetic data entry has unknown key(s) {sorted(set(entry) - known)}; "
+                f"it takes {', '.join(sorted(known))}"
+            )
+        kind, seeds = entry["synthetic"], seed_range(entry.get("seeds"))
+        shape = tuple(int(v) for v in entry.get("shape", (1040, 1392)))
+        samples = synthetic_samples(
+            kind, seeds, classes=classes, spec=spec, shape=shape,
+            rgb=bool(entry.get("rgb", kind == "culture")), density=float(entry.get("density", 1.0)),
+        )
+        size = "x".join(map(str, shape))
+        return samples, f"synthetic {kind} seeds {seeds.start}-{seeds.stop - 1} ({size})"
+    if "folder" not in entry:
+        raise ValueError(
+            f"data entry {entry!r} needs either folder: <path> or synthetic: <kind> with seeds"
+        )
+    samples = load_folder(root / entry["folder"], classes, spec, max_side=entry.get("max_side"))
+    return samples, str(entry["folder"])
 
 
 def run_training(

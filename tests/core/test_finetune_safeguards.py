@@ -1,0 +1,88 @@
+"""Fine-tuning on a user's corrections must not undo what the parent learnt (versions + training)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cultureseg.core.bundles import Bundle
+from napari_cultureseg.core.training import fine_tune
+from napari_cultureseg.core.versions import (
+    fine_tune_job,
+    finetune_config,
+    next_version_name,
+    with_parent_loss,
+)
+
+from .test_training import CFG, TRAIN, VAL, _run
+
+
+@pytest.fixture(scope="module")
+def parent():
+    _, bundle = _run(fine_tune(None, TRAIN, VAL, replace(CFG, steps=30)))
+    return bundle
+
+
+def _bn_stats(bundle_or_net):
+    net = bundle_or_net.build() if isinstance(bundle_or_net, Bundle) else bundle_or_net
+    return [m.running_mean.clone() for m in net.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_freeze_norm_keeps_the_parents_batchnorm_statistics(parent):
+    cfg = replace(CFG, name="c", steps=5, val_every=100)
+    _, frozen = _run(fine_tune(parent, TRAIN[:1], [], replace(cfg, freeze_norm=True)))
+    _, moving = _run(fine_tune(parent, TRAIN[:1], [], replace(cfg, freeze_norm=False)))
+    before, kept, moved = _bn_stats(parent), _bn_stats(frozen), _bn_stats(moving)
+    assert before and all(torch.equal(a, b) for a, b in zip(before, kept, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before, moved, strict=True))
+
+
+def test_keep_parent_if_better_never_returns_a_worse_model(parent):
+    # a learning rate that wrecks the network: the parent's weights must come back
+    wild = replace(CFG, name="c", steps=6, val_every=3, lr=5.0, schedule="constant",
+                   keep_parent_if_better=True)
+    reports, child = _run(fine_tune(parent, TRAIN[:2], VAL, wild))
+    assert child.config.lineage["best_step"] == 0
+    assert child.config.lineage["metrics"]["history"][0]["step"] == 0
+    for k, w in parent.build().state_dict().items():
+        torch.testing.assert_close(child.build().state_dict()[k], w)
+    # without the guard the wrecked weights are what comes back
+    _, wrecked = _run(fine_tune(parent, TRAIN[:2], VAL, replace(wild, keep_parent_if_better=False)))
+    assert wrecked.config.lineage["best_step"] > 0
+
+
+def test_fine_tuning_keeps_the_loss_the_parent_was_trained_with(parent):
+    recorded = parent.config.lineage["training"]
+    assert recorded["class_weighting"] == CFG.class_weighting
+    cfg = with_parent_loss(parent, finetune_config(class_weighting=not CFG.class_weighting,
+                                                    dice_weight=0.7))
+    assert cfg.class_weighting == CFG.class_weighting and cfg.dice_weight == CFG.dice_weight
+    assert cfg.freeze_norm and cfg.keep_parent_if_better and cfg.schedule == "cosine"
+    # a parent with no recorded recipe keeps the config's
+    bare = Bundle(replace(parent.config, lineage={}), parent._state)
+    assert with_parent_loss(bare, cfg) == cfg
+
+
+def test_fine_tune_job_saves_a_new_version_with_the_parents_score(parent, cultureseg_home):
+    from napari_cultureseg.core.bundles import user_models_dir
+
+    parent.save(user_models_dir() / "discs")
+    base = Bundle.load(user_models_dir() / "discs")
+    samples = [replace(s, valid=np.ones_like(s.valid)) for s in TRAIN[:2]]
+    assert next_version_name("discs") == "discs.v2"
+    gen = fine_tune_job(base, "discs", samples, finetune_config(steps=4, val_every=2, threads=1,
+                                                                 patch_size=64, batch_size=2))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert result.name == "discs.v2" and next_version_name("discs") == "discs.v3"
+    saved = Bundle.load(result.path)
+    assert saved.config.lineage["parent"] == "discs"
+    assert "disc" in saved.config.lineage["metrics"]["parent_val_dice"]
