@@ -40,3 +40,32 @@ def test_synthetic_culture_is_deterministic_and_exact():
     assert la.max() > 3 and a.shape == la.shape == (128, 160)
     # cells are darker than their surroundings in phase contrast
     assert a[la > 0].mean() < a[la == 0].mean()
+
+
+def test_predict_resizes_for_a_resize_to_model_and_maps_back():
+    """The plumbing the Fine-tune preview shares with segment(): what the network sees."""
+    from dataclasses import replace
+
+    from napari_cultureseg.core.images import InputSpec
+    from napari_cultureseg.core.segment import predict
+
+    from ..conftest import tiny_config
+
+    seen = []
+
+    def predictor(batch):  # records the input size; returns the image as "probability"
+        seen.append(batch.shape)
+        return np.clip(batch[:, :1], 0, 1).repeat(2, axis=1)
+
+    x = np.zeros((1, 64, 96), np.float32)
+    x[:, 16:48, 24:72] = 1.0
+    whole = replace(tiny_config(), input=InputSpec(resize_to=48))
+    probs, scale = run_to_end(predict(x, predictor, whole))
+    assert seen == [(1, 1, 32, 48)]  # longer side 48, aspect kept, one pass
+    assert probs.shape == (2, 64, 96) and scale == pytest.approx(4.0)
+    assert probs[0, 32, 48] > 0.99 and probs[0, 2, 2] < 0.01
+    seen.clear()
+    tiled = tiny_config(tile=64)
+    probs, scale = run_to_end(predict(x, predictor, tiled))
+    assert scale == 1.0 and all(s[-2:] == (64, 64) for s in seen) and len(seen) > 1
+    np.testing.assert_allclose(probs[0], x[0], atol=1e-6)

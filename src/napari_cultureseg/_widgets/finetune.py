@@ -201,15 +201,17 @@ class FinetuneWidget(Container):
             import torch
 
             from ..core.models import output_stride
-            from ..core.tiling import predict_tiled, run_to_end
+            from ..core.segment import predict as predict_input
+            from ..core.tiling import run_to_end
 
             def p(batch):
                 with torch.inference_mode():
                     return torch.sigmoid(net(torch.from_numpy(batch))).numpy()
 
-            stride = output_stride(bundle.config.architecture, bundle.config.params)
-            t = min(bundle.config.tile, -(-max(x.shape[1:]) // stride) * stride)
-            return run_to_end(predict_tiled(x, p, tile=t, overlap=bundle.config.overlap, align=stride))
+            cfg = bundle.config
+            stride = output_stride(cfg.architecture, cfg.params)
+            t = min(cfg.tile, -(-max(x.shape[1:]) // stride) * stride)  # no bigger than the view
+            return run_to_end(predict_input(x, p, cfg, tile=t))[0]
 
         return predict
 

@@ -125,27 +125,50 @@ def segment(
     Segmentation
     """
     cfg = bundle.config
-    plane = as_plane(image)
-    x = to_model_input(plane, cfg.input)
-    full = x.shape[1:]
-    if cfg.input.resize_to:
-        x = resize_planes(x, fit_shape(full, cfg.input.resize_to))
+    x = to_model_input(as_plane(image), cfg.input)
     device = resolve_device(device)
     if batch_size is None:
         batch_size = 1 if device == "cpu" else 4
-    tile = int(tile or cfg.tile)
+    probs, scale = yield from predict(
+        x, bundle.predictor(device), cfg, tile=tile, overlap=overlap, batch_size=batch_size
+    )
+    return Segmentation(probs, cfg.classes, cfg.derived, scale)
+
+
+def predict(
+    x: np.ndarray,
+    predictor,
+    cfg,
+    *,
+    tile: int | None = None,
+    overlap: float | None = None,
+    batch_size: int = 1,
+) -> Generator[Progress, None, tuple[np.ndarray, float]]:
+    """Probabilities of a ``(C, H, W)`` model input, the way ``cfg`` (a BundleConfig) says.
+
+    Tiled at the bundle's tile and overlap, or, for a ``resize_to`` bundle,
+    resized and predicted whole, then resized back. ``predictor`` maps a
+    ``(B, C, h, w)`` batch to probabilities (e.g. :meth:`Bundle.predictor`, or
+    a network being trained, for the Fine-tune widget's preview).
+
+    Returns ``(probabilities (K', H, W), scale)``, ``scale`` being image pixels
+    per network pixel by area (see :attr:`Segmentation.scale`).
+    """
+    full = x.shape[1:]
     stride = output_stride(cfg.architecture, cfg.params)
     if cfg.input.resize_to:  # the whole image in one pass, as the model was trained
-        probs = yield from predict_whole(x, bundle.predictor(device), align=stride)
-    elif tile % stride:
-        raise ValueError(
-            f"tile must be a multiple of {stride} for this model, got {tile}; "
-            f"try {max(stride, tile // stride * stride)}"
-        )
+        x = resize_planes(x, fit_shape(full, cfg.input.resize_to))
+        probs = yield from predict_whole(x, predictor, align=stride)
     else:
+        tile = int(tile or cfg.tile)
+        if tile % stride:
+            raise ValueError(
+                f"tile must be a multiple of {stride} for this model, got {tile}; "
+                f"try {max(stride, tile // stride * stride)}"
+            )
         probs = yield from predict_tiled(
             x,
-            bundle.predictor(device),
+            predictor,
             tile=tile,
             overlap=cfg.overlap if overlap is None else overlap,
             batch_size=batch_size,
@@ -156,7 +179,7 @@ def segment(
     if probs.shape[1:] != full:
         scale = full[0] * full[1] / (probs.shape[1] * probs.shape[2])
         probs = np.clip(resize_planes(probs, full), 0.0, 1.0)
-    return Segmentation(probs, cfg.classes, cfg.derived, scale)
+    return probs, scale
 
 
 def predict_whole(
