@@ -60,3 +60,25 @@ def test_sample_data():
     assert kind == "image" and cell.ndim == 2 and min(cell.shape) > 256
     (img, m1, k1), (lab, m2, k2) = synthetic_culture()
     assert (k1, k2) == ("image", "labels") and img.shape == lab.shape and lab.max() > 5
+
+
+def test_synthetic_tumour_culture_and_spheroid_samples_open_in_napari(make_napari_viewer):
+    from napari_cultureseg._sample_data import spheroid_well, tumour_culture
+    from napari_cultureseg.core.synth_culture import CLASSES
+
+    layers = tumour_culture()
+    assert [k for _, _, k in layers] == ["image"] + ["labels"] * 6
+    (img, meta, _), *truth = layers
+    assert img.shape == (1040, 1392, 3) and meta["rgb"]
+    assert all(m.shape == img.shape[:2] and m.any() for m, _, _ in truth)
+    p = next(m for m, meta, _ in truth if "· P " in meta["name"])
+    s = next(m for m, meta, _ in truth if "· S " in meta["name"])
+    assert (p & s).any()  # cells sit on vessels: the classes overlap
+    (w, _, _), (mask, _, _) = spheroid_well()
+    assert w.shape == mask.shape == (1080, 1080) and 0 < mask.mean() < 0.5
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-cultureseg", "tumour_culture")
+    assert len(viewer.layers) == 7
+    colour = dict((n, c) for n, c, _ in CLASSES)["P"]
+    got = viewer.layers["tumour culture · P (truth)"].colormap.map(np.array([1]))[0][:3]
+    np.testing.assert_allclose(got, [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)], atol=0.01)

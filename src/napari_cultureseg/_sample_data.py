@@ -1,4 +1,7 @@
-"""npe2 sample data: a real phase-contrast image and a synthetic culture with its truth."""
+"""npe2 sample data: a real phase-contrast image and synthetic images with their exact truth.
+
+The synthetic ones are generated on request (seeded, a second or two), not stored.
+"""
 
 from __future__ import annotations
 
@@ -18,4 +21,33 @@ def synthetic_culture():
     return [
         (image, {"name": "synthetic culture"}, "image"),
         (labels, {"name": "synthetic culture · truth", "visible": False}, "labels"),
+    ]
+
+
+def tumour_culture():
+    """A seed-000-like culture on vascular structures (1040×1392, seed 0) and its six classes.
+
+    The six exact masks (S, I, IP, P, O, R) come as overlapping Labels layers in
+    the class colours of ``culture-multilabel``, hidden: the truth to compare with.
+    """
+    from .core.synth_culture import CLASSES, culture
+
+    image, masks = culture(seed=0, rgb=True)
+    layers = [(image, {"name": "tumour culture", "rgb": True}, "image")]
+    for name, colour, _ in CLASSES:
+        layers.append((masks[name].astype("uint8"), {
+            "name": f"tumour culture · {name} (truth)", "visible": False, "opacity": 0.6,
+            "colormap": {0: None, 1: colour}}, "labels"))
+    return layers
+
+
+def spheroid_well():
+    """A seed-003-like bright-field well with one spheroid (1080², "hard" setting) and its mask."""
+    from .core.synth_spheroid import spheroid_well as well
+
+    image, mask = well(1080, seed=0, difficulty="hard")
+    return [
+        (image, {"name": "spheroid well"}, "image"),
+        (mask.astype("uint8"), {"name": "spheroid well · spheroid (truth)", "visible": False,
+                                "opacity": 0.5}, "labels"),
     ]

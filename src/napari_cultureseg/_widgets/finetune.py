@@ -13,7 +13,6 @@ version is one click away.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
