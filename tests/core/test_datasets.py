@@ -15,9 +15,10 @@ from napari_cultureseg.core.datasets import (
     augment,
     experiment_of,
     load_folder,
+    match_to_brightest,
     split,
 )
-from napari_cultureseg.core.images import ImageError, InputSpec
+from napari_cultureseg.core.images import ImageError, InputSpec, Normalisation, to_model_input
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
 
@@ -186,3 +187,24 @@ def test_real_data_nucleus_only_images_have_unknown_cells(tmp_path):
     os.symlink(phase / "set01_cell.tif", tmp_path / "set01_cell.tif")
     p = {x.name: x for x in load_folder(tmp_path, ["cell"])}["set01"]
     assert p.image.shape == (1, 1022, 1024) and 0.1 < p.target.mean() < 0.5
+
+
+def test_histogram_matching_maps_every_image_onto_the_brightest_training_image():
+    rng = np.random.default_rng(3)
+    raws = [rng.gamma(k, 40.0, (48, 40)) for k in (1.0, 4.0, 2.0)]  # the second is brightest
+    spec = InputSpec(normalisation=Normalisation(low=0.0, high=100.0))
+    t = np.zeros((1, 48, 40), np.uint8)
+    samples = [Sample(f"s{i}", to_model_input(r, spec), t, t > 0) for i, r in enumerate(raws)]
+    train, val, matched_spec = match_to_brightest(samples[:2], samples[2:], spec)
+    ref = np.asarray(matched_spec.histogram_reference)
+    assert ref.size == 256 and np.all(np.diff(ref) >= 0)
+    qs = np.linspace(0, 1, ref.size)
+    brightest = samples[1].image
+    np.testing.assert_allclose(ref, np.quantile(brightest, qs), atol=1e-5)
+    for s in (*train, *val):  # every image now has the reference's distribution
+        np.testing.assert_allclose(np.quantile(s.image, qs), ref, atol=0.02)
+    # the stored reference reproduces at inference exactly what training saw
+    np.testing.assert_allclose(to_model_input(raws[2], matched_spec), val[0].image, atol=1e-6)
+    assert not np.allclose(val[0].image, samples[2].image)  # and it did change something
+    with pytest.raises(ValueError, match="training images"):
+        match_to_brightest([], samples, spec)

@@ -226,6 +226,35 @@ def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int):
     return x, t.astype(np.uint8), v
 
 
+def match_to_brightest(
+    train: Sequence[Sample], val: Sequence[Sample], spec: InputSpec, *, n_quantiles: int = 256
+) -> tuple[list[Sample], list[Sample], InputSpec]:
+    """Seed 004's histogram matching: every image onto the brightest training image.
+
+    The reference is the training image with the highest mean intensity (after
+    the spec's median filter and normalisation), stored as ``n_quantiles``
+    quantiles in the returned spec, so that images segmented later are matched
+    to the same reference (:func:`images.to_model_input`). Validation images
+    are matched too, but never chosen as the reference.
+    """
+    from dataclasses import replace
+
+    from .images import match_histogram
+
+    if not train:
+        raise ValueError("histogram matching needs training images to choose a reference from")
+    brightest = max(train, key=lambda s: float(s.image.mean()))
+    # rounded as config.json stores it, so training sees what inference will
+    ref = np.round(np.quantile(brightest.image, np.linspace(0, 1, n_quantiles)), 6)
+
+    def matched(samples):
+        return [Sample(s.name, match_histogram(s.image, ref), s.target, s.valid, s.group)
+                for s in samples]
+
+    spec = replace(spec, histogram_reference=tuple(float(v) for v in ref))
+    return matched(train), matched(val), spec
+
+
 def split(
     samples: Sequence[Sample],
     val_fraction: float,

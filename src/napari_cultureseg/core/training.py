@@ -590,6 +590,10 @@ def prepare_from_config(
           rgb: true               # default: true for culture, false for spheroids
           use: train              # train | val | split
 
+    ``input: {histogram_match: true}`` matches every image's histogram to the
+    brightest training image (seed 004, :func:`datasets.match_to_brightest`);
+    the reference is stored in the bundle and applied to every image it segments.
+
     Returns
     -------
     (config, train, val, yaml_dict)
@@ -611,7 +615,10 @@ def prepare_from_config(
     derived = tuple(
         DerivedClass(**{**d, "minus": tuple(d.get("minus", ()))}) for d in y.get("derived", ())
     )
-    spec = InputSpec.from_dict(y.get("input"))
+    input_section = dict(y.get("input") or {})
+    # seed 004: match every image's histogram to the brightest training image's
+    histogram_match = bool(input_section.pop("histogram_match", False))
+    spec = InputSpec.from_dict(input_section)
     sp = y.get("split", {})
     train: list[Sample] = []
     val: list[Sample] = []
@@ -640,6 +647,11 @@ def prepare_from_config(
     from .synth_data import check_disjoint
 
     check_disjoint(train, val)
+    if histogram_match:
+        from .datasets import match_to_brightest
+
+        train, val, spec = match_to_brightest(train, val, spec)
+        described.append("histograms matched to the brightest training image (seed 004)")
     t = dict(y.get("training", {}))
     if "weight_clip" in t:
         t["weight_clip"] = tuple(t["weight_clip"])
