@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from napari_cultureseg.core.training import (
     TrainConfig,
     fine_tune,
     prepare_from_config,
+    run_training,
 )
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -199,3 +201,28 @@ def test_per_class_unets_learn_tiny_synthetic_cultures():
     losses = [r.loss for r in reports]
     # weighted cross entropy of six 2-way softmaxes starts near ln 2
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+    assert trained.config.lineage["training"]["per_class_batches"] is True
+
+
+def test_per_class_unets_each_learn_from_batches_of_their_own_class(monkeypatch):
+    from napari_cultureseg.core import datasets
+
+    asked = []
+    batch = datasets.PatchSampler.batch
+
+    def spy(self, n, for_class=None):
+        asked.append(for_class)
+        return batch(self, n, for_class)
+
+    monkeypatch.setattr(datasets.PatchSampler, "batch", spy)
+    train = synthetic_samples("culture", range(2), classes=class_specs(), shape=SMALL)
+    config = TrainConfig(
+        name="tiny-per-class", architecture="per-class-unets", classes=class_specs(),
+        params={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
+        steps=2, batch_size=1, patch_size=64, threads=1, tile=64, augment=False,
+    )
+    run_training(config, train, [])
+    assert asked == [0, 1, 2, 3, 4, 5] * 2  # every step: one batch per class's network
+    asked.clear()
+    run_training(replace(config, per_class_batches=False), train, [])
+    assert asked == [None, None]

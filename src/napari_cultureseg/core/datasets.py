@@ -419,11 +419,16 @@ class PatchSampler:
         offset = int(self.rng.integers(p // 8, p - p // 8))
         return int(np.clip(at - offset, 0, size - p))
 
-    def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One patch: image ``(C, P, P)`` float32, target ``(K, P, P)`` uint8, valid bool."""
+    def draw(self, for_class: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One patch: image ``(C, P, P)`` float32, target ``(K, P, P)`` uint8, valid bool.
+
+        ``for_class``: positives and negatives of this class only (seed 000 draws
+        each per-class network's patches for its own class).
+        """
         u = self.rng.random()
         kind = "pos" if u < self.fractions[0] else "neg" if u < sum(self.fractions) else None
-        classes = [c for c, lst in enumerate(self.candidates.get(kind, [])) if lst]
+        classes = [c for c, lst in enumerate(self.candidates.get(kind, []))
+                   if lst and for_class in (None, c)]
         at = None
         if kind is not None and classes:
             lst = self.candidates[kind][classes[int(self.rng.integers(len(classes)))]]
@@ -444,9 +449,11 @@ class PatchSampler:
             np.ascontiguousarray(v),
         )
 
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def batch(
+        self, n: int, for_class: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``n`` patches stacked: ``(n, C, P, P)``, ``(n, K, P, P)``, ``(n, K, P, P)``."""
-        xs, ts, vs = zip(*(self.draw() for _ in range(n)), strict=True)
+        xs, ts, vs = zip(*(self.draw(for_class) for _ in range(n)), strict=True)
         return np.stack(xs), np.stack(ts), np.stack(vs)
 
 

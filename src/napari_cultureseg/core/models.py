@@ -115,9 +115,13 @@ def per_class_unets(
                 for _ in range(classes)
             )
 
+        def class_logit(self, c: int, x):
+            """Class ``c``'s logit ``(N, 1, H, W)`` from its own network alone."""
+            o = self.nets[c](x)
+            return o[:, 1:2] - o[:, 0:1]
+
         def forward(self, x):
-            outs = [net(x) for net in self.nets]
-            return torch.cat([o[:, 1:2] - o[:, 0:1] for o in outs], dim=1)
+            return torch.cat([self.class_logit(c, x) for c in range(len(self.nets))], dim=1)
 
     return PerClassUNets()
 

@@ -109,6 +109,11 @@ class TrainConfig:
     """The discriminator's (constant) Adam learning rate (seed 003); it uses ``betas``."""
     disc_params: dict = field(default_factory=dict)
     """``base``, ``depth`` of :func:`spheroid.make_discriminator` (default 8, 6: seed 003)."""
+    per_class_batches: bool = True
+    """``per-class-unets`` only: every step draws each class's network its own batch,
+    centred on positives and negatives of that class, and that network learns its
+    class alone from it (seed 000 trains one binary U-Net per class on sub-images
+    with and without its class). False: all networks share one batch and one loss."""
     val_tile: int | None = None
     """Tile for validation (None: the bundle's tile, capped at the image size)."""
     val_batch_size: int = 4
@@ -330,6 +335,15 @@ def _train_mode(net, freeze_norm: bool):
     return net
 
 
+def _class_batch(net, c: int, sampler: PatchSampler, n: int, device):
+    """Class ``c``'s network of a per-class ensemble (``models.per_class_unets``) on a
+    batch drawn for class ``c``: its logit, target and valid, ``(n, 1, P, P)`` each."""
+    import torch
+
+    x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(n, for_class=c))
+    return net.class_logit(c, x), t[:, c : c + 1], v[:, c : c + 1]
+
+
 def fine_tune(
     bundle: Bundle | None,
     train: Sequence[Sample],
@@ -426,6 +440,18 @@ def fine_tune(
             negative_fraction=config.negative_fraction,
             augment=config.augment,
         )
+        per_class = config.per_class_batches and cfg.architecture == "per-class-unets"
+        if per_class and adversary is not None:
+            raise ValueError("adversarial training needs one prediction of all classes per batch; "
+                             "set per_class_batches: false to train per-class-unets adversarially")
+
+        def loss_of(logits, t, v):
+            return masked_loss(
+                logits, t, v, class_weighting=config.class_weighting,
+                weight_clip=config.weight_clip, dice_weight=config.dice_weight,
+                fg_weight_factor=config.fg_weight_factor,
+            )
+
         val_tile = config.val_tile or cfg.tile
         start = time.perf_counter()
         best = {"score": -math.inf, "step": 0, "state": None, "dice": {}, "per_image": {}}
@@ -449,17 +475,15 @@ def fine_tune(
             lr = config.lr * lr_factor(progress, config.schedule, config.warmup)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
-            logits = net(x)
-            loss = masked_loss(
-                logits,
-                t,
-                v,
-                class_weighting=config.class_weighting,
-                weight_clip=config.weight_clip,
-                dice_weight=config.dice_weight,
-                fg_weight_factor=config.fg_weight_factor,
-            )
+            if per_class:
+                loss = torch.stack([
+                    loss_of(*_class_batch(net, c, sampler, config.batch_size, device))
+                    for c in range(len(net.nets))
+                ]).mean()
+            else:
+                x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+                logits = net(x)
+                loss = loss_of(logits, t, v)
             total, adv = loss, None
             if adversary is not None:
                 g, lam = adversary.generator_loss(x, logits, v, progress)
@@ -536,6 +560,7 @@ def fine_tune(
                       "class_weighting", "fg_weight_factor", "dice_weight", "augment", "steps",
                       "val_every", "adversarial")
             + (("adversarial_lambda", "disc_lr", "disc_params") if config.adversarial else ())
+            + (("per_class_batches",) if cfg.architecture == "per-class-unets" else ())
         },
         "metrics": {
             "val_dice": best["dice"],
