@@ -12,7 +12,8 @@
 3. Report nucleus and cell Dice and nucleus object F1 (IoU 0.5) on the
    experiment's OTHER fields, before (the base variant) and after.
 
-Writes benchmarks/results/hitl.json and docs/images/hitl.png.
+Writes benchmarks/results/hitl.json and docs/images/hitl.png (with ``--out X.json``:
+X.json and docs/images/X.png).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     ts = [float(t) for t in args.ts.split(",")]
+    figure = ROOT / "docs" / "images" / f"{Path(args.out).stem}.png"  # hitl.json -> hitl.png
     if args.plot_only:
-        plot(json.loads(Path(args.out).read_text()), ROOT / "docs" / "images" / "hitl.png")
+        plot(json.loads(Path(args.out).read_text()), figure)
         return 0
     os.environ.setdefault("CULTURESEG_HOME", tempfile.mkdtemp(prefix="hitl-home-"))
 
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
         "wall_seconds": time.perf_counter() - t0,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    plot(out, ROOT / "docs" / "images" / "hitl.png")
+    plot(out, figure)
     return 0
 
 

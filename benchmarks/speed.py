@@ -10,6 +10,7 @@ settings. Writes benchmarks/results/speed.json.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -54,6 +55,7 @@ def main() -> int:
         "image": "1024x1024 synthetic phase contrast (seed 0)",
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "target_seconds": 2.0,
+        "load_average_at_end": list(os.getloadavg()),  # other work on the machine
         "models": rows,
     }
     out = ROOT / "benchmarks" / "results" / "speed.json"
