@@ -160,7 +160,7 @@ def plot(out: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"on {len(out['evaluated_on'])} unseen fields")
     axes[0].set_ylim(0, 1)
-    axes[-1].legend(fontsize=8, loc="lower right")
+    axes[-1].legend(fontsize=8, loc="best")
     fig.suptitle(f"Fine-tuning brightfield-nucleus-cell on experiment {out['experiment']}, "
                  f"never seen in training ({out.get('threads', 1)} CPU thread)", fontsize=10)
     fig.tight_layout()

@@ -1,10 +1,12 @@
 """Seconds to segment one 1024×1024 image with every bundled model, on this machine.
 
-    python benchmarks/speed.py
+    python benchmarks/speed.py [--threads N]
 
 The whole `segment` path is timed (normalisation, tiled inference, thresholds,
 post-processing), median of 3 runs after one warm-up, with the model's own tile
-settings. Writes benchmarks/results/speed.json.
+settings, with N torch threads (default: all cores; on a machine where other work
+runs, one thread measures cleanly what two threads would not). Writes
+benchmarks/results/speed.json.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = ap.parse_args(argv)
     import numpy as np
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from napari_cultureseg.core.bundles import Bundle, bundled_dir
     from napari_cultureseg.core.segment import segment
