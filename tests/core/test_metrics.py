@@ -183,6 +183,19 @@ def test_roc_threshold_youden_and_valid():
         M.roc_threshold(s, np.zeros(4, bool))
 
 
+def test_dice_threshold_differs_from_youden_on_a_rare_class():
+    # 4 positives (2 at 0.9, 2 at 0.2) among 96 negatives (10 at 0.3, 86 at 0.05).
+    # Youden J: 0.9 -> 0.5, 0.3 -> 0.5 - 10/96, 0.2 -> 1 - 10/96 = 0.896 (best)
+    # DSC = 2tp / (tp + fp + 4): 0.9 -> 4/6, 0.3 -> 4/16, 0.2 -> 8/18, 0.05 -> 8/104
+    s = np.r_[[0.9, 0.9, 0.2, 0.2], [0.3] * 10, [0.05] * 86]
+    t = np.r_[[1] * 4, [0] * 96].astype(bool)
+    assert M.roc_threshold(s, t) == pytest.approx(0.2)
+    assert M.dice_threshold(s, t) == pytest.approx(0.9)
+    assert M.dice(s >= M.dice_threshold(s, t), t) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        M.dice_threshold(s, np.zeros(100, bool))
+
+
 # ---------------------------------------------------------------------------
 # Per-image summaries
 # ---------------------------------------------------------------------------

@@ -69,3 +69,23 @@ def test_predict_resizes_for_a_resize_to_model_and_maps_back():
     probs, scale = run_to_end(predict(x, predictor, tiled))
     assert scale == 1.0 and all(s[-2:] == (64, 64) for s in seen) and len(seen) > 1
     np.testing.assert_allclose(probs[0], x[0], atol=1e-6)
+
+
+def test_default_tiling_grows_tiles_and_stays_close_to_the_fixed_one(tiny_bundle):
+    # tiny's tile is 128, overlap 0.25 (32 px): a 256² image takes 3 × 3 tiles of 128²,
+    # or 2 × 2 of 144² with the same 32 px of overlap
+    img = phase_culture((256, 256), seed=4)[0]
+
+    def tiles(gen):
+        seen = set()
+        try:
+            while True:
+                seen.add(next(gen).total)
+        except StopIteration as stop:
+            return seen, stop.value.probabilities
+
+    grown, p_grown = tiles(segment(tiny_bundle, img))
+    fixed, p_fixed = tiles(segment(tiny_bundle, img, tile=128))
+    assert (grown, fixed) == ({4}, {9})
+    assert tiles(segment(tiny_bundle, img, tile=128, fit=True))[0] == {4}
+    assert np.abs(p_grown - p_fixed).mean() < 0.02

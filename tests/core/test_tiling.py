@@ -134,3 +134,35 @@ def test_alignment_makes_a_strided_predictor_shift_consistent():
     unaligned = run_to_end(predict_tiled(img, strided, tile=64, overlap=0.25))
     np.testing.assert_allclose(aligned, whole, atol=1e-6)
     assert np.abs(unaligned - whole).max() > 0.1
+
+
+def test_fit_tile_needs_fewer_pixels_at_the_same_pixel_overlap():
+    from napari_cultureseg.core.tiling import fit_tile
+
+    # 1024 in 512 tiles, 128 px overlap: starts 0, 384, 512 (3 a side, 2.36 M pixels);
+    # 576 tiles with 128 px overlap: step 448, starts 0, 448 (2 a side, 1.33 M pixels)
+    assert tile_starts(1024, 512, 0.25, 32) == [0, 384, 512]
+    tile, overlap = fit_tile((1024, 1024), 512, 0.25, align=32)
+    assert (tile, tile * overlap) == (576, 128)
+    assert tile_starts(1024, tile, overlap, 32) == [0, 448]
+    # never beyond 25 % larger, and no change where the given tile is already best
+    assert fit_tile((5000, 7000), 512, 0.25, align=32)[0] <= 640
+    assert fit_tile((512, 512), 512, 0.25, align=32) == (512, 0.25)
+    assert fit_tile((200, 300), 512, 0.25, align=32) == (512, 0.25)
+
+
+def test_grown_tiles_blend_exactly():
+    from napari_cultureseg.core.tiling import fit_tile
+
+    # the blend of grown tiles is still exact for a pixelwise predictor
+    img = np.random.default_rng(3).random((1, 1024, 1024), dtype=np.float32)
+    tile, overlap = fit_tile(img.shape[1:], 512, 0.25, align=32)
+    gen = predict_tiled(img, plus_one, tile=tile, overlap=overlap, align=32)
+    totals = set()
+    try:
+        while True:
+            totals.add(next(gen).total)
+    except StopIteration as stop:
+        out = stop.value
+    assert totals == {4}
+    np.testing.assert_allclose(out, img + 1, atol=1e-5, rtol=0)

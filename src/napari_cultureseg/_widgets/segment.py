@@ -48,6 +48,8 @@ class SegmentRequest:
     device: str
     tile: int
     overlap: float
+    fit_tile: bool = True
+    """Grow the tile (up to 25 %) when that covers the plane with fewer pixels."""
     box: tuple[int, int, int, int] | None = None
     """Only this region (y0, x0, y1, x1) of the plane, or the whole plane."""
 
@@ -94,7 +96,8 @@ def run_segmentation(request: SegmentRequest, plane: np.ndarray):
     try:
         return (
             yield from segment(
-                bundle, plane, device=request.device, tile=request.tile, overlap=request.overlap
+                bundle, plane, device=request.device, tile=request.tile, overlap=request.overlap,
+                fit=request.fit_tile,
             )
         )
     except RuntimeError as exc:
@@ -130,6 +133,9 @@ class SegmentWidget(Container):
         self.device = ComboBox(label="device", choices=lambda _: ["auto", *available_devices()], value="auto")
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=512)
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
+        self.fit_tile = CheckBox(text="grow tiles to fit the image (fewer tiles, faster)", value=True,
+                                 tooltip="Tiles up to 25 % larger, same overlap in pixels: a 1024² "
+                                         "image takes 4 tiles of 576² instead of 9 of 512².")
         self.view_only = CheckBox(text="only the visible region (fast on large images)", value=False)
         self.show_prob = CheckBox(text="add probability layers", value=False)
         self.run_button = PushButton(text="Segment")
@@ -140,7 +146,8 @@ class SegmentWidget(Container):
         self._sliders: dict[str, FloatSlider] = {}
         self.accept_button = PushButton(text="Accept this view (mark it reviewed)")
         self.count_button = PushButton(text="Count objects (of the corrected masks)")
-        self.extend([self.image, self.model, self.device, self.tile, self.overlap, self.view_only,
+        self.extend([self.image, self.model, self.device, self.tile, self.overlap, self.fit_tile,
+                     self.view_only,
                      self.show_prob, self.run_button, self.stop_button, self.progress, self.status,
                      self.thresholds, self.accept_button, self.count_button])
         self.status.native.setWordWrap(True)
@@ -249,7 +256,8 @@ class SegmentWidget(Container):
             y1, x1 = np.minimum(corners[1] + 1 + VIEW_MARGIN, [h, w])
             box = (int(y0), int(x0), int(y1), int(x1))
         return SegmentRequest(layer.name, self.model.value, self.device.value,
-                              int(self.tile.value), float(self.overlap.value), box)
+                              int(self.tile.value), float(self.overlap.value),
+                              bool(self.fit_tile.value), box)
 
     def start(self):
         """Read the widgets, then segment in a worker thread (or inline if CULTURESEG_NOTHREADS=1)."""

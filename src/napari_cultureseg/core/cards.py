@@ -44,6 +44,8 @@ def render_card(cfg: BundleConfig) -> str:
         lines.append(f"- **{c.name}** ({c.colour}), threshold {c.threshold}{extra}. {c.description}")
     for d in cfg.derived:
         lines.append(f"- **{d.name}** ({d.colour}) = {d.base} − {' − '.join(d.minus)} (derived). {d.description}")
+    if card.get("thresholds"):
+        lines += ["", f"Thresholds: {card['thresholds']['how']}."]
     lines += ["", "## Data", ""]
     for key in ("source", "licence", "attribution"):
         if card.get(key):
@@ -69,6 +71,10 @@ def render_card(cfg: BundleConfig) -> str:
                   "|---|" + "---|" * len(_METRICS)]
         for name, m in ev["classes"].items():
             lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) if k in m else "—" for k, _ in _METRICS) + " |")
+    for key, title in (("benchmark", "Benchmark"), ("choice", "Why this model"),
+                       ("deviations", "Deviations from the paper")):
+        if card.get(key):
+            lines += ["", f"## {title}", "", str(card[key]).strip()]
     if card.get("published"):
         lines += ["", "## Published figures on comparable data", "", str(card["published"]).strip()]
     if card.get("floors"):
@@ -94,6 +100,33 @@ def record_evaluation(bundle_dir: str | Path, result: dict) -> None:
     bundle_dir = Path(bundle_dir)
     d = json.loads((bundle_dir / CONFIG).read_text())
     d.setdefault("card", {})["evaluation"] = result
+    tmp = bundle_dir / f".{CONFIG}.tmp"
+    tmp.write_text(json.dumps(d, indent=2) + "\n")
+    os.replace(tmp, bundle_dir / CONFIG)
+    write_card(bundle_dir)
+
+
+def record_thresholds(bundle_dir: str | Path, thresholds: dict[str, float], how: str) -> None:
+    """Set per-class thresholds in a bundle's ``config.json`` (atomically), say how in the card.
+
+    ``thresholds`` maps class names to new thresholds; other classes keep
+    theirs. ``how`` (e.g. "max DSC on validation seeds 40-45") is stored in
+    ``card["thresholds"]`` with the values, so the card shows where they came from.
+    """
+    bundle_dir = Path(bundle_dir)
+    d = json.loads((bundle_dir / CONFIG).read_text())
+    names = {c["name"] for c in d["classes"]}
+    unknown = sorted(set(thresholds) - names)
+    if unknown:
+        raise ValueError(f"no classes {unknown} in {bundle_dir.name} (it has {sorted(names)})")
+    for c in d["classes"]:
+        if c["name"] in thresholds:
+            t = float(thresholds[c["name"]])
+            if not 0.0 < t < 1.0:
+                raise ValueError(f"threshold for {c['name']} must be in (0, 1), got {t}")
+            c["threshold"] = round(t, 4)
+    d.setdefault("card", {})["thresholds"] = {
+        "how": how, "values": {c["name"]: c["threshold"] for c in d["classes"]}}
     tmp = bundle_dir / f".{CONFIG}.tmp"
     tmp.write_text(json.dumps(d, indent=2) + "\n")
     os.replace(tmp, bundle_dir / CONFIG)

@@ -245,6 +245,28 @@ def roc_threshold(scores, truth, valid=None):
     return float(thr[int(np.argmax(tps / float(n_pos) - fps / float(n_neg)))])
 
 
+def dice_threshold(scores, truth, valid=None):
+    """Threshold maximising the Dice coefficient (DSC) of ``scores >= t``.
+
+    With ``tp(t)`` and ``fp(t)`` read off the ROC counts and ``n_pos`` the
+    positive pixels, ``DSC(t) = 2 tp / (tp + fp + n_pos)``. Unlike Youden's J
+    (:func:`roc_threshold`), DSC ignores true negatives, so for a rare class
+    it does not trade thousands of false positives for a few true positives.
+    Candidates are the distinct scores; ties go to the highest.
+
+    Returns
+    -------
+    float
+        Threshold ``t``: positive where ``scores >= t``. Raises ValueError if
+        the class is absent (DSC undefined).
+    """
+    fps, tps, thr, n_pos, _ = _roc_counts(scores, truth, valid)
+    if n_pos == 0:
+        raise ValueError("dice_threshold needs positive pixels")
+    dsc = 2.0 * tps / (tps + fps + float(n_pos))
+    return float(thr[int(np.argmax(dsc))])
+
+
 # ---------------------------------------------------------- per-image summaries
 def per_image_prf(preds, truths, *, valids=None):
     """Precision, recall and F-score for each image pair.
