@@ -175,14 +175,35 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     training = bundle.config.lineage["training"]
     assert training["adversarial"] and training["fg_weight_factor"] == 3.0
     assert training["betas"] == [0.5, 0.99]
-    # the discriminator is not part of the bundle
+    # the discriminator travels beside the model, not inside its weights
     fresh = set(Bundle(replace(bundle.config, lineage={})).build().state_dict())
     assert set(bundle.state_dict()) == fresh
+    assert set(bundle.aux) == {"discriminator"} and bundle.config.lineage["adversarial"] == {
+        "discriminator": "fresh, λ rising linearly"}
 
     loaded = Bundle.load(bundle.save(tmp_path / "adv"))
     assert loaded.config == bundle.config
+    assert (tmp_path / "adv" / "discriminator.safetensors").is_file()
     for k, w in bundle.state_dict().items():
         assert torch.equal(w, loaded.state_dict()[k])
+    for k, w in bundle.aux["discriminator"].items():
+        assert torch.equal(w, loaded.aux["discriminator"][k])
+
+    # fine-tuning the saved bundle resumes its discriminator, with λ at its end value
+    # (disc_lr 0: the discriminator stays exactly the one it was given)
+    resumed = []
+    again = run_to_end_bundle(
+        fine_tune(loaded, train, [], replace(ADV, steps=3, disc_lr=0.0)), resumed)
+    assert [r.adversarial["lambda"] for r in resumed] == pytest.approx([0.1] * 3)
+    assert again.config.lineage["adversarial"]["discriminator"].startswith("resumed")
+    for k, w in loaded.aux["discriminator"].items():
+        assert torch.equal(w, again.aux["discriminator"][k])
+    # a parent without one starts a fresh discriminator and the rising schedule
+    reports = []
+    bare = run_to_end_bundle(fine_tune(Bundle(loaded.config, loaded.state_dict()), train, [],
+                                       replace(ADV, steps=2)), reports)
+    assert reports[0].adversarial["lambda"] == pytest.approx(8.3e-6)
+    assert bare.config.lineage["adversarial"]["discriminator"].startswith("fresh")
     image = (255 * (0.9 - 0.6 * (np.hypot(*np.mgrid[-45:45, -60:60]) < 20))).astype(np.uint8)
     a = run_to_end(segment(bundle, image, device="cpu")).probabilities
     b = run_to_end(segment(loaded, image, device="cpu")).probabilities

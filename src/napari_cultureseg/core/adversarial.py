@@ -12,11 +12,14 @@ eqs. 2-3)::
 The two are updated alternately, each with its own Adam optimiser (seed 003:
 learning rates 1e-4 and 1e-3, betas (0.5, 0.99)).
 
-The discriminator lives only as long as one training run: it is not part of
-the model and not saved in the bundle. Fine-tuning a bundle adversarially
-later starts a fresh one, which is harmless because ``λ`` starts again from
-almost zero: the segmenter barely listens to the new discriminator while it
-learns.
+The discriminator is saved in the bundle beside the model
+(``discriminator.safetensors``, the one of the best validated step). Fine-tuning
+that bundle adversarially goes on against it with ``λ`` held at its end value
+(0.1), where the parent's training left it: a fresh discriminator would need
+``λ`` to start again near zero while it learns, which in a user's 1-10 minute
+fine-tune would leave the adversarial term doing nothing. A parent without a
+saved discriminator (or with one of another shape) gets a fresh one and the
+rising schedule.
 
 torch is imported inside functions, so importing this module is cheap.
 """
@@ -65,6 +68,10 @@ class Adversary:
         Where the discriminator runs.
     disc_params
         Passed to :func:`spheroid.make_discriminator` (``base``, ``depth``).
+    state
+        A discriminator's state dict to start from (a bundle's
+        ``aux["discriminator"]``). If it loads, ``λ`` is held at ``lam[1]``
+        (:attr:`resumed` is True); if its shapes do not fit it is ignored.
 
     Pixels whose target is unknown (``valid`` False) are zeroed in both the
     real and the fake segmentation, so the discriminator cannot tell them apart
@@ -90,13 +97,28 @@ class Adversary:
         betas: tuple[float, float] = (0.5, 0.99),
         lam: tuple[float, float] = (LAMBDA_START, LAMBDA_END),
         device: str = "cpu",
+        state: dict | None = None,
         **disc_params,
     ):
         import torch
 
-        self.disc = make_discriminator(in_channels, classes, **disc_params).to(device).train()
+        self.disc = make_discriminator(in_channels, classes, **disc_params)
+        self.resumed = False
+        if state is not None:
+            try:
+                self.disc.load_state_dict({k: v.float() for k, v in state.items()})
+                self.resumed = True
+            except RuntimeError:  # another architecture: start afresh
+                pass
+        self.disc = self.disc.to(device).train()
         self.opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=tuple(betas))
         self.lam = (float(lam[0]), float(lam[1]))
+        if self.resumed:
+            self.lam = (self.lam[1], self.lam[1])
+
+    def state_dict(self) -> dict:
+        """The discriminator's weights, on the CPU (for the bundle)."""
+        return {k: w.detach().cpu().clone() for k, w in self.disc.state_dict().items()}
 
     def generator_loss(self, image, logits, valid, progress: float):
         """``(λ · BCE(D(image, σ(logits)), real), λ)``: the segmenter's adversarial term.

@@ -31,6 +31,10 @@ from .images import InputSpec
 FORMAT = "cultureseg-bundle/1"
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
+AUX = ("discriminator",)
+"""Extra networks a bundle may carry beside its model, each as ``<name>.safetensors``:
+the ``discriminator`` of an adversarially trained model (seed 003), so that
+fine-tuning it goes on against the discriminator it was trained with."""
 DEFAULT_MODEL = "phase-cells"
 
 
@@ -147,10 +151,16 @@ class Bundle:
     do not rebuild it.
     """
 
-    def __init__(self, config: BundleConfig, state: dict | None = None, path: Path | None = None):
+    def __init__(self, config: BundleConfig, state: dict | None = None, path: Path | None = None,
+                 aux: dict[str, dict] | None = None):
         self.config = config
         self.path = path
         self._state = state
+        self.aux = dict(aux or {})
+        """Extra state dicts by name (see ``AUX``), saved beside the weights."""
+        unknown = set(self.aux) - set(AUX)
+        if unknown:
+            raise BundleError(f"unknown extra networks {sorted(unknown)}; known: {list(AUX)}")
         self._nets: dict[str, Any] = {}
 
     # ------------------------------------------------------------- building
@@ -231,6 +241,10 @@ class Bundle:
                 for k, v in self.state_dict().items()
             }
             save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+            for name, aux in self.aux.items():
+                save_file({k: v.to(dtype) if v.is_floating_point() else v
+                           for k, v in ((k, v.contiguous()) for k, v in aux.items())},
+                          str(tmp / f"{name}.safetensors"), metadata={"format": FORMAT})
             (tmp / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
             _swap_in(tmp, path)
         except BaseException:
@@ -258,15 +272,20 @@ class Bundle:
         weights = path / WEIGHTS
         if not weights.is_file():
             raise BundleError(f"{path} has no {WEIGHTS}; the bundle is incomplete.")
+        aux = {}
         try:
             state = load_file(str(weights))
+            for name in AUX:
+                weights = path / f"{name}.safetensors"
+                if weights.is_file():
+                    aux[name] = load_file(str(weights))
         except (SafetensorError, OSError, ValueError) as exc:
             raise BundleError(f"{weights} is not a readable safetensors file: {exc}") from exc
-        return cls(config, state, path)
+        return cls(config, state, path, aux)
 
     def with_config(self, **changes) -> Bundle:
         """A new bundle with the same weights and some config fields changed."""
-        return Bundle(replace(self.config, **changes), self.state_dict(), None)
+        return Bundle(replace(self.config, **changes), self.state_dict(), None, self.aux)
 
 
 def _swap_in(tmp: Path, path: Path) -> None:

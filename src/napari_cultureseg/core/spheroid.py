@@ -188,6 +188,12 @@ def make_discriminator(in_channels: int, classes: int, *, base: int = 8, depth: 
     strided one, and a final 3×3 convolution. The paper reduces to two
     maps for a two-way softmax; one logit is the same model (the difference of
     the two), and fits BCE-with-logits.
+
+    Guesses, since the paper does not say: LeakyReLU(0.2) after every
+    convolution and no batch normalisation (the usual for such critics since
+    Radford et al. 2016), and BCE on every patch logit of the map
+    (:func:`adversarial.discriminator_loss`) where the paper pools first and
+    takes one BCE per image; both push all patches the same way.
     """
     import torch
     from torch import nn

@@ -394,10 +394,11 @@ def fine_tune(
     With ``config.adversarial`` a discriminator (:class:`adversarial.Adversary`)
     is trained alternately with the model, one step each per batch, and
     ``λ · BCE(D(image, prediction), real)`` is added to the model's loss, ``λ``
-    rising linearly over the run. The discriminator is not part of the model
-    and is not saved in the bundle: fine-tuning the bundle adversarially
-    later starts a fresh discriminator, with ``λ`` again near zero while it
-    learns, so the untrained discriminator hardly affects the model.
+    rising linearly over the run. The discriminator of the best validated
+    step is returned with the model (``Bundle.aux["discriminator"]``).
+    Fine-tuning such a bundle adversarially resumes that discriminator with
+    ``λ`` held at its end value; without one, a fresh discriminator starts
+    with ``λ`` near zero (see :mod:`.adversarial`).
     """
     import torch
 
@@ -431,6 +432,7 @@ def fine_tune(
             adversary = Adversary(
                 cfg.input.channels, cfg.n_outputs, lr=config.disc_lr, betas=tuple(config.betas),
                 lam=tuple(config.adversarial_lambda), device=device, **config.disc_params,
+                state=None if bundle is None else bundle.aux.get("discriminator"),
             )
         sampler = PatchSampler(
             train,
@@ -454,7 +456,9 @@ def fine_tune(
 
         val_tile = config.val_tile or cfg.tile
         start = time.perf_counter()
-        best = {"score": -math.inf, "step": 0, "state": None, "dice": {}, "per_image": {}}
+        best = {"score": -math.inf, "step": 0, "state": None, "dice": {}, "per_image": {},
+                "disc": None if adversary is None or bundle is None
+                else bundle.aux.get("discriminator")}
         history, since_best, stopped, step = [], 0, "steps", 0
         if config.keep_parent_if_better and bundle is not None and val:
             dice, per_image = validate(
@@ -515,6 +519,8 @@ def fine_tune(
                     is_best, since_best = True, 0
                     state = {k: w.detach().cpu().clone() for k, w in net.state_dict().items()}
                     best.update(score=score, step=step, state=state, dice=dice, per_image=per_image)
+                    if adversary is not None:
+                        best["disc"] = adversary.state_dict()
                 else:
                     since_best += 1
             shown = None
@@ -539,6 +545,8 @@ def fine_tune(
         if best["state"] is None:  # no validation data: the last weights
             state = {k: w.detach().cpu().clone() for k, w in net.state_dict().items()}
             best.update(step=step, state=state)
+            if adversary is not None:
+                best["disc"] = adversary.state_dict()
     finally:
         torch.set_num_threads(threads_before)
     parent = None if bundle is None else str(bundle.path) if bundle.path else bundle.config.name
@@ -554,6 +562,9 @@ def fine_tune(
         "seconds": round(seconds, 1),
         "best_step": best["step"],
         "stopped": stopped,
+        **({"adversarial": {"discriminator": "resumed from the parent, λ held at "
+                                             f"{adversary.lam[1]}" if adversary.resumed
+                            else "fresh, λ rising linearly"}} if adversary is not None else {}),
         "training": {  # as JSON will give it back (lists, not tuples), so configs compare equal
             k: list(v) if isinstance(v := getattr(config, k), tuple) else v
             for k in ("lr", "betas", "weight_decay", "schedule", "batch_size", "patch_size", "seed",
@@ -568,7 +579,8 @@ def fine_tune(
             "history": history,
         },
     }
-    return Bundle(replace(cfg, lineage=lineage), best["state"])
+    aux = {"discriminator": best["disc"]} if adversary is not None and best["disc"] else {}
+    return Bundle(replace(cfg, lineage=lineage), best["state"], aux=aux)
 
 
 def resize_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
