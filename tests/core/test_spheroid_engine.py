@@ -61,9 +61,17 @@ def test_shipped_bundles_still_load_and_build():
     assert found
     for path in found:
         bundle = Bundle.load(path)
-        assert bundle.config.input.resize_to is None
-        assert not any(c.largest_only for c in bundle.config.classes)
+        whole = bundle.config.architecture == "spheroid-multiscale"
+        # the new fields default off for the tiled models and are set for seed 003's
+        assert bundle.config.input.resize_to == (480 if whole else None)
+        assert any(c.largest_only for c in bundle.config.classes) == whole
         bundle.build()  # strict load of the weights
+        if bundle.config.lineage.get("training", {}).get("adversarial"):
+            from napari_cultureseg.core.spheroid import make_discriminator
+
+            disc = make_discriminator(bundle.config.input.channels, bundle.config.n_outputs,
+                                      **bundle.config.lineage["training"].get("disc_params", {}))
+            disc.load_state_dict({k: v.float() for k, v in bundle.aux["discriminator"].items()})
 
 
 def test_fit_shape_and_resize_planes():
@@ -178,8 +186,8 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     # the discriminator travels beside the model, not inside its weights
     fresh = set(Bundle(replace(bundle.config, lineage={})).build().state_dict())
     assert set(bundle.state_dict()) == fresh
-    assert set(bundle.aux) == {"discriminator"} and bundle.config.lineage["adversarial"] == {
-        "discriminator": "fresh, λ rising linearly"}
+    assert set(bundle.aux) == {"discriminator"}
+    assert bundle.config.lineage["adversarial"]["discriminator"] == "fresh, λ rising over the run"
 
     loaded = Bundle.load(bundle.save(tmp_path / "adv"))
     assert loaded.config == bundle.config
@@ -198,6 +206,19 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     assert again.config.lineage["adversarial"]["discriminator"].startswith("resumed")
     for k, w in loaded.aux["discriminator"].items():
         assert torch.equal(w, again.aux["discriminator"][k])
+    # with seed 003's per-step rate λ grows by (0.1 - 8.3e-6) / 12000 a step, however
+    # short the run, and a resumed run continues from the step its parent reached
+    paced = replace(ADV, steps=3, adversarial_lambda_steps=12000)
+    first = []
+    parent = run_to_end_bundle(fine_tune(None, train, [], paced), first)
+    rate = (0.1 - 8.3e-6) / 12000
+    assert [r.adversarial["lambda"] for r in first] == pytest.approx(
+        [8.3e-6 + k * rate for k in range(3)])
+    assert parent.config.lineage["adversarial"]["lambda_step"] == 3
+    more = []
+    run_to_end_bundle(fine_tune(parent, train, [], paced), more)
+    assert [r.adversarial["lambda"] for r in more] == pytest.approx(
+        [8.3e-6 + k * rate for k in range(3, 6)])
     # a parent without one starts a fresh discriminator and the rising schedule
     reports = []
     bare = run_to_end_bundle(fine_tune(Bundle(loaded.config, loaded.state_dict()), train, [],

@@ -59,8 +59,13 @@ def render_card(cfg: BundleConfig) -> str:
             lines.append(f"- command: `{card['command']}`")
         lines.append(f"- {lin.get('steps')} steps in {lin.get('seconds', 0) / 60:.1f} min "
                      f"({card.get('trained_on', 'CPU')}), best step {lin.get('best_step')}")
-        if lin.get("data"):
-            lines.append(f"- data: {json.dumps(lin['data']) if not isinstance(lin['data'], str) else lin['data']}")
+        data = lin.get("data")
+        if isinstance(data, dict):  # the names are in config.json; the card gives the counts
+            counts = ", ".join(f"{data[k]['count']} {k}" for k in ("train", "val")
+                               if isinstance(data.get(k), dict) and "count" in data[k])
+            lines.append(f"- data: {data.get('description') or ''} ({counts} images)")
+        elif data:
+            lines.append(f"- data: {data}")
         lines.append(f"- parent: {lin.get('parent') or 'none (trained from scratch)'}")
     else:
         lines.append("- UNTRAINED: random weights.")

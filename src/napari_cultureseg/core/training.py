@@ -101,10 +101,13 @@ class TrainConfig:
     exceeded, and the learning-rate schedule is stretched over it (see ``schedule``)."""
     adversarial: bool = False
     """Train a discriminator alternately with the model and add its verdict to the loss
-    (seed 003; see :mod:`.adversarial`). It is not saved: see :func:`fine_tune`."""
+    (seed 003; see :mod:`.adversarial`). The discriminator is saved with the model."""
     adversarial_lambda: tuple[float, float] = (8.3e-6, 0.1)
-    """Weight of the adversarial term, linear from the first to the second value over the
-    run's progress (as the learning-rate schedule; seed 003's values)."""
+    """Weight of the adversarial term, linear from the first to the second value (seed
+    003's values) over ``adversarial_lambda_steps`` steps, or over the run's progress."""
+    adversarial_lambda_steps: int | None = None
+    """Steps over which λ rises (seed 003: 12 000 iterations, so 8.3e-6 more per step);
+    None stretches the rise over this run's progress, however short it is."""
     disc_lr: float = 1e-3
     """The discriminator's (constant) Adam learning rate (seed 003); it uses ``betas``."""
     disc_params: dict = field(default_factory=dict)
@@ -433,6 +436,9 @@ def fine_tune(
                 cfg.input.channels, cfg.n_outputs, lr=config.disc_lr, betas=tuple(config.betas),
                 lam=tuple(config.adversarial_lambda), device=device, **config.disc_params,
                 state=None if bundle is None else bundle.aux.get("discriminator"),
+                lambda_steps=config.adversarial_lambda_steps,
+                step0=0 if bundle is None else
+                int(bundle.config.lineage.get("adversarial", {}).get("lambda_step", 0)),
             )
         sampler = PatchSampler(
             train,
@@ -490,7 +496,7 @@ def fine_tune(
                 loss = loss_of(logits, t, v)
             total, adv = loss, None
             if adversary is not None:
-                g, lam = adversary.generator_loss(x, logits, v, progress)
+                g, lam = adversary.generator_loss(x, logits, v, progress, step=step)
                 total = loss + g
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -562,15 +568,14 @@ def fine_tune(
         "seconds": round(seconds, 1),
         "best_step": best["step"],
         "stopped": stopped,
-        **({"adversarial": {"discriminator": "resumed from the parent, λ held at "
-                                             f"{adversary.lam[1]}" if adversary.resumed
-                            else "fresh, λ rising linearly"}} if adversary is not None else {}),
+        **({"adversarial": adversary.lineage(step)} if adversary is not None else {}),
         "training": {  # as JSON will give it back (lists, not tuples), so configs compare equal
             k: list(v) if isinstance(v := getattr(config, k), tuple) else v
             for k in ("lr", "betas", "weight_decay", "schedule", "batch_size", "patch_size", "seed",
                       "class_weighting", "fg_weight_factor", "dice_weight", "augment", "steps",
                       "val_every", "adversarial")
-            + (("adversarial_lambda", "disc_lr", "disc_params") if config.adversarial else ())
+            + (("adversarial_lambda", "adversarial_lambda_steps", "disc_lr", "disc_params")
+               if config.adversarial else ())
             + (("per_class_batches",) if cfg.architecture == "per-class-unets" else ())
         },
         "metrics": {

@@ -44,7 +44,7 @@ def finetune_config(**overrides):
 
 
 LOSS_FIELDS = ("class_weighting", "weight_clip", "fg_weight_factor", "dice_weight", "adversarial",
-               "adversarial_lambda", "disc_lr", "disc_params")
+               "adversarial_lambda", "adversarial_lambda_steps", "disc_lr", "disc_params")
 """The parts of the parent's training recipe a fine-tuning run keeps (see :func:`with_parent_loss`)."""
 
 
