@@ -125,3 +125,29 @@ def test_objects_are_counted_from_the_corrected_mask(widget, qtbot):
     assert corner[10, 10] > 0 and corner[30, 30] > 0 and corner[10, 10] != corner[30, 30]
     assert not corner[20, 20]
     assert w.status.value.startswith("objects: cell ")
+
+
+def test_grow_tiles_box_decides_the_tile_count(widget, qtbot):
+    # tiny: 128² tiles, overlap 0.25 (32 px); a 256² image takes 2 × 2 tiles of 144²
+    # when they may grow, 3 × 3 of 128² when not
+    viewer, w = widget
+    img, _ = phase_culture((256, 256), seed=1)
+    viewer.add_image(img, name="well")
+    w.image.reset_choices()
+    totals = []
+    shown = w._on_progress
+
+    def spy(p):
+        totals.append(p.total)
+        shown(p)
+
+    w._on_progress = spy
+    assert w.fit_tile.value  # on by default
+    run(qtbot, w)
+    grown = set(totals)
+    totals.clear()
+    w.fit_tile.value = False
+    assert w.request().fit_tile is False
+    run(qtbot, w)
+    assert (grown, set(totals)) == ({4}, {9})
+    assert viewer.layers["well · cell"].data.shape == (256, 256)
