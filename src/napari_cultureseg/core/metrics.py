@@ -224,6 +224,15 @@ def auc_ci(scores, truth, valid=None, level=0.95):
     return a, float(max(0.0, a - half)), float(min(1.0, a + half))
 
 
+def _best_threshold(scores, truth, valid, objective, *, negatives: bool, name: str) -> float:
+    """The distinct score maximising ``objective(tps, fps, n_pos, n_neg)``; ties to the highest."""
+    fps, tps, thr, n_pos, n_neg = _roc_counts(scores, truth, valid)
+    if n_pos == 0 or (negatives and n_neg == 0):
+        need = "both positive and negative" if negatives else "positive"
+        raise ValueError(f"{name} needs {need} pixels")
+    return float(thr[int(np.argmax(objective(tps, fps, float(n_pos), float(n_neg))))])
+
+
 def roc_threshold(scores, truth, valid=None):
     """Threshold maximising Youden's J = sensitivity + specificity - 1.
 
@@ -239,10 +248,8 @@ def roc_threshold(scores, truth, valid=None):
         Threshold ``t``: positive where ``scores >= t``. Raises ValueError if
         either class is absent (J undefined).
     """
-    fps, tps, thr, n_pos, n_neg = _roc_counts(scores, truth, valid)
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("roc_threshold needs both positive and negative pixels")
-    return float(thr[int(np.argmax(tps / float(n_pos) - fps / float(n_neg)))])
+    return _best_threshold(scores, truth, valid, lambda tp, fp, p, n: tp / p - fp / n,
+                           negatives=True, name="roc_threshold")
 
 
 def dice_threshold(scores, truth, valid=None):
@@ -252,19 +259,10 @@ def dice_threshold(scores, truth, valid=None):
     positive pixels, ``DSC(t) = 2 tp / (tp + fp + n_pos)``. Unlike Youden's J
     (:func:`roc_threshold`), DSC ignores true negatives, so for a rare class
     it does not trade thousands of false positives for a few true positives.
-    Candidates are the distinct scores; ties go to the highest.
-
-    Returns
-    -------
-    float
-        Threshold ``t``: positive where ``scores >= t``. Raises ValueError if
-        the class is absent (DSC undefined).
+    Candidates and ties as there; raises ValueError if the class is absent.
     """
-    fps, tps, thr, n_pos, _ = _roc_counts(scores, truth, valid)
-    if n_pos == 0:
-        raise ValueError("dice_threshold needs positive pixels")
-    dsc = 2.0 * tps / (tps + fps + float(n_pos))
-    return float(thr[int(np.argmax(dsc))])
+    return _best_threshold(scores, truth, valid, lambda tp, fp, p, n: 2.0 * tp / (tp + fp + p),
+                           negatives=False, name="dice_threshold")
 
 
 # ---------------------------------------------------------- per-image summaries
