@@ -32,10 +32,10 @@ DATA = ROOT.parent / "shared" / "data" / "brightfield_aisegcell"
 CACHE = ROOT / "benchmarks" / "results" / "cache"
 
 
-def scores(bundle, truths) -> dict:
+def scores(bundle, truths, diameter="auto") -> dict:
     from napari_cultureseg.core.evaluate import evaluate
 
-    r = evaluate(bundle, truths, device="cpu")["classes"]
+    r = evaluate(bundle, truths, device="cpu", diameter=diameter)["classes"]
     return {"nucleus_dice": r["nucleus"]["dice"], "cell_dice": r["cell"]["dice"],
             "nucleus_object_f1": r["nucleus"]["object_f1"]}
 
@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default="210930MA20")
     ap.add_argument("--base-seconds", type=float, default=1800)
+    ap.add_argument("--base", default=None,
+                    help="a bundle trained without the experiment (e.g. benchmarks/loeo.py's "
+                         "cache) instead of training one here")
     ap.add_argument("--ks", default="1,2,4")
     ap.add_argument("--ts", default="60,180,600")
     ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
@@ -71,19 +74,21 @@ def main(argv=None) -> int:
 
     config_path = ROOT / "configs" / "brightfield-nucleus-cell.yaml"
     held = args.experiment
-    base_dir = CACHE / f"brightfield-without-{held}"
+    base_dir = Path(args.base) if args.base else CACHE / f"brightfield-without-{held}"
     t0 = time.perf_counter()
     if not (base_dir / "config.json").is_file():
-        config, train, val, y = prepare_from_config(config_path, exclude_groups={held})
-        config = replace(config, name=base_dir.name, max_seconds=args.base_seconds,
-                         threads=args.threads)
+        r = prepare_from_config(config_path, exclude_groups={held})
+        train, val = r.train + r.test, r.val
+        config = replace(r.training, max_seconds=args.base_seconds, threads=args.threads)
         print(f"training the base variant without {held}: {len(train)} train, {len(val)} val")
         bundle = run_training(
-            config, train, val,
-            on_report=lambda r: r.val_dice and print(f"  step {r.step} {r.val_dice}"),
+            replace(r.model, name=base_dir.name), config, train, val,
+            on_report=lambda rep: rep.val_dice and print(f"  step {rep.step} {rep.val_dice}"),
         )
         bundle.with_config(storage_dtype="float16").save(base_dir, overwrite=True)
     base = Bundle.load(base_dir)
+    if held in " ".join(base.config.lineage.get("data", {}).get("train", {}).get("names", [])):
+        raise SystemExit(f"{base_dir} was trained on {held}; give a base trained without it")
     base_seconds = base.config.lineage.get("seconds")
 
     fields = [t for t in truth_from_folder(DATA / "nucleus_cell", ["nucleus", "cell"])
@@ -107,10 +112,9 @@ def main(argv=None) -> int:
             target = np.stack([(t.masks[c.name] > 0).astype(np.uint8) for c in base.config.classes])
             samples.append(Sample(t.name, x, target, np.ones(target.shape, bool), held))
         for seconds in ts:
-            # the Fine-tune widget's settings (its defaults: lr 3e-4, batch 4, patch 256), with
-            # a time budget instead of a step count
-            cfg = finetune_config(steps=100000, lr=3e-4, batch_size=4, patch_size=256,
-                                  val_every=50, threads=args.threads, max_seconds=seconds)
+            # the Fine-tune widget's recipe (its defaults), with a time budget instead of steps
+            cfg = finetune_config(steps=100000, val_every=50, threads=args.threads,
+                                  max_seconds=seconds)
             gen = fine_tune_job(base, base_dir.name, samples, cfg)
             while True:
                 try:

@@ -52,10 +52,11 @@ def run_variant(name: str, y: dict, data_root: Path, seconds: float, threads: in
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "variant.yaml"
         path.write_text(yaml.safe_dump(y))
-        config, train, val, _ = prepare_from_config(path, data_root=data_root)
-    config = replace(config, max_seconds=seconds, threads=threads)
+        r = prepare_from_config(path, data_root=data_root)
+    train, val = r.train, r.val
+    config = replace(r.training, max_seconds=seconds, threads=threads)
     t0 = time.perf_counter()
-    bundle = run_training(config, train, val)
+    bundle = run_training(r.model, config, train, val)
     train_seconds = time.perf_counter() - t0
     truths = truth_from_folder(data_root / y["data"][0]["folder"], ["nucleus"],
                                only={s.name for s in val})

@@ -52,17 +52,19 @@ PAPER = {  # seed 003, Table 2: mean ± std of F-score, precision, recall (%)
 KEYS = ("f_score", "precision", "recall")
 
 
-def variant_config(config, variant: str, seconds: float, threads: int):
-    """The TrainConfig of one of the three models, with the common budget."""
+def variant_config(recipe, variant: str, seconds: float, threads: int):
+    """The (model, TrainConfig) of one of the three models, with the common budget."""
     # the same budget for all: no early stopping (the best validated weights are kept)
-    config = replace(config, name=f"spheroid-{variant}", max_seconds=seconds, threads=threads,
+    model = replace(recipe.model, name=f"spheroid-{variant}")
+    config = replace(recipe.training, max_seconds=seconds, threads=threads,
                      early_stop_patience=None)
     if variant == "adv":
-        return replace(config, adversarial=True)
+        return model, replace(config, adversarial=True)
     if variant == "base":
-        return replace(config, adversarial=False)
+        return model, replace(config, adversarial=False)
     if variant == "unet":
-        return replace(config, adversarial=False, architecture="unet", params=dict(UNET))
+        return (replace(model, architecture="unet", params=dict(UNET)),
+                replace(config, adversarial=False))
     raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
 
 
@@ -80,7 +82,7 @@ def train(variant, config, train_set, val_set, seconds, threads, config_text, re
     if path.is_dir() and not retrain:
         print(f"{variant}: cached {path.name}", flush=True)
         return Bundle.load(path)
-    cfg = variant_config(config, variant, seconds, threads)
+    model, cfg = variant_config(config, variant, seconds, threads)
     t0 = time.perf_counter()
 
     def report(r):
@@ -90,7 +92,7 @@ def train(variant, config, train_set, val_set, seconds, threads, config_text, re
             print(f"  {variant} step {r.step} {r.seconds:.0f}s loss {r.loss:.4f} "
                   f"val Dice {r.val_dice.get('spheroid', float('nan')):.3f}{adv}", flush=True)
 
-    bundle = run_training(cfg, train_set, val_set, on_report=report)
+    bundle = run_training(model, cfg, train_set, val_set, on_report=report)
     print(f"{variant}: trained {bundle.config.lineage['steps']} steps in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     bundle.save(path, overwrite=True)
@@ -186,10 +188,11 @@ def main(argv=None) -> int:
     config, train_set, val_set = None, [], []
     if any(v not in given for v in args.variants):
         t0 = time.perf_counter()
-        config, train_set, val_set, _ = prepare_from_config(args.config)
+        config = prepare_from_config(args.config)
+        train_set, val_set = config.train, config.val
         print(f"data: {len(train_set)} training, {len(val_set)} validation wells "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    seconds = args.seconds or (config.max_seconds if config else None) or 1350.0
+    seconds = args.seconds or (config.training.max_seconds if config else None) or 1350.0
     paper_spec = ClassSpec("spheroid", threshold=THRESHOLD_8BIT / 255, fill_holes=True,
                            min_size=MIN_SIZE, largest_only=True)
     t0 = time.perf_counter()

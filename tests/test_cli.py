@@ -22,7 +22,7 @@ def test_segment_writes_one_mask_per_class_with_the_image_shape(tiny_bundle, tmp
     tifffile.imwrite(src / "well_A2.tif", img[:150, :170])
     out = tmp_path / "out"
     assert main(["segment", str(src), "--model", "tiny", "--out", str(out), "--prob", "--quiet"]) == 0
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == sorted(
         f"well_{w}_{f}.tif" for w in ("A1", "A2")
         for f in ("cell", "debris", "cell_instances", "cell_prob", "debris_prob")

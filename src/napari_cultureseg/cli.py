@@ -19,100 +19,287 @@ from pathlib import Path
 from .core.images import SUFFIXES
 
 
-def _images_in(paths: list[str]) -> list[Path]:
-    """Expand folders into the image files they hold (masks named ``*_<class>.tif`` included
-    only when no ``*_image.*`` files mark which files are images)."""
+MANIFEST = ".cultureseg-outputs.json"
+"""Written into ``--out``: the files this tool wrote there, never taken as inputs again."""
+
+
+class OutputError(ValueError):
+    """An output folder or file that cannot be written as asked; the message says what to do."""
+
+
+def _own_outputs(folder: Path) -> set[str]:
+    import json
+
+    try:
+        return set(json.loads((folder / MANIFEST).read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _is_output_name(name: str, classes: list[str], stems: set[str]) -> bool:
+    """Whether ``name`` is a mask or output of another image in its folder (``stems``):
+    ``<stem>_<class>``, ``<stem>_<class>_instances`` or ``<stem>_<class>_prob``, or any
+    ``*_<class>_instances`` / ``*_<class>_prob`` of a model with ``classes``."""
+    stem = name.rsplit(".", 1)[0]
+    if any(stem.endswith(f"_{c}{tail}") for c in classes for tail in ("_instances", "_prob")):
+        return True
+    return any(stem == f"{other}_{c}" for c in classes for other in stems if other != stem)
+
+
+def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]:
+    """Expand folders into the image files they hold.
+
+    Where ``*_image.*`` files mark the images, only those are taken (their
+    masks lie beside them). Otherwise every image file is taken except this
+    tool's own outputs and masks: the files listed in the folder's output
+    manifest, ``X_<class>.tif`` beside an image ``X.*`` (a mask of X), and
+    ``*_<class>_instances`` / ``*_<class>_prob`` files of the model's classes.
+    Files named explicitly are always taken.
+    """
+    classes = classes or []
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES)
+            files = sorted(f for f in p.iterdir()
+                           if f.suffix.lower() in SUFFIXES and not f.name.startswith("."))
             marked = [f for f in files if f.stem.endswith("_image")]
-            out.extend(marked or files)
+            own = _own_outputs(p)
+            stems = {f.stem for f in files}
+            out.extend(marked or [f for f in files if f.name not in own
+                                  and not _is_output_name(f.name, classes, stems)])
         else:
             out.append(p)
     return out
 
 
+def output_stems(images: list[Path]) -> dict[Path, str]:
+    """A distinct output stem per input image.
+
+    ``well_A1.tif`` → ``well_A1`` (``X_image.png`` → ``X``); when two inputs
+    share a stem, both keep their extension (``a.tif``, ``a.png``), and when
+    that still collides (the same name in two folders) the folder's name is
+    put in front; a last resort numbers them.
+    """
+    from collections import Counter
+
+    def stem(p: Path) -> str:
+        return p.stem.removesuffix("_image")
+
+    names = {p: stem(p) for p in images}
+    for make in (lambda p: f"{stem(p)}{p.suffix.lower().replace('.', '_')}",
+                 lambda p: f"{p.parent.name}_{stem(p)}{p.suffix.lower().replace('.', '_')}"):
+        counts = Counter(names.values())
+        names = {p: make(p) if counts[n] > 1 else n for p, n in names.items()}
+    counts, seen = Counter(names.values()), Counter()
+    for p, n in list(names.items()):
+        if counts[n] > 1:
+            seen[n] += 1
+            names[p] = f"{n}_{seen[n]}"
+    return names
+
+
+def _check_out_dir(out: Path) -> Path:
+    """Create ``--out`` (or say why it cannot be), and return it resolved."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder; give a folder for the masks")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out} cannot be created ({exc.strerror or exc}); give a folder "
+                          "you can write to") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out} is not writable; give a folder you can write to")
+    return out.resolve()
+
+
+def _inside(out: Path, name: str) -> Path:
+    """``out / name``, refused unless it lies directly inside ``out``."""
+    path = (out / name).resolve()
+    if path.parent != out or "/" in name or "\\" in name:
+        raise OutputError(f"output name {name!r} would be written outside --out {out}; the "
+                          "model's class names must be plain names")
+    return path
+
+
 def _write_tif(path: Path, data) -> None:
-    """Write a zlib TIFF atomically (temp file + rename)."""
+    """Write a zlib TIFF atomically (temp file + rename) into its own folder."""
     import tifffile
 
     tmp = path.with_name(f".{path.name}.tmp")
-    tifffile.imwrite(tmp, data, compression="zlib")
-    os.replace(tmp, path)
+    try:
+        tifffile.imwrite(tmp, data, compression="zlib")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _record_outputs(out: Path, names: list[str]) -> None:
+    import json
+
+    files = sorted(_own_outputs(out) | set(names))
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=0) + "\n")
+    os.replace(tmp, out / MANIFEST)
 
 
 def cmd_models(args) -> int:
-    from .core.bundles import DEFAULT_MODEL, Bundle, list_bundles
+    from .core.bundles import DEFAULT_MODEL, Bundle, BundleError, list_bundles
 
     found = list_bundles()
     if not found:
         print("no models installed")
         return 1
+    bad = 0
     for name, path in found.items():
-        cfg = Bundle.load(path).config
+        try:
+            cfg = Bundle.load(path).config
+        except (BundleError, ValueError, OSError) as exc:
+            print(f"{name}: UNREADABLE ({exc})\n    {path}")
+            bad += 1
+            continue
         classes = ", ".join(
-            c.name + (" (+instances)" if c.instances else "") for c in cfg.classes
+            c.name + (f" = {c.description.split('.')[0]}" if len(c.name) <= 3 and c.description
+                      else "") + (" (+instances)" if c.instances else "")
+            for c in cfg.classes
         ) + "".join(f", {d.name} (derived)" for d in cfg.derived)
         mark = " [default]" if name == DEFAULT_MODEL else ""
         trained = "" if cfg.lineage.get("steps") else "  UNTRAINED"
-        print(f"{name}{mark}: {cfg.modality}; classes: {classes}{trained}\n    {path}")
-    return 0
+        scale = (f"; trained at {cfg.scale.reference} diameter {cfg.scale.diameter:g} px"
+                 if cfg.scale.diameter else "")
+        print(f"{name}{mark}: {cfg.modality}; classes: {classes}{trained}{scale}\n    {path}")
+    return 1 if bad == len(found) else 0
+
+
+def _zoom(args, bundle, plane, path: Path) -> tuple[float, str]:
+    """The zoom for one image and a few words on where it came from."""
+    from .core.scale import choose_zoom
+
+    return choose_zoom(bundle, plane, diameter=args.diameter, pixel_size=args.pixel_size,
+                       path=path, device=args.device)
 
 
 def cmd_segment(args) -> int:
     from tqdm import tqdm
 
-    from .core.bundles import load_bundle
-    from .core.images import read_image
+    from .core.bundles import load_bundle, safe_name
+    from .core.images import ImageError, read_image
     from .core.segment import segment
 
+    _check_options(args)
     bundle = load_bundle(args.model)
-    images = _images_in(args.images)
+    cfg = bundle.config
+    names = [c.name for c in cfg.classes] + [d.name for d in cfg.derived]
+    for n in names:
+        safe_name(n, what=f"class name of model {cfg.name!r}")
+    images = _images_in(args.images, names)
     if not images:
         print("no images found in " + " ".join(args.images), file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _check_out_dir(Path(args.out))
+    stems = output_stems(images)
+    # every output of the batch, decided before anything is written
+    planned: dict[Path, list[str]] = {}
+    for path in images:
+        files = [f"{stems[path]}_{n}.tif" for n in names]
+        files += [f"{stems[path]}_{c.name}_instances.tif" for c in cfg.classes if c.instances]
+        files += [f"{stems[path]}_{c.name}_prob.tif" for c in cfg.classes] if args.prob else []
+        planned[path] = files
+    inputs = {p.resolve() for p in images}
+    clash, failed = [], 0
+    for path, files in list(planned.items()):
+        try:
+            for f in files:
+                target = _inside(out, f)
+                if target in inputs:
+                    raise OutputError(f"{f} in --out {out} is one of the input images; write "
+                                      "the masks to another folder")
+                if target.exists() and not args.overwrite:
+                    clash.append(f)
+        except OSError as exc:  # e.g. a name too long for the file system: this image alone
+            print(f"failed: {path}: its masks cannot be named in --out ({exc.strerror or exc}); "
+                  "rename the image with a shorter name", file=sys.stderr)
+            del planned[path]
+            failed += 1
+    if clash:
+        shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
+        raise OutputError(f"{len(clash)} output file(s) exist already in {out} ({shown}); "
+                          "nothing was written. Give another --out, or --overwrite to replace them")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    failed = 0
-    for path in images:
+    for path in planned:
         try:
             plane = read_image(path, plane=args.plane)
-        except ValueError as exc:
-            print(f"skipped: {exc}", file=sys.stderr)
+            zoom, how = _zoom(args, bundle, plane, path)
+            gen = segment(
+                bundle, plane, device=args.device, tile=args.tile, overlap=args.overlap,
+                batch_size=args.batch_size, zoom=zoom, tta=args.tta,
+            )
+            with tqdm(desc=path.name, unit="tile", leave=False, disable=args.quiet) as bar:
+                while True:
+                    try:
+                        p = next(gen)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    bar.total = p.total
+                    bar.update(p.done - bar.n)
+            stem = stems[path]
+            masks = result.masks()
+            written = []
+            for name, mask in masks.items():
+                _write_tif(_inside(out, f"{stem}_{name}.tif"), mask.astype("uint8"))
+                written.append(f"{stem}_{name}.tif")
+                spec = result.spec(name)
+                if getattr(spec, "instances", False):
+                    _write_tif(_inside(out, f"{stem}_{name}_instances.tif"),
+                               result.instances(name, mask))
+                    written.append(f"{stem}_{name}_instances.tif")
+            if args.prob:
+                for k, c in enumerate(result.classes):
+                    _write_tif(_inside(out, f"{stem}_{c.name}_prob.tif"), result.probabilities[k])
+                    written.append(f"{stem}_{c.name}_prob.tif")
+            _record_outputs(out, written)
+        except (ImageError, ValueError, MemoryError, OSError) as exc:
             failed += 1
+            what = ("not enough memory: segment a crop, or a smaller plane"
+                    if isinstance(exc, MemoryError) else
+                    f"could not write its masks ({exc.strerror or exc}); check the file name's "
+                    "length and the free space in --out" if isinstance(exc, OSError) else str(exc))
+            print(f"failed: {path}: {what}", file=sys.stderr)
             continue
-        gen = segment(
-            bundle, plane, device=args.device, tile=args.tile, overlap=args.overlap,
-            batch_size=args.batch_size,
-        )
-        with tqdm(desc=path.name, unit="tile", leave=False, disable=args.quiet) as bar:
-            while True:
-                try:
-                    p = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                bar.total = p.total
-                bar.update(p.done - bar.n)
-        stem = path.stem.removesuffix("_image")
-        masks = result.masks()
-        for name, mask in masks.items():
-            _write_tif(out / f"{stem}_{name}.tif", mask.astype("uint8"))
-            spec = result.spec(name)
-            if getattr(spec, "instances", False):
-                _write_tif(out / f"{stem}_{name}_instances.tif", result.instances(name, mask))
-        if args.prob:
-            for k, c in enumerate(result.classes):
-                _write_tif(out / f"{stem}_{c.name}_prob.tif", result.probabilities[k])
-        summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
         if not args.quiet:
-            print(f"{path.name}: {summary}")
+            summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
+            print(f"{path.name}: {summary} ({how}, zoom {zoom:.2f})")
+    if failed:
+        print(f"{failed} of {len(images)} image(s) failed; the others were segmented",
+              file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_options(args) -> None:
+    """Refuse option values that cannot mean what the user wants, with what to give instead."""
+    if args.overlap is not None and not 0.0 <= args.overlap <= 0.9:
+        raise ValueError(f"--overlap {args.overlap} is outside 0-0.9; give a fraction of the tile, "
+                         "e.g. 0.25")
+    if args.tile is not None and not 32 <= args.tile <= 4096:
+        raise ValueError(f"--tile {args.tile} is outside 32-4096 pixels; e.g. --tile 512")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.threads is not None and args.threads < 0:
+        raise ValueError(f"--threads {args.threads} must be 0 (all cores) or more")
+    if args.diameter not in (None, "auto", "none"):
+        try:
+            d = float(args.diameter)
+        except ValueError:
+            raise ValueError(f"--diameter {args.diameter!r}: give auto, none or a number of "
+                             "pixels") from None
+        if not d > 0:
+            raise ValueError(f"--diameter {args.diameter} must be a positive number of pixels")
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        raise ValueError(f"--pixel-size {args.pixel_size} must be a positive number of µm")
 
 
 def cmd_train(args) -> int:
@@ -145,16 +332,22 @@ def cmd_evaluate(args) -> int:
     bundle = load_bundle(args.model)
     names = [c.name for c in bundle.config.classes] + [d.name for d in bundle.config.derived]
     only = None
-    val_ids = bundle.config.card.get("validation_ids")
-    if args.split == "val":
-        if not val_ids:
-            print("error: the model card lists no validation images; use --split all", file=sys.stderr)
+    if args.split in ("val", "test"):
+        key = "validation_ids" if args.split == "val" else "test_ids"
+        ids = bundle.config.card.get(key)
+        if not ids:
+            print(f"error: the model card lists no {args.split} images; use --split all",
+                  file=sys.stderr)
             return 2
-        only = set(val_ids)
+        only = set(ids)
     truths = truth_from_folder(args.data, names, only=only)
-    result = evaluate(bundle, truths, device=args.device,
+    diameter = None if args.diameter == "none" else args.diameter
+    if diameter not in (None, "auto", "truth"):
+        diameter = float(diameter)
+    result = evaluate(bundle, truths, device=args.device, diameter=diameter, tta=args.tta,
                       on_image=None if args.quiet else lambda n: print(f"  {n}", file=sys.stderr))
-    result.update({"model": bundle.config.name, "data": str(args.data), "split": args.split})
+    result.update({"model": bundle.config.name, "data": str(args.data), "split": args.split,
+                   "diameter": args.diameter, "tta": args.tta})
     print(f"{bundle.config.name} on {len(truths)} images of {args.data} ({args.split})")
     print(format_table(result))
     if args.json:
@@ -162,7 +355,10 @@ def cmd_evaluate(args) -> int:
     if args.record:
         from .core.cards import record_evaluation
 
-        result["command"] = f"cultureseg evaluate {Path(args.data).as_posix()} --model {bundle.config.name} --split {args.split}"
+        result["command"] = (f"cultureseg evaluate {Path(args.data).as_posix()} --model "
+                             f"{bundle.config.name} --split {args.split}"
+                             + (f" --diameter {args.diameter}" if args.diameter != "auto" else "")
+                             + (f" --tta {args.tta}" if args.tta != 1 else ""))
         record_evaluation(bundle.path, result)
         print(f"recorded in {bundle.path}/config.json and card.md")
     return 0
@@ -194,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
     p.add_argument("--plane", type=int, default=None, help="plane of a multi-plane file to segment")
+    p.add_argument("--diameter", default="auto",
+                   help="object diameter in the images, in pixels (of the model's reference "
+                        "class, see `cultureseg models`); 'auto' (default) estimates it per "
+                        "image, 'none' segments at the images' own scale")
+    p.add_argument("--pixel-size", type=float, default=None,
+                   help="pixel size in µm, for models that know their own")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1,
+                   help="test-time augmentation: average 2, 4 or 8 flipped/rotated copies "
+                        "(as many times slower)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist already (default: refuse)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_segment)
@@ -210,8 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="metrics of a model on images with ground truth")
     p.add_argument("data", help="folder with <id>_image.<ext> and <id>_<class>.tif")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--split", choices=["val", "all"], default="val",
-                   help="val: only the model card's validation images (default); all: every image")
+    p.add_argument("--split", choices=["test", "val", "all"], default="test",
+                   help="test: only the model card's test images, which no training choice saw "
+                        "(default); val: its validation images; all: every image")
+    p.add_argument("--diameter", default="auto",
+                   help="object size per image: auto (estimated, default), none, truth (from "
+                        "the reference masks: an oracle) or pixels")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.add_argument("--record", action="store_true",

@@ -95,9 +95,10 @@ def test_a_model_with_a_border_channel_trains_segments_and_separates(tmp_path):
     tifffile.imwrite(tmp_path / "g_a_image.tif", image)
     tifffile.imwrite(tmp_path / "g_a_cell.tif", lab)
     samples = load_folder(tmp_path, [CELL])
-    cfg = TrainConfig(name="b", steps=25, batch_size=2, patch_size=64, lr=3e-3, val_every=25,
-                      classes=(CELL,), params=TINY, tile=64, threads=1, augment=False)
-    gen = fine_tune(None, samples, samples, cfg)
+    cfg = TrainConfig(steps=25, batch_size=2, patch_size=64, lr=3e-3, val_every=25,
+                      threads=1, augment=False)
+    model = BundleConfig(name="b", architecture="unet", classes=(CELL,), params=TINY, tile=64)
+    gen = fine_tune(model, samples, samples, cfg)
     losses = []
     while True:
         try:

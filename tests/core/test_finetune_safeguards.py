@@ -17,12 +17,12 @@ from napari_cultureseg.core.versions import (
     with_parent_loss,
 )
 
-from .test_training import CFG, TRAIN, VAL, _run
+from .test_training import CFG, MODEL, TRAIN, VAL, _run
 
 
 @pytest.fixture(scope="module")
 def parent():
-    _, bundle = _run(fine_tune(None, TRAIN, VAL, replace(CFG, steps=30)))
+    _, bundle = _run(fine_tune(MODEL, TRAIN, VAL, replace(CFG, steps=30)))
     return bundle
 
 
@@ -33,7 +33,7 @@ def _bn_stats(bundle_or_net):
 
 
 def test_freeze_norm_keeps_the_parents_batchnorm_statistics(parent):
-    cfg = replace(CFG, name="c", steps=5, val_every=100)
+    cfg = replace(CFG, steps=5, val_every=100)
     _, frozen = _run(fine_tune(parent, TRAIN[:1], [], replace(cfg, freeze_norm=True)))
     _, moving = _run(fine_tune(parent, TRAIN[:1], [], replace(cfg, freeze_norm=False)))
     before, kept, moved = _bn_stats(parent), _bn_stats(frozen), _bn_stats(moving)
@@ -43,7 +43,7 @@ def test_freeze_norm_keeps_the_parents_batchnorm_statistics(parent):
 
 def test_keep_parent_if_better_never_returns_a_worse_model(parent):
     # a learning rate that wrecks the network: the parent's weights must come back
-    wild = replace(CFG, name="c", steps=6, val_every=3, lr=5.0, schedule="constant",
+    wild = replace(CFG, steps=6, val_every=3, lr=5.0, schedule="constant",
                    keep_parent_if_better=True)
     reports, child = _run(fine_tune(parent, TRAIN[:2], VAL, wild))
     assert child.config.lineage["best_step"] == 0

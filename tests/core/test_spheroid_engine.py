@@ -152,12 +152,12 @@ def _disc_wells(seeds, size=64):
 
 
 ADV = TrainConfig(
-    name="adv", steps=12, batch_size=2, patch_size=64, lr=3e-3, betas=(0.5, 0.99),
+    steps=12, batch_size=2, patch_size=64, lr=3e-3, betas=(0.5, 0.99),
     weight_decay=0.0, schedule="constant", val_every=6, early_stop_patience=None,
     fg_weight_factor=3.0, weight_clip=(1.0, 1000.0), augment=False, adversarial=True,
-    threads=1, device="cpu", architecture="spheroid-multiscale", params=TINY_NET,
-    classes=(SPHEROID,), input=InputSpec(resize_to=64), tile=64,
+    threads=1, device="cpu",
 )
+ADV_MODEL = replace(tiny_spheroid_config(), name="adv")
 
 
 def run_to_end_bundle(gen, reports=None):
@@ -174,7 +174,7 @@ def run_to_end_bundle(gen, reports=None):
 def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     train, val = _disc_wells(range(4)), _disc_wells([50])
     reports = []
-    bundle = run_to_end_bundle(fine_tune(None, train, val, ADV), reports)
+    bundle = run_to_end_bundle(fine_tune(ADV_MODEL, train, val, ADV), reports)
     assert [r.step for r in reports] == list(range(1, 13))
     lams = [r.adversarial["lambda"] for r in reports]
     assert lams[0] == pytest.approx(8.3e-6) and (np.diff(lams) > 0).all()
@@ -210,7 +210,7 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     # short the run, and a resumed run continues from the step its parent reached
     paced = replace(ADV, steps=3, adversarial_lambda_steps=12000)
     first = []
-    parent = run_to_end_bundle(fine_tune(None, train, [], paced), first)
+    parent = run_to_end_bundle(fine_tune(ADV_MODEL, train, [], paced), first)
     rate = (0.1 - 8.3e-6) / 12000
     assert [r.adversarial["lambda"] for r in first] == pytest.approx(
         [8.3e-6 + k * rate for k in range(3)])
@@ -232,7 +232,7 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
 
     # the adversarial term reaches the model: with a large λ the weights differ from plain training
     def weights(cfg):
-        return run_to_end_bundle(fine_tune(None, train, [], replace(cfg, steps=2))).state_dict()
+        return run_to_end_bundle(fine_tune(ADV_MODEL, train, [], replace(cfg, steps=2))).state_dict()
 
     plain = weights(replace(ADV, adversarial=False))
     strong = weights(replace(ADV, adversarial_lambda=(10.0, 10.0)))
@@ -241,7 +241,7 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     assert not all(torch.equal(plain[k], strong[k]) for k in plain)
 
     # "stop" ends the adversarial run after the current batch, with its weights
-    gen = fine_tune(None, train, [], replace(ADV, steps=50))
+    gen = fine_tune(ADV_MODEL, train, [], replace(ADV, steps=50))
     next(gen)
     next(gen)
     with pytest.raises(StopIteration) as stop:
@@ -251,8 +251,8 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
 
     # the time budget and early stopping end adversarial runs as they end any other
     timed = replace(ADV, max_seconds=1e-3)
-    lin = run_to_end_bundle(fine_tune(None, train, val, timed)).config.lineage
+    lin = run_to_end_bundle(fine_tune(ADV_MODEL, train, val, timed)).config.lineage
     assert lin["stopped"] == "time" and lin["steps"] == 1 and len(lin["metrics"]["history"]) == 1
     patient = replace(ADV, steps=50, val_every=1, early_stop_patience=1)
-    lin = run_to_end_bundle(fine_tune(None, train, val, patient)).config.lineage
+    lin = run_to_end_bundle(fine_tune(ADV_MODEL, train, val, patient)).config.lineage
     assert lin["stopped"] == "early_stop" and lin["steps"] < 50

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from napari_cultureseg.core.bundles import ClassSpec
+from napari_cultureseg.core.bundles import BundleConfig, ClassSpec
 from napari_cultureseg.core.images import InputSpec, to_model_input
 from napari_cultureseg.core.models import create_model
 from napari_cultureseg.core.synth_culture import class_specs, culture
@@ -25,8 +25,10 @@ from napari_cultureseg.core.synth_spheroid import spheroid_well
 from napari_cultureseg.core.training import (
     TrainConfig,
     fine_tune,
+    model_config,
     prepare_from_config,
     run_training,
+    train_config,
 )
 
 CONFIGS = Path(__file__).parents[2] / "configs"
@@ -129,14 +131,16 @@ def _entry(seeds, use, **kw):
 
 def test_prepare_from_config_loads_synthetic_entries_with_disjoint_seeds(tmp_path):
     path = _config(tmp_path, [_entry([0, 3], "train"), _entry([3, 5], "val")])
-    config, train, val, _ = prepare_from_config(path)
+    r = prepare_from_config(path)
+    train, val = r.train, r.val
     assert [s.name for s in train] == [sample_name("culture", i) for i in range(3)]
     assert [s.name for s in val] == [sample_name("culture", i) for i in (3, 4)]
-    assert train[0].target.shape == (6, *SMALL) and config.classes[2].name == "IP"
-    assert "synthetic culture seeds 0-2" in config.data_description
+    assert train[0].target.shape == (6, *SMALL) and r.model.classes[2].name == "IP"
+    assert "synthetic culture seeds 0-2" in r.training.data_description
     # split: one pool of seeds divided by the config's split section, never both ways
     path = _config(tmp_path, [_entry([10, 20], "split")], split={"val_fraction": 0.3})
-    _, train, val, _ = prepare_from_config(path)
+    r = prepare_from_config(path)
+    train, val = r.train, r.val
     assert len(train) == 7 and len(val) == 3
     assert not {s.name for s in train} & {s.name for s in val}
 
@@ -166,7 +170,8 @@ def test_culture_configs_are_valid(name):
     classes = tuple(ClassSpec(**c) for c in y["classes"])
     assert [(c.name, c.colour) for c in classes] == [(c.name, c.colour) for c in class_specs()]
     spec = InputSpec.from_dict(y["input"])
-    cfg = TrainConfig(classes=classes, input=spec, **y["training"])
+    cfg = train_config(y)
+    assert model_config(y).input == spec
     assert cfg.patch_size == 512 and y["tile"] % 32 == 0
     assert {"source", "licence", "attribution", "intended_use", "limitations"} <= set(y["card"])
     # seeds: train and validation apart, neither among the reserved test seeds
@@ -183,13 +188,16 @@ def test_culture_configs_are_valid(name):
 
 def test_per_class_unets_learn_tiny_synthetic_cultures():
     train = synthetic_samples("culture", range(4), classes=class_specs(), shape=SMALL)
-    config = TrainConfig(
+    model = BundleConfig(
         name="tiny-per-class", architecture="per-class-unets", classes=class_specs(),
         params={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-        steps=30, batch_size=2, patch_size=64, lr=3e-3, weight_decay=1e-3, class_weighting=True,
-        positive_fraction=0.5, negative_fraction=0.5, augment=False, threads=1, tile=64,
+        tile=64,
     )
-    gen = fine_tune(None, train, [], config)
+    config = TrainConfig(
+        steps=30, batch_size=2, patch_size=64, lr=3e-3, weight_decay=1e-3, class_weighting=True,
+        positive_fraction=0.5, negative_fraction=0.5, augment=False, threads=1,
+    )
+    gen = fine_tune(model, train, [], config)
     reports = []
     while True:
         try:
@@ -216,13 +224,14 @@ def test_per_class_unets_each_learn_from_batches_of_their_own_class(monkeypatch)
 
     monkeypatch.setattr(datasets.PatchSampler, "batch", spy)
     train = synthetic_samples("culture", range(2), classes=class_specs(), shape=SMALL)
-    config = TrainConfig(
+    model = BundleConfig(
         name="tiny-per-class", architecture="per-class-unets", classes=class_specs(),
         params={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-        steps=2, batch_size=1, patch_size=64, threads=1, tile=64, augment=False,
+        tile=64,
     )
-    run_training(config, train, [])
+    config = TrainConfig(steps=2, batch_size=1, patch_size=64, threads=1, augment=False)
+    run_training(model, config, train, [])
     assert asked == [0, 1, 2, 3, 4, 5] * 2  # every step: one batch per class's network
     asked.clear()
-    run_training(replace(config, per_class_batches=False), train, [])
+    run_training(model, replace(config, per_class_batches=False), train, [])
     assert asked == [None, None]

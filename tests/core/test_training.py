@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from napari_cultureseg.core.bundles import Bundle, ClassSpec, DerivedClass
+from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, DerivedClass
 from napari_cultureseg.core.datasets import Sample
 from napari_cultureseg.core.images import InputSpec, to_model_input
 from napari_cultureseg.core.segment import segment
@@ -23,6 +23,8 @@ from napari_cultureseg.core.training import (
     fine_tune,
     lr_factor,
     masked_loss,
+    model_config,
+    train_config,
     train_from_config,
 )
 
@@ -49,16 +51,19 @@ def _discs(seed: int) -> Sample:
 
 TRAIN = [_discs(i) for i in range(6)]
 VAL = [_discs(100 + i) for i in range(2)]
-CFG = TrainConfig(
+MODEL = BundleConfig(
     name="discs",
+    architecture="unet",
+    classes=(ClassSpec("disc", min_size=0, fill_holes=False),),
+    params=TINY,
+    tile=64,
+)
+CFG = TrainConfig(
     steps=40,
     batch_size=4,
     patch_size=64,
     lr=3e-3,
     val_every=20,
-    classes=(ClassSpec("disc", min_size=0, fill_holes=False),),
-    params=TINY,
-    tile=64,
     threads=1,
 )
 
@@ -132,7 +137,7 @@ def test_lr_schedules():
 
 @pytest.fixture(scope="module")
 def trained():
-    reports, bundle = _run(fine_tune(None, TRAIN, VAL, CFG))
+    reports, bundle = _run(fine_tune(MODEL, TRAIN, VAL, CFG))
     return reports, bundle
 
 
@@ -183,8 +188,8 @@ def test_garbage_behind_unknown_pixels_changes_nothing():
         clean.append(replace(s, valid=valid))
         noisy.append(replace(s, valid=valid, target=garbage))
     cfg = replace(CFG, steps=8, val_every=100)
-    ra, a = _run(fine_tune(None, clean, [], cfg))
-    rb, b = _run(fine_tune(None, noisy, [], cfg))
+    ra, a = _run(fine_tune(MODEL, clean, [], cfg))
+    rb, b = _run(fine_tune(MODEL, noisy, [], cfg))
     assert [r.loss for r in ra] == [r.loss for r in rb]
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
@@ -192,9 +197,9 @@ def test_garbage_behind_unknown_pixels_changes_nothing():
 
 def test_same_seed_same_run_other_seed_other_run():
     cfg = replace(CFG, steps=6, val_every=100)
-    l1 = [r.loss for r in _run(fine_tune(None, TRAIN, [], cfg))[0]]
-    l2 = [r.loss for r in _run(fine_tune(None, TRAIN, [], cfg))[0]]
-    l3 = [r.loss for r in _run(fine_tune(None, TRAIN, [], replace(cfg, seed=1)))[0]]
+    l1 = [r.loss for r in _run(fine_tune(MODEL, TRAIN, [], cfg))[0]]
+    l2 = [r.loss for r in _run(fine_tune(MODEL, TRAIN, [], cfg))[0]]
+    l3 = [r.loss for r in _run(fine_tune(MODEL, TRAIN, [], replace(cfg, seed=1)))[0]]
     assert l1 == l2
     assert l1 != l3
 
@@ -202,7 +207,7 @@ def test_same_seed_same_run_other_seed_other_run():
 def test_closing_the_generator_stops_training_at_once():
     threads_before = {t.ident for t in threading.enumerate()}
     torch_threads = torch.get_num_threads()
-    gen = fine_tune(None, TRAIN, VAL, replace(CFG, steps=1000, threads=2))
+    gen = fine_tune(MODEL, TRAIN, VAL, replace(CFG, steps=1000, threads=2))
     for _ in range(3):
         report = next(gen)
     gen.close()
@@ -213,14 +218,14 @@ def test_closing_the_generator_stops_training_at_once():
 
 
 def test_time_budget_and_early_stopping_end_training_cleanly():
-    reports, bundle = _run(fine_tune(None, TRAIN, VAL, replace(CFG, max_seconds=1e-9)))
+    reports, bundle = _run(fine_tune(MODEL, TRAIN, VAL, replace(CFG, max_seconds=1e-9)))
     assert len(reports) == 1 and reports[0].val_dice is not None
     assert bundle.config.lineage["stopped"] == "time"
     # a validation image with nothing known scores the same every time: never an
     # improvement, so patience 2 stops after the third validation
     blind = replace(VAL[0], valid=np.zeros_like(VAL[0].valid))
     patient = replace(CFG, steps=100, val_every=5, early_stop_patience=2)
-    reports, bundle = _run(fine_tune(None, TRAIN, [blind], patient))
+    reports, bundle = _run(fine_tune(MODEL, TRAIN, [blind], patient))
     assert reports[-1].step == 15 and bundle.config.lineage["stopped"] == "early_stop"
     assert bundle.config.lineage["best_step"] == 5
 
@@ -229,8 +234,8 @@ def test_fine_tuning_a_parent_records_it_and_checks_classes(trained, tmp_path):
     _, parent = trained
     parent.save(tmp_path / "parent")
     parent = Bundle.load(tmp_path / "parent")
-    _, child = _run(fine_tune(parent, TRAIN[:2], [], replace(CFG, name="child", steps=2)))
-    assert child.config.name == "child"
+    _, child = _run(fine_tune(parent, TRAIN[:2], [], replace(CFG, steps=2)))
+    assert child.config.name == parent.config.name  # renamed by whoever saves it
     assert child.config.lineage["parent"] == str(tmp_path / "parent")
     assert child.config.classes == parent.config.classes
     two = [
@@ -286,10 +291,9 @@ def test_train_from_config_saves_a_float16_bundle_with_its_card(tmp_path):
 def test_shipped_training_configs_are_valid(name):
     y = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     assert y["name"] == name
-    classes = tuple(ClassSpec(**c) for c in y["classes"])
-    for d in y.get("derived", []):
-        DerivedClass(**d)
-    cfg = TrainConfig(classes=classes, input=InputSpec.from_dict(y["input"]), **y["training"])
-    assert cfg.patch_size % 32 == 0 and y["tile"] % 32 == 0
+    model = model_config(y)
+    cfg = train_config(y)
+    assert model.name == name and model.classes
+    assert cfg.patch_size % 32 == 0 and model.tile % 32 == 0
     assert {"source", "licence", "attribution"} <= set(y["card"])
     assert y["params"]["encoder"] == "mobilenet_v2"

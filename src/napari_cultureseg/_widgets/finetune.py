@@ -47,10 +47,13 @@ class FinetuneWidget(Container):
         models = list(list_bundles())
         self.model = ComboBox(label="start from", choices=lambda _: list(list_bundles()),
                               value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None))
+        recipe = finetune_config()  # the defaults live in the fine-tuning recipe
         self.steps = SpinBox(label="steps", min=10, max=20000, step=10, value=300)
-        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5, value=3e-4)
-        self.batch = SpinBox(label="batch size", min=1, max=64, value=4)
-        self.patch = SpinBox(label="patch size", min=64, max=1024, step=32, value=256)
+        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5,
+                               value=recipe.lr)
+        self.batch = SpinBox(label="batch size", min=1, max=64, value=recipe.batch_size)
+        self.patch = SpinBox(label="patch size", min=64, max=1024, step=32,
+                             value=recipe.patch_size)
         self.preview_every = SpinBox(label="preview every (steps, 0 = off)", min=0, max=10000, value=50)
         self.sources = Label(label="learn from", value="")
         self.saved = Select(label="and saved workspaces", choices=self._saved_choices)
@@ -193,7 +196,12 @@ class FinetuneWidget(Container):
         y1, x1 = np.minimum(corners[1] + 1, plane.shape[:2])
         if (y1 - y0) * (x1 - x0) > 2048 * 2048:  # preview only a view that is cheap to predict
             return None
-        x = to_model_input(plane[y0:y1, x0:x1], bundle.config.input)
+        # at the zoom the Segment widget used on this image: the objects the model expects
+        last = getattr(seg, "result", None)
+        zoom = last.zoom if last is not None and seg._result_for and \
+            seg._result_for[0] == layer.name else 1.0
+        x = to_model_input(plane[y0:y1, x0:x1], bundle.config.input, zoom=zoom)
+        shape = (int(y1 - y0), int(x1 - x0))
         self._preview_at = (layer.name, int(y0), int(x0), len(bundle.config.classes))
 
         def predict(net):
@@ -203,14 +211,16 @@ class FinetuneWidget(Container):
             from ..core.segment import predict as predict_input
             from ..core.tiling import run_to_end
 
+            device = next(net.parameters()).device  # the network's device, GPU or not
+
             def p(batch):
                 with torch.inference_mode():
-                    return torch.sigmoid(net(torch.from_numpy(batch))).numpy()
+                    return torch.sigmoid(net(torch.from_numpy(batch).to(device))).cpu().numpy()
 
             cfg = bundle.config
             stride = output_stride(cfg.architecture, cfg.params)
             t = min(cfg.tile, -(-max(x.shape[1:]) // stride) * stride)  # no bigger than the view
-            return run_to_end(predict_input(x, p, cfg, tile=t))[0]
+            return run_to_end(predict_input(x, p, cfg, tile=t, out_shape=shape))[0]
 
         return predict
 

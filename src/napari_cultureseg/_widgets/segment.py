@@ -52,6 +52,14 @@ class SegmentRequest:
     """Grow the tile (up to 25 %) when that covers the plane with fewer pixels."""
     box: tuple[int, int, int, int] | None = None
     """Only this region (y0, x0, y1, x1) of the plane, or the whole plane."""
+    diameter: float | None = None
+    """Object diameter in the image (px); None: estimated (auto), or the pixel size."""
+    pixel_size: float | None = None
+    """The image's pixel size (µm), for models that know their own."""
+    tta: int = 1
+    """Test-time augmentation copies (1, 2, 4, 8)."""
+    path: str | None = None
+    """The image's file, whose metadata may hold its pixel size."""
 
 
 def current_plane(viewer, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -88,18 +96,29 @@ class SegmentFailed(Exception):
 
 
 def run_segmentation(request: SegmentRequest, plane: np.ndarray):
-    """The job the worker runs: segment (a region of) the plane with the prepared model."""
+    """The job the worker runs: segment (a region of) the plane with the prepared model.
+
+    The object size is estimated first (when asked for), then the plane is
+    segmented at the zoom that gives its objects the model's training size;
+    the returned :class:`Segmentation` carries the zoom and how it was chosen.
+    """
+    from dataclasses import replace
+
+    from ..core.scale import choose_zoom
+
     bundle = load_bundle(request.model)
     if request.box is not None:
         y0, x0, y1, x1 = request.box
         plane = plane[y0:y1, x0:x1]
     try:
-        return (
-            yield from segment(
-                bundle, plane, device=request.device, tile=request.tile, overlap=request.overlap,
-                fit=request.fit_tile,
-            )
+        zoom, how = choose_zoom(bundle, plane, diameter=request.diameter,
+                                pixel_size=request.pixel_size, path=request.path,
+                                device=request.device)
+        result = yield from segment(
+            bundle, plane, device=request.device, tile=request.tile, overlap=request.overlap,
+            fit=request.fit_tile, zoom=zoom, tta=request.tta,
         )
+        return replace(result, note=how)
     except RuntimeError as exc:
         raise SegmentFailed(f"{type(exc).__name__}: {exc}") from exc
 
@@ -136,6 +155,21 @@ class SegmentWidget(Container):
         self.fit_tile = CheckBox(text="grow tiles to fit the image (fewer tiles, faster)", value=True,
                                  tooltip="Tiles up to 25 % larger, same overlap in pixels: a 1024² "
                                          "image takes 4 tiles of 576² instead of 9 of 512².")
+        self.diameter = FloatSpinBox(
+            label="object diameter (px)", min=0.0, max=2000.0, step=0.5, value=0.0,
+            tooltip="Diameter of the model's reference objects in this image (nuclei, cells), "
+                    "in pixels. 0 = auto: measured by a first pass of the model. The image is "
+                    "resampled so its objects have the size the model learnt; the masks come "
+                    "back on the image's own pixels.")
+        self.pixel_size = FloatSpinBox(
+            label="pixel size (µm, 0 = unknown)", min=0.0, max=100.0, step=0.01, value=0.0,
+            tooltip="Used instead of the diameter for models that know the pixel size they "
+                    "were trained at; leave 0 otherwise.")
+        self.tta = ComboBox(
+            label="test-time augmentation", choices=[("off", 1), ("2 flips", 2), ("4 flips", 4),
+                                                     ("8 flips and turns", 8)], value=1,
+            tooltip="Average the predictions of flipped and rotated copies: smoother masks, "
+                    "as many times slower.")
         self.view_only = CheckBox(text="only the visible region (fast on large images)", value=False)
         self.show_prob = CheckBox(text="add probability layers", value=False)
         self.run_button = PushButton(text="Segment")
@@ -146,8 +180,8 @@ class SegmentWidget(Container):
         self._sliders: dict[str, FloatSlider] = {}
         self.accept_button = PushButton(text="Accept this view (mark it reviewed)")
         self.count_button = PushButton(text="Count objects (of the corrected masks)")
-        self.extend([self.image, self.model, self.device, self.tile, self.overlap, self.fit_tile,
-                     self.view_only,
+        self.extend([self.image, self.model, self.device, self.diameter, self.pixel_size,
+                     self.tta, self.tile, self.overlap, self.fit_tile, self.view_only,
                      self.show_prob, self.run_button, self.stop_button, self.progress, self.status,
                      self.thresholds, self.accept_button, self.count_button])
         self.status.native.setWordWrap(True)
@@ -189,7 +223,12 @@ class SegmentWidget(Container):
             return
         self.tile.value, self.overlap.value = cfg.tile, cfg.overlap
         trained = "" if cfg.lineage.get("steps") else " — UNTRAINED"
-        self.status.value = f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality}){trained}"
+        scale = (f"; learnt {cfg.scale.reference}s of {cfg.scale.diameter:g} px"
+                 if cfg.scale.diameter else "")
+        self.diameter.enabled = bool(cfg.scale.diameter)
+        self.pixel_size.enabled = bool(cfg.scale.pixel_size)
+        self.status.value = (f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality})"
+                             f"{trained}{scale}")
 
     def corrections_for(self, layer: Image, classes=()) -> Corrections:
         """The workspace of the plane of ``layer`` on screen (opened once, then reused)."""
@@ -255,9 +294,13 @@ class SegmentWidget(Container):
             y0, x0 = np.maximum(corners[0] - VIEW_MARGIN, 0)
             y1, x1 = np.minimum(corners[1] + 1 + VIEW_MARGIN, [h, w])
             box = (int(y0), int(x0), int(y1), int(x1))
+        source = getattr(getattr(layer, "source", None), "path", None)
         return SegmentRequest(layer.name, self.model.value, self.device.value,
                               int(self.tile.value), float(self.overlap.value),
-                              bool(self.fit_tile.value), box)
+                              bool(self.fit_tile.value), box,
+                              diameter=float(self.diameter.value) or None,
+                              pixel_size=float(self.pixel_size.value) or None,
+                              tta=int(self.tta.value), path=source)
 
     def start(self):
         """Read the widgets, then segment in a worker thread (or inline if CULTURESEG_NOTHREADS=1)."""
@@ -326,8 +369,17 @@ class SegmentWidget(Container):
         masks = {n: corr.ws.masks[n] for n in corr.ws.masks}
         counts = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
         objects = self.count_objects() if np.prod(corr.ws.shape) <= AUTO_COUNT_PIXELS else ""
-        self.status.value = f"done: {counts} of the image" + (f"; objects: {objects}" if objects else "")
+        scale = f" Scale: {result.note}, zoom {result.zoom:.2f}." if result.note else ""
+        self.status.value = (f"done: {counts} of the image" + (f"; objects: {objects}" if objects
+                                                                else "") + "." + scale)
         self.progress.value = 100
+        self._select_first_class(req.image_name, result)
+
+    def _select_first_class(self, image_name: str, result: Segmentation) -> None:
+        """Select the first class layer, so that the brush paints it (not an objects layer)."""
+        name = layer_name(image_name, result.classes[0].name)
+        if name in self.viewer.layers:
+            self.viewer.layers.selection.active = self.viewer.layers[name]
 
     def count_objects(self, *_) -> str:
         """Label the objects of every counted class in its current (corrected) mask.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +43,24 @@ class BundleError(ValueError):
     """A model bundle that cannot be found or loaded; the message says what to do."""
 
 
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def safe_name(name: str, *, what: str = "name") -> str:
+    """``name`` if it can be a file or folder name part as it is, else a ValueError.
+
+    Letters, digits, ``.``, ``_``, ``-`` and ``+``, starting with a letter or
+    digit, at most 100 characters: no path separators, no ``..``, nothing a
+    stranger's config could use to write outside the folder it belongs in.
+    """
+    if not isinstance(name, str) or not _SAFE.match(name) or ".." in name:
+        raise ValueError(
+            f"{what} {name!r} cannot be used: use letters, digits, '.', '_', '-' or '+' "
+            "(starting with a letter or digit, at most 100 characters, no '..' or '/')"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class ClassSpec:
     """One output class: how it is shown and turned into a mask."""
@@ -58,12 +77,21 @@ class ClassSpec:
     instances: bool = False
     """Whether objects of this class are counted (instance labels are written)."""
     separate: str = "components"
-    """How touching objects become instances: ``components``, ``watershed`` or
+    """How touching objects become instances: ``components``, ``watershed``,
     ``boundary`` (the network predicts this class's object borders in an extra
-    output channel, see :attr:`BundleConfig.n_outputs`)."""
+    output channel) or ``distance`` (the network predicts each object's distance
+    to its outline, normalised to 1 at its centre, in an extra output channel;
+    see :attr:`BundleConfig.n_outputs` and :func:`postprocess.instances`)."""
     split_depth: float = 2.0
     """For ``watershed``: h-maxima depth in pixels of distance (higher splits less)."""
+    seed_threshold: float = 0.5
+    """For ``distance``: an object's seed is where its predicted normalised distance
+    reaches this value (lower merges more, higher splits more)."""
     description: str = ""
+
+
+SEPARATE = ("components", "watershed", "boundary", "distance")
+"""The ways touching objects of a class become instances (``ClassSpec.separate``)."""
 
 
 def boundary_channels(classes) -> dict[str, int]:
@@ -71,11 +99,60 @@ def boundary_channels(classes) -> dict[str, int]:
 
     A class whose ``separate`` is ``boundary`` gets one: the network learns the
     pixels where one object touches another or the background
-    (:func:`datasets.borders`), and instances are its cores (see
+    (:func:`targets.borders`), and instances are its cores (see
     :func:`postprocess.instances`). Names (str) have no border channel.
     """
     names = [c.name for c in classes if getattr(c, "separate", "") == "boundary"]
     return {n: len(classes) + j for j, n in enumerate(names)}
+
+
+def distance_channels(classes) -> dict[str, int]:
+    """``{class name: output channel}`` of the distance channels, after the border channels.
+
+    A class whose ``separate`` is ``distance`` gets one: the network learns each
+    object's distance to its own outline, divided by the object's largest
+    distance (:func:`targets.distances`: 1 on the object's medial ridge, falling
+    towards its outline and towards a touching neighbour, 0 outside). The values
+    do not depend on the object's size, so they survive resampling and zoom.
+    """
+    start = len(classes) + len(boundary_channels(classes))
+    names = [c.name for c in classes if getattr(c, "separate", "") == "distance"]
+    return {n: start + j for j, n in enumerate(names)}
+
+
+def soft_channels(classes) -> tuple[int, ...]:
+    """Output channels whose targets are not 0/1 masks (distances): no Dice, no class weights."""
+    return tuple(distance_channels(classes).values())
+
+
+@dataclass(frozen=True)
+class ScaleSpec:
+    """The scale a model learnt: how big its objects were, in the pixels the network saw.
+
+    ``segment`` resamples a new image by ``diameter / (the image's object
+    diameter)`` before the network and maps the outputs back to the image's own
+    grid (:mod:`.scale`), so the objects it sees have the size it learnt.
+    """
+
+    diameter: float | None = None
+    """Median equivalent diameter (px) of the ``reference`` class's objects in the
+    training data as the network saw them (None: unknown; images are not resampled)."""
+    reference: str | None = None
+    """The class whose objects define the scale (e.g. ``nucleus``)."""
+    diameters: dict = field(default_factory=dict)
+    """Median diameter (px, as the network saw them) of every counted class."""
+    pixel_size: float | None = None
+    """Micrometres per network pixel when the training data's pixel size was known."""
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> ScaleSpec:
+        d = dict(d or {})
+        return cls(
+            diameter=float(d["diameter"]) if d.get("diameter") else None,
+            reference=d.get("reference"),
+            diameters={str(k): float(v) for k, v in (d.get("diameters") or {}).items()},
+            pixel_size=float(d["pixel_size"]) if d.get("pixel_size") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +180,8 @@ class BundleConfig:
     overlap: float = 0.25
     modality: str = "phase contrast"
     description: str = ""
+    scale: ScaleSpec = ScaleSpec()
+    """The object size the network learnt (see :class:`ScaleSpec`)."""
     lineage: dict = field(default_factory=dict)
     """parent, created, data, steps, seconds, metrics of the training that made it."""
     card: dict = field(default_factory=dict)
@@ -114,8 +193,10 @@ class BundleConfig:
 
     @property
     def n_outputs(self) -> int:
-        """Output channels: one per class, then one border channel per ``boundary`` class."""
-        return len(self.classes) + len(boundary_channels(self.classes))
+        """Output channels: one per class, then one border channel per ``boundary`` class,
+        then one distance channel per ``distance`` class."""
+        return (len(self.classes) + len(boundary_channels(self.classes))
+                + len(distance_channels(self.classes)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -129,7 +210,7 @@ class BundleConfig:
         if fmt != FORMAT:
             raise BundleError(f"config.json has format {fmt!r}, expected {FORMAT!r}")
         try:
-            return cls(
+            cfg = cls(
                 **{
                     **d,
                     "classes": tuple(ClassSpec(**c) for c in d["classes"]),
@@ -138,10 +219,35 @@ class BundleConfig:
                         for c in d.get("derived", ())
                     ),
                     "input": InputSpec.from_dict(d.get("input")),
+                    "scale": ScaleSpec.from_dict(d.get("scale")),
                 }
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"config.json is not a valid bundle config: {exc}") from exc
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse names that are not plain names (they become file names) or repeat.
+
+        Raises
+        ------
+        BundleError
+            Saying which name is wrong.
+        """
+        try:
+            safe_name(self.name, what="model name")
+            names = [*self.class_names, *(d.name for d in self.derived)]
+            for n in names:
+                safe_name(n, what="class name")
+        except ValueError as exc:
+            raise BundleError(f"config.json: {exc}") from None
+        if len(set(names)) != len(names) or not names:
+            raise BundleError(f"config.json: class names must be unique and not empty, got {names}")
+        for c in self.classes:
+            if c.separate not in SEPARATE:
+                raise BundleError(f"config.json: class {c.name!r} has separate {c.separate!r}; "
+                                  f"use one of {', '.join(SEPARATE)}")
 
 
 class Bundle:

@@ -20,14 +20,15 @@ validation images from every experiment.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .bundles import boundary_channels
+from .augment import AugmentSpec, appearance, dihedral, draw_zoom, resample_patch
 from .images import SUFFIXES, ImageError, InputSpec, read_array, read_image, to_model_input
+from .targets import borders  # noqa: F401  (the border target, importable from here as before)
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -52,6 +53,10 @@ class Sample:
         reviewed); such pixels contribute nothing to the loss of class k.
     group
         The experiment the image belongs to (see :func:`experiment_of`).
+    labels
+        ``{class channel: instance labels}`` where the data had them (object
+        scores during validation use them; binary masks are split into
+        connected components instead).
     """
 
     name: str
@@ -59,6 +64,7 @@ class Sample:
     target: np.ndarray
     valid: np.ndarray
     group: str = ""
+    labels: dict | None = None
 
     def __post_init__(self):
         c, h, w = self.image.shape
@@ -118,6 +124,7 @@ def load_folder(
     max_side: int | None = None,
     group_of: Callable[[str], str] = experiment_of,
     keep_unannotated: bool = False,
+    zoom: Mapping[str, float] | None = None,
 ) -> list[Sample]:
     """Read every ``<id>_image.<ext>`` in ``folder`` with the masks that exist beside it.
 
@@ -137,6 +144,10 @@ def load_folder(
         Maps an id to its group (experiment) for :func:`split`.
     keep_unannotated
         Keep images that have no mask of any class (all pixels unknown).
+    zoom
+        ``{id: zoom}``: resample these images (and their masks, as labels) by
+        that factor before the targets are made, e.g. to bring their objects to
+        the model's training size (:func:`scale_zooms`).
 
     Returns
     -------
@@ -150,11 +161,45 @@ def load_folder(
     ImageError
         An image or mask cannot be read, or a mask's shape differs from its image.
     """
+    from .targets import targets_from_masks
+
+    zoom = zoom or {}
+    names = [_class_name(c) for c in classes]
+    samples = []
+    for path, stem, masks in _annotated(folder, names, keep_unannotated):
+        plane = read_image(path)
+        h, w = plane.shape[:2]
+        arrays = {}
+        for c, mp in masks.items():
+            if mp is None:
+                continue
+            m = read_array(mp)
+            if m.shape != (h, w):
+                raise ImageError(
+                    f"{mp.name}: mask shape {m.shape} differs from its image {(h, w)}; "
+                    "masks must be drawn on the image they belong to"
+                )
+            arrays[c] = m
+        z = float(zoom.get(stem, 1.0))
+        x = to_model_input(plane, spec, zoom=z)
+        if z != 1.0:
+            arrays = {c: _resample_labels(m, x.shape[1:]) for c, m in arrays.items()}
+        target, valid = targets_from_masks(arrays, classes, x.shape[1:])
+        factor = _downsample_factor(x.shape[1:], max_side)
+        labels = None
+        if factor > 1:
+            x, target, valid = _shrink(x, target, valid, factor)
+        else:
+            labels = {names.index(c): m for c, m in arrays.items() if m.max(initial=0) > 1}
+        samples.append(Sample(stem, x, target, valid, group_of(stem), labels or None))
+    return samples
+
+
+def _annotated(folder, names: Sequence[str], keep_unannotated: bool = False):
+    """``(image path, id, {class: mask path or None})`` of a training folder, sorted by id."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such data folder")
-    names = [_class_name(c) for c in classes]
-    borders_of = boundary_channels(classes)
     images = sorted(
         p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.stem.endswith("_image")
     )
@@ -163,53 +208,90 @@ def load_folder(
             f"{folder} holds no training images; name them <id>_image.<tif|png> with masks "
             f"<id>_<class>.tif beside them (classes: {', '.join(names)})"
         )
-    samples = []
     for path in images:
         stem = path.stem[: -len("_image")]
         masks = {c: _find_mask(folder, stem, c) for c in names}
-        if not keep_unannotated and not any(masks.values()):
-            continue
-        plane = read_image(path)
-        factor = _downsample_factor(plane.shape[:2], max_side)
-        h, w = plane.shape[:2]
-        x = to_model_input(plane, spec)
-        n_out = len(names) + len(borders_of)
-        target = np.zeros((n_out, h, w), np.uint8)
-        valid = np.zeros((n_out, h, w), bool)
-        for k, c in enumerate(names):
-            if masks[c] is None:
-                continue
-            m = read_array(masks[c])
-            if m.shape != (h, w):
-                raise ImageError(
-                    f"{masks[c].name}: mask shape {m.shape} differs from its image {(h, w)}; "
-                    "masks must be drawn on the image they belong to"
-                )
-            target[k] = m > 0  # instance labels → foreground
-            valid[k] = True
-            if c in borders_of:
-                target[borders_of[c]], valid[borders_of[c]] = borders(m), True
-        if factor > 1:
-            x, target, valid = _shrink(x, target, valid, factor)
-        samples.append(Sample(stem, x, target, valid, group_of(stem)))
-    return samples
+        if keep_unannotated or any(masks.values()):
+            yield path, stem, masks
 
 
-def borders(labels: np.ndarray) -> np.ndarray:
-    """The target of a border channel: object pixels next to another object or the background.
+def _resample_labels(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A mask or label image resampled to ``shape``: nearest neighbour, so labels stay labels."""
+    from skimage.transform import resize
 
-    ``labels`` are instance labels (a binary mask is split into its 8-connected
-    components first, so objects that touch in it cannot be told apart).
-    Between two touching objects the border is two pixels wide, one from each.
+    m = np.asarray(m)
+    out = resize(m, shape, order=0, preserve_range=True, anti_aliasing=False)
+    return out.astype(m.dtype)
+
+
+def zoom_sample(sample: Sample, zoom: float, soft=()) -> Sample:
+    """``sample`` resampled by ``zoom`` (> 1 enlarges), as :func:`load_folder` resamples images.
+
+    The image bilinearly (area-averaged when shrinking), 0/1 targets bilinearly
+    then at 0.5, ``soft`` channels (distances; a tuple or ``{distance channel:
+    class channel}``) bilinearly, ``valid`` so that a pixel is known only where
+    all it covers was, instance labels by nearest neighbour.
     """
-    from skimage.segmentation import find_boundaries
+    from .images import resize_planes, zoomed_shape
 
-    labels = np.asarray(labels)
-    if labels.dtype == bool or labels.max() <= 1:
-        from scipy import ndimage as ndi
+    if zoom == 1.0:
+        return sample
+    shape = zoomed_shape(sample.shape, zoom)
+    x = resize_planes(sample.image, shape)
+    t = resize_planes(sample.target.astype(np.float32), shape, anti_alias=False)
+    v = resize_planes(sample.valid.astype(np.float32), shape, anti_alias=False) > 0.999
+    binary = np.ones(t.shape[0], bool)
+    binary[list(soft)] = False
+    t = np.where(binary[:, None, None], t >= 0.5, t).astype(sample.target.dtype)
+    for d, c in (soft.items() if isinstance(soft, Mapping) else ()):
+        t[d][t[c] == 0] = 0
+    labels = ({c: _resample_labels(m, shape) for c, m in sample.labels.items()}
+              if sample.labels else None)
+    return Sample(sample.name, x, t, v, sample.group, labels)
 
-        labels, _ = ndi.label(labels > 0, structure=np.ones((3, 3), bool))
-    return find_boundaries(labels, mode="inner").astype(np.uint8)
+
+def scale_zooms(
+    folder: str | Path,
+    reference: str,
+    diameter: float | None,
+    *,
+    group_of: Callable[[str], str] = experiment_of,
+    per: str = "group",
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Zooms that bring the ``reference`` objects of a training folder to ``diameter`` px.
+
+    The median object diameter is measured per experiment (``per="group"``:
+    one zoom for all images of an experiment, robust to a field with three
+    cells) or per image (``per="image"``); images without that class's mask
+    take their experiment's zoom, or none.
+
+    Returns
+    -------
+    (zooms, diameters)
+        ``{id: zoom}`` and ``{id: measured median diameter at the data's own
+        scale}`` (only ids with objects). With ``diameter`` None every zoom is 1.
+    """
+    from .scale import object_diameters
+
+    if per not in ("group", "image"):
+        raise ValueError(f"scale per must be 'group' or 'image', not {per!r}")
+    per_image: dict[str, np.ndarray] = {}
+    groups: dict[str, list[str]] = {}
+    for _, stem, masks in _annotated(folder, [reference], keep_unannotated=True):
+        groups.setdefault(group_of(stem), []).append(stem)
+        if masks[reference] is not None:
+            d = object_diameters(read_array(masks[reference]))
+            if d.size:
+                per_image[stem] = d
+    measured = {k: float(np.median(v)) for k, v in per_image.items()}
+    zooms: dict[str, float] = {}
+    for g, stems in groups.items():
+        pooled = [per_image[k] for k in stems if k in per_image]
+        g_diam = float(np.median(np.concatenate(pooled))) if pooled else None
+        for k in stems:
+            d = measured.get(k) if per == "image" and k in measured else g_diam
+            zooms[k] = diameter / d if diameter and d else 1.0
+    return zooms, measured
 
 
 def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int):
@@ -221,9 +303,12 @@ def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int):
     c, h, w = x.shape
     h2, w2 = h // f * f, w // f * f
     x = x[:, :h2, :w2].reshape(c, h2 // f, f, w2 // f, f).mean(axis=(2, 4), dtype=np.float32)
-    t = target[:, :h2, :w2].reshape(-1, h2 // f, f, w2 // f, f).mean(axis=(2, 4)) >= 0.5
+    t = target[:, :h2, :w2].reshape(-1, h2 // f, f, w2 // f, f).mean(axis=(2, 4), dtype=np.float32)
+    # 0/1 channels by majority; channels with values between (distances) by their mean
+    soft = np.array([bool(np.any((ch > 0) & (ch < 1))) for ch in target])
+    t = np.where(soft[:, None, None], t, t >= 0.5).astype(target.dtype)
     v = valid[:, :h2, :w2].reshape(-1, h2 // f, f, w2 // f, f).all(axis=(2, 4))
-    return x, t.astype(np.uint8), v
+    return x, t, v
 
 
 def match_to_brightest(
@@ -248,7 +333,7 @@ def match_to_brightest(
     ref = np.round(np.quantile(brightest.image, np.linspace(0, 1, n_quantiles)), 6)
 
     def matched(samples):
-        return [Sample(s.name, match_histogram(s.image, ref), s.target, s.valid, s.group)
+        return [replace(s, image=match_histogram(s.image, ref))
                 for s in samples]
 
     spec = replace(spec, histogram_reference=tuple(float(v) for v in ref))
@@ -341,16 +426,23 @@ def split(
 # ---------------------------------------------------------------- patches for training
 
 
-def _pad_to_patch(s: Sample, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reflect-pad a sample smaller than ``patch``; the padding is unknown (valid False)."""
-    h, w = s.shape
-    ph, pw = max(0, patch - h), max(0, patch - w)
-    if ph == 0 and pw == 0:
-        return s.image, s.target, s.valid
-    x = np.pad(s.image, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-    t = np.pad(s.target, ((0, 0), (0, ph), (0, pw)))
-    v = np.pad(s.valid, ((0, 0), (0, ph), (0, pw)), constant_values=False)
-    return x, t, v
+def _window(a: np.ndarray, y0: int, x0: int, side: int, fill=None) -> np.ndarray:
+    """``a[:, y0:y0+side, x0:x0+side]``, padded where the window leaves the array.
+
+    The padding mirrors the array (``fill`` None: the image) or is ``fill``
+    (targets 0, valid False: the padding is unknown).
+    """
+    h, w = a.shape[-2:]
+    ya, xa = max(0, y0), max(0, x0)
+    yb, xb = min(h, y0 + side), min(w, x0 + side)
+    out = a[:, ya:yb, xa:xb]
+    pads = ((0, 0), (ya - y0, y0 + side - yb), (xa - x0, x0 + side - xb))
+    if any(p for pair in pads for p in pair):
+        if fill is None:
+            out = np.pad(out, pads, mode="symmetric")
+        else:
+            out = np.pad(out, pads, constant_values=fill)
+    return out
 
 
 class PatchSampler:
@@ -362,8 +454,12 @@ class PatchSampler:
     ones); with probability ``negative_fraction`` around a random known
     *background* pixel of a random class; otherwise uniformly. The chosen
     pixel lies anywhere in the central 3/4 of the patch, not always at its
-    centre. Images smaller than the patch are reflect-padded with the padding
-    marked unknown.
+    centre. Where a patch leaves its image (images smaller than the patch, or a
+    zoomed-out window) the image is mirrored and the padding marked unknown.
+
+    With a zoom in the :class:`~.augment.AugmentSpec`, a window of
+    ``patch / zoom`` pixels is cut and resampled to ``patch``² (objects appear
+    ``zoom`` times their size), before the flips and the appearance changes.
 
     Parameters
     ----------
@@ -376,9 +472,14 @@ class PatchSampler:
     positive_fraction, negative_fraction
         Shares of positive- and background-centred patches.
     augment
-        Apply :func:`augment` to each patch.
+        ``True`` (flips and mild intensity changes), ``False``, or an
+        :class:`~.augment.AugmentSpec`.
     max_points
         Candidate pixels kept per image and class (a random subset), which bounds memory.
+    soft
+        Output channels holding distances rather than 0/1 masks (resampled as
+        such): a tuple, or ``{distance channel: its class channel}`` (see
+        :func:`~.augment.resample_patch`).
     """
 
     def __init__(
@@ -389,14 +490,17 @@ class PatchSampler:
         *,
         positive_fraction: float = 0.5,
         negative_fraction: float = 0.25,
-        augment: bool = True,
+        augment: bool | AugmentSpec = True,
         max_points: int = 20000,
+        soft=(),
     ):
         if not samples:
             raise ValueError("no training samples")
-        self.patch, self.rng, self.do_augment = patch, rng, augment
+        self.patch, self.rng = patch, rng
+        self.spec = AugmentSpec.from_config(augment)
+        self.soft = dict(soft) if isinstance(soft, Mapping) else tuple(soft)
         self.fractions = (positive_fraction, negative_fraction)
-        self.items = [_pad_to_patch(s, patch) for s in samples]
+        self.items = [(s.image, s.target, s.valid) for s in samples]
         k = self.items[0][1].shape[0]
         # candidates[kind][class]: (image index, flat pixel indices) of images that have any
         self.candidates: dict[str, list[list[tuple[int, np.ndarray]]]] = {}
@@ -412,15 +516,15 @@ class PatchSampler:
                         per_class[c].append((i, idx))
             self.candidates[kind] = per_class
 
-    def _origin(self, size: int, at: int | None) -> int:
-        p = self.patch
+    def _origin(self, size: int, side: int, at: int | None) -> int:
+        lo, hi = min(0, size - side), max(0, size - side)
         if at is None:
-            return int(self.rng.integers(0, size - p + 1))
-        offset = int(self.rng.integers(p // 8, p - p // 8))
-        return int(np.clip(at - offset, 0, size - p))
+            return int(self.rng.integers(lo, hi + 1))
+        offset = int(self.rng.integers(side // 8, side - side // 8))
+        return int(np.clip(at - offset, lo, hi))
 
     def draw(self, for_class: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One patch: image ``(C, P, P)`` float32, target ``(K, P, P)`` uint8, valid bool.
+        """One patch: image ``(C, P, P)`` float32, target ``(K, P, P)``, valid bool.
 
         ``for_class``: positives and negatives of this class only (seed 000 draws
         each per-class network's patches for its own class).
@@ -437,12 +541,18 @@ class PatchSampler:
         else:
             i = int(self.rng.integers(len(self.items)))
         x, t, v = self.items[i]
-        y0 = self._origin(x.shape[-2], None if at is None else at[0])
-        x0 = self._origin(x.shape[-1], None if at is None else at[1])
-        sl = (slice(None), slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
-        x, t, v = x[sl], t[sl], v[sl]
-        if self.do_augment:
-            x, t, v = augment(x, t, v, self.rng)
+        zoom = draw_zoom(self.spec, self.rng)
+        side = max(8, int(round(self.patch / zoom)))
+        y0 = self._origin(x.shape[-2], side, None if at is None else at[0])
+        x0 = self._origin(x.shape[-1], side, None if at is None else at[1])
+        x = _window(x, y0, x0, side)
+        t = _window(t, y0, x0, side, 0)
+        v = _window(v, y0, x0, side, False)
+        if side != self.patch:
+            x, t, v = resample_patch(x, t, v, self.patch, self.soft)
+        if self.spec.dihedral:
+            x, t, v = dihedral((x, t, v), self.rng)
+        x = appearance(x, self.spec, self.rng)
         return (
             np.ascontiguousarray(x, np.float32),
             np.ascontiguousarray(t),
@@ -455,32 +565,3 @@ class PatchSampler:
         """``n`` patches stacked: ``(n, C, P, P)``, ``(n, K, P, P)``, ``(n, K, P, P)``."""
         xs, ts, vs = zip(*(self.draw(for_class) for _ in range(n)), strict=True)
         return np.stack(xs), np.stack(ts), np.stack(vs)
-
-
-def augment(x: np.ndarray, t: np.ndarray, v: np.ndarray, rng: np.random.Generator):
-    """Random dihedral transform (flips, 90° rotations), then gamma and brightness/contrast.
-
-    Gamma acts on the [0, 1] part of the percentile-normalised intensities
-    (values beyond the percentiles keep their excess linearly), so it never
-    makes negative values NaN; brightness/contrast is ``a·x + b`` with
-    ``a`` ∈ [0.8, 1.25] (log-uniform) and ``b`` ∈ [−0.1, 0.1].
-    """
-    k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
-    do_gamma, gamma = rng.random() < 0.5, float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
-    do_bright, a, b = (
-        rng.random() < 0.5,
-        float(np.exp(rng.uniform(np.log(0.8), np.log(1.25)))),
-        float(rng.uniform(-0.1, 0.1)),
-    )
-
-    def geo(arr):
-        arr = np.rot90(arr, k, axes=(-2, -1))
-        return arr[..., ::-1] if flip else arr
-
-    x, t, v = geo(x), geo(t), geo(v)
-    if do_gamma:
-        c = np.clip(x, 0.0, 1.0)
-        x = c**gamma + (x - c)
-    if do_bright:
-        x = x * a + b
-    return x.astype(np.float32, copy=False), t, v

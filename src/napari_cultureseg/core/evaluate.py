@@ -73,19 +73,45 @@ def evaluate(
     *,
     device: str = "auto",
     on_image: Callable[[str], None] | None = None,
+    diameter: str | float | None = None,
+    tta: int = 1,
 ) -> dict:
     """Segment every image and score each class that has a reference.
+
+    Parameters
+    ----------
+    diameter
+        The object size of every image: None (segment at the image's own
+        scale), ``"auto"`` (estimated per image, :func:`scale.estimate_diameter`),
+        ``"truth"`` (the median diameter of the reference class in the image's
+        own reference mask: an oracle, for benchmarks only) or a number of pixels.
+    tta
+        Test-time augmentation copies (see :func:`segment.augmented`).
 
     Returns
     -------
     dict
-        ``{"images": n, "classes": {name: {metric: value}}}``.
+        ``{"images": n, "classes": {name: {metric: value}}, "zooms": {image: zoom}}``.
     """
+    from .scale import estimate_diameter, median_diameter, zoom_for
+
     per_class: dict[str, dict[str, list]] = {}
+    zooms = {}
     for t in truths:
         if on_image:
             on_image(t.name)
-        seg = run_to_end(segment(bundle, t.image, device=device))
+        zoom = 1.0
+        sc = bundle.config.scale
+        if diameter == "auto":
+            zoom = estimate_diameter(bundle, t.image, device=device).zoom
+        elif diameter == "truth":
+            ref = t.masks.get(sc.reference) if sc.reference else None
+            d = median_diameter([ref]) if ref is not None else None
+            zoom = zoom_for(sc, diameter=d) if d else 1.0
+        elif diameter is not None:
+            zoom = zoom_for(sc, diameter=float(diameter))
+        zooms[t.name] = round(float(zoom), 4)
+        seg = run_to_end(segment(bundle, t.image, device=device, zoom=zoom, tta=tta))
         masks = seg.masks()
         for k, spec in enumerate(seg.classes):
             if spec.name not in t.masks:
@@ -104,7 +130,8 @@ def evaluate(
                 acc = per_class.setdefault(d.name, {"pred": [], "truth_masks": []})
                 acc["pred"].append(masks[d.name])
                 acc.setdefault("truth_masks", []).append(np.asarray(t.masks[d.name]) > 0)
-    return {"images": len(truths), "classes": {n: _score(n, a, bundle) for n, a in per_class.items()}}
+    return {"images": len(truths), "classes": {n: _score(n, a, bundle) for n, a in per_class.items()},
+            "zooms": zooms}
 
 
 def _score(name: str, acc: dict, bundle: Bundle) -> dict:

@@ -28,15 +28,26 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Percentile normalisation: ``low`` → 0, ``high`` → 1 (values outside are kept)."""
+    """Percentile normalisation: ``low`` → 0, ``high`` → 1 (values outside are kept).
+
+    With ``flatten`` (a length in network pixels) the image's slowly varying
+    background, a Gaussian blur of that width, is subtracted first: uneven
+    illumination, a bright corner or a vignette then no longer takes up the
+    range the percentiles stretch, and a pale, low-contrast field comes out
+    with the contrast of a well-lit one (see :func:`flatten_background`).
+    """
 
     kind: str = "percentile"
     low: float = 1.0
     high: float = 99.8
+    flatten: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Normalisation:
-        return cls(**(d or {}))
+        d = dict(d or {})
+        if d.get("flatten") is not None:
+            d["flatten"] = float(d["flatten"])
+        return cls(**d)
 
 
 # ---------------------------------------------------------------- reading
@@ -205,6 +216,8 @@ def normalise(x: np.ndarray, norm: Normalisation = Normalisation()) -> np.ndarra
     out = np.empty(x.shape, np.float32)
     for c in range(x.shape[0]):
         ch = x[c]
+        if norm.flatten:
+            ch = flatten_background(ch, norm.flatten)
         # percentiles of a subsample: identical in effect, 20× faster on mosaics
         step = max(1, int(np.sqrt(ch.size / 1e6)))
         lo, hi = np.percentile(ch[::step, ::step], [norm.low, norm.high])
@@ -213,6 +226,26 @@ def normalise(x: np.ndarray, norm: Normalisation = Normalisation()) -> np.ndarra
         else:
             out[c] = (ch - lo) / (hi - lo)
     return out
+
+
+def flatten_background(ch: np.ndarray, sigma: float) -> np.ndarray:
+    """``ch`` minus its background: a Gaussian blur of width ``sigma`` pixels.
+
+    The blur is computed on a copy shrunk so that ``sigma`` spans about 8 of its
+    pixels and enlarged back bilinearly (the background is smooth at that
+    scale), which costs a few milliseconds even on a mosaic. Edges are mirrored.
+    """
+    from scipy.ndimage import gaussian_filter, zoom
+
+    ch = np.asarray(ch, np.float32)
+    f = max(1, int(sigma // 8))
+    h, w = ch.shape
+    small = ch[: h // f * f, : w // f * f].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    if min(small.shape) < 2:
+        return ch - float(ch.mean())
+    bg = gaussian_filter(small, sigma / f, mode="mirror")
+    bg = zoom(bg, (h / bg.shape[0], w / bg.shape[1]), order=1, mode="nearest", grid_mode=True)
+    return ch - bg[:h, :w]
 
 
 def median3(x: np.ndarray) -> np.ndarray:
@@ -290,11 +323,13 @@ def fit_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
     return max(1, round(h * f)), max(1, round(w * f))
 
 
-def resize_planes(x: np.ndarray, shape: tuple[int, int], *, order: int = 1) -> np.ndarray:
+def resize_planes(x: np.ndarray, shape: tuple[int, int], *, order: int = 1,
+                  anti_alias: bool = True) -> np.ndarray:
     """Resize ``(C, H, W)`` to ``(C, *shape)`` float32, range preserved.
 
     Bilinear (``order`` 1) and area-averaging (anti-aliased) when shrinking, as
     seed 003 downsamples its images; ``order`` 0 is nearest neighbour.
+    ``anti_alias`` False: plain bilinear also when shrinking (for masks).
     """
     from skimage.transform import resize
 
@@ -308,18 +343,32 @@ def resize_planes(x: np.ndarray, shape: tuple[int, int], *, order: int = 1) -> n
         x.astype(np.float32, copy=False),
         (x.shape[0], *shape),
         order=order,
-        anti_aliasing=bool(shrink and order > 0),
+        anti_aliasing=bool(shrink and order > 0 and anti_alias),
         preserve_range=True,
     )
     return out.astype(np.float32, copy=False)
 
 
-def to_model_input(plane: np.ndarray, spec: InputSpec = InputSpec()) -> np.ndarray:
-    """Turn a 2-D plane into the ``(C, H, W)`` float32 array a model with ``spec`` expects."""
+def zoomed_shape(shape: tuple[int, int], zoom: float) -> tuple[int, int]:
+    """``(h, w)`` of an image of ``shape`` resampled by ``zoom`` (> 1 enlarges)."""
+    return max(1, round(shape[0] * zoom)), max(1, round(shape[1] * zoom))
+
+
+def to_model_input(plane: np.ndarray, spec: InputSpec = InputSpec(), *, zoom: float = 1.0
+                   ) -> np.ndarray:
+    """Turn a 2-D plane into the ``(C, H, W)`` float32 array a model with ``spec`` expects.
+
+    ``zoom`` resamples the image (bilinear, area-averaged when shrinking) after
+    the channel conversion and the 3×3 median, before normalisation, so that
+    its objects have the size the model learnt (:mod:`.scale`); the result then
+    has :func:`zoomed_shape` pixels.
+    """
     plane = as_plane(plane)
     x = fill_nonfinite(to_channels(plane, spec.channels))
     if spec.median3:
         x = median3(x)
+    if zoom != 1.0:
+        x = resize_planes(x, zoomed_shape(x.shape[1:], zoom))
     x = normalise(x, spec.normalisation)
     if spec.histogram_reference is not None:  # quantiles of normalised training images
         x = match_histogram(x, np.asarray(spec.histogram_reference))

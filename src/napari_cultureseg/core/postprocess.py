@@ -81,6 +81,8 @@ def instances(
     method: str = "components",
     h: float = 2.0,
     boundary: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
+    seed_threshold: float = 0.5,
 ) -> np.ndarray:
     """Label the objects of a binary mask, 0 = background.
 
@@ -101,10 +103,20 @@ def instances(
         per object, and a watershed of ``boundary`` from the cores gives the
         border pixels back to the object they belong to; a part of the mask
         with no core becomes an object of its own.
+        ``distance``: the network's own normalised distance map splits them
+        (:func:`targets.distances`: 1 on each object's ridge, low where two
+        objects meet): seeds are the connected parts of the mask where the
+        distance reaches ``seed_threshold``, and a watershed of the negated
+        distance from them fills the mask; a part of the mask with no seed
+        becomes an object of its own.
     h
         Depth of the h-maxima, in pixels of distance, for ``watershed``.
     boundary
         ``(H, W)`` border probability, for ``boundary``.
+    distance
+        ``(H, W)`` predicted normalised distance, for ``distance``.
+    seed_threshold
+        For ``distance`` (see there).
 
     Returns
     -------
@@ -139,6 +151,14 @@ def instances(
 
         labels, _, _ = relabel_sequential(labels)
         n = int(labels.max())
+    elif method == "distance":
+        if distance is None or np.shape(distance) != mask.shape:
+            raise ValueError("method 'distance' needs the distance map of the mask's shape; "
+                             "this model has no distance channel: use 'watershed' or "
+                             "'components'")
+        labels = _distance_watershed(mask, np.asarray(distance, np.float32), seed_threshold,
+                                     min_size)
+        n = int(labels.max())
     elif method == "components":
         labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     else:
@@ -155,6 +175,24 @@ def instances(
         labels, _, _ = relabel_sequential(labels)
         n = int(labels.max())
     return labels.astype(np.uint16 if n < 65535 else np.uint32)
+
+
+def _distance_watershed(mask: np.ndarray, dist: np.ndarray, seed_threshold: float,
+                        min_size: int) -> np.ndarray:
+    """Instances of ``mask`` from seeds where ``dist ≥ seed_threshold`` (see :func:`instances`)."""
+    from skimage.segmentation import relabel_sequential, watershed
+
+    seeds, n = ndi.label(mask & (dist >= seed_threshold))
+    if n:  # seeds of a few pixels are noise, not objects (a quarter of the smallest object)
+        sizes = np.bincount(seeds.ravel())
+        tiny = sizes < max(2, min_size // 4)
+        tiny[0] = False
+        seeds[tiny[seeds]] = 0
+    labels = watershed(-dist, seeds, mask=mask) if seeds.any() else np.zeros(mask.shape, np.int32)
+    rest, _ = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
+    labels = np.where(rest > 0, rest + labels.max(), labels)
+    labels, _, _ = relabel_sequential(labels)
+    return labels
 
 
 def measure(labels: np.ndarray) -> list[dict]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundles import Bundle, ClassSpec, DerivedClass, boundary_channels
+from .bundles import Bundle, ClassSpec, DerivedClass, boundary_channels, distance_channels
 from .images import as_plane, fit_shape, resize_planes, to_model_input
 from .models import output_stride, resolve_device
 from .postprocess import binary_mask, instances
@@ -30,8 +30,14 @@ class Segmentation:
     classes: tuple[ClassSpec, ...]
     derived: tuple[DerivedClass, ...] = ()
     scale: float = 1.0
-    """Image pixels per network pixel, by area: 1 unless the model resized the image
-    (``InputSpec.resize_to``); ``min_size`` counts network pixels, so it is scaled by this."""
+    """Image pixels per network pixel, by area: 1 unless the image was resampled for the
+    network (``InputSpec.resize_to``, or a zoom to the model's object size, see
+    :mod:`.scale`); ``min_size`` counts network pixels, so it is scaled by this, and
+    ``split_depth`` by its square root."""
+    zoom: float = 1.0
+    """The zoom the image was resampled by before the network (1: its own pixels)."""
+    note: str = ""
+    """How the zoom was chosen (e.g. "nucleus diameter 18.2 px (estimated)"), if known."""
 
     @property
     def names(self) -> list[str]:
@@ -70,14 +76,17 @@ class Segmentation:
         return out
 
     def instances(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
-        """Instance labels of one class (connected objects of its mask)."""
+        """Instance labels of one class (its objects, separated as its spec says)."""
         spec = self.spec(name)
         m = self.masks()[name] if mask is None else mask
         border = boundary_channels(self.classes).get(name)
+        dist = distance_channels(self.classes).get(name)
         return instances(
             m, min_size=self._min_size(spec), method=getattr(spec, "separate", "components"),
-            h=getattr(spec, "split_depth", 2.0),
+            h=getattr(spec, "split_depth", 2.0) * float(np.sqrt(self.scale)),
             boundary=None if border is None else self.probabilities[border],
+            distance=None if dist is None else self.probabilities[dist],
+            seed_threshold=getattr(spec, "seed_threshold", 0.5),
         )
 
 
@@ -90,6 +99,8 @@ def segment(
     overlap: float | None = None,
     batch_size: int | None = None,
     fit: bool | None = None,
+    zoom: float = 1.0,
+    tta: int = 1,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
@@ -120,6 +131,16 @@ def segment(
         Tiles per forward pass; default 1 on the CPU (measured: 512² tiles of a
         1022×1024 image take 0.72 s one by one, 1.07 s in pairs, 1.67 s in fours
         on 2 cores: batches only cost cache there) and 4 on a GPU.
+    zoom
+        Resample the image by this factor before the network (> 1 enlarges), so
+        that its objects have the size the model learnt (see :mod:`.scale`:
+        :func:`scale.zoom_for` from a diameter or pixel size,
+        :func:`scale.estimate_diameter` to measure it); the probabilities come
+        back on the image's own grid. Ignored by ``resize_to`` bundles.
+    tta
+        Test-time augmentation: average the predictions of this many flipped and
+        rotated copies of every tile (1: none, 4: flips, 8: flips and rotations);
+        costs as many forward passes.
 
     Yields
     ------
@@ -130,16 +151,67 @@ def segment(
     -------
     Segmentation
     """
+    from .scale import check_zoom
+
     cfg = bundle.config
-    x = to_model_input(as_plane(image), cfg.input)
+    plane = as_plane(image)
+    zoom = 1.0 if cfg.input.resize_to else check_zoom(zoom)
+    x = to_model_input(plane, cfg.input, zoom=zoom)
     device = resolve_device(device)
     if batch_size is None:
         batch_size = 1 if device == "cpu" else 4
+    predictor = augmented(bundle.predictor(device), tta)
     probs, scale = yield from predict(
-        x, bundle.predictor(device), cfg, tile=tile, overlap=overlap, batch_size=batch_size,
-        fit=fit,
+        x, predictor, cfg, tile=tile, overlap=overlap, batch_size=batch_size,
+        fit=fit, out_shape=plane.shape[:2],
     )
-    return Segmentation(probs, cfg.classes, cfg.derived, scale)
+    return Segmentation(probs, cfg.classes, cfg.derived, scale, zoom)
+
+
+TTA = (1, 2, 4, 8)
+"""Test-time augmentation sizes: none, a horizontal flip, both flips, all 8 symmetries."""
+
+
+def augmented(predictor, tta: int = 1):
+    """``predictor`` averaged over ``tta`` flipped and rotated copies of each batch.
+
+    The copies are the first ``tta`` of: identity, horizontal flip, vertical
+    flip, both flips (= 180° rotation), then the four transposed versions
+    (90° rotations with and without flips); each prediction is mapped back
+    before averaging. Every output channel (class, border, normalised
+    distance) is a scalar per pixel, so it is unchanged by these symmetries.
+    """
+    if tta not in TTA:
+        raise ValueError(f"test-time augmentation takes 1, 2, 4 or 8 copies, not {tta}")
+    if tta == 1:
+        return predictor
+
+    def flip(a, k):
+        if k & 1:
+            a = a[..., ::-1]
+        if k & 2:
+            a = a[..., ::-1, :]
+        if k & 4:
+            a = np.swapaxes(a, -1, -2)
+        return a
+
+    def unflip(a, k):  # the inverse: undo the transpose first
+        if k & 4:
+            a = np.swapaxes(a, -1, -2)
+        if k & 2:
+            a = a[..., ::-1, :]
+        if k & 1:
+            a = a[..., ::-1]
+        return a
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for k in range(tta):
+            out = unflip(np.asarray(predictor(np.ascontiguousarray(flip(batch, k))), np.float32), k)
+            total = out.copy() if total is None else total + out
+        return total / tta
+
+    return predict
 
 
 def predict(
@@ -151,6 +223,7 @@ def predict(
     overlap: float | None = None,
     batch_size: int = 1,
     fit: bool | None = None,
+    out_shape: tuple[int, int] | None = None,
 ) -> Generator[Progress, None, tuple[np.ndarray, float]]:
     """Probabilities of a ``(C, H, W)`` model input, the way ``cfg`` (a BundleConfig) says.
 
@@ -159,10 +232,13 @@ def predict(
     ``(B, C, h, w)`` batch to probabilities (e.g. :meth:`Bundle.predictor`, or
     a network being trained, for the Fine-tune widget's preview).
 
+    ``out_shape``: the image's own shape when ``x`` was resampled to it (a zoom,
+    see :func:`segment`); the probabilities are resampled back to it.
+
     Returns ``(probabilities (K', H, W), scale)``, ``scale`` being image pixels
     per network pixel by area (see :attr:`Segmentation.scale`).
     """
-    full = x.shape[1:]
+    full = tuple(out_shape) if out_shape is not None else x.shape[1:]
     stride = output_stride(cfg.architecture, cfg.params)
     if cfg.input.resize_to:  # the whole image in one pass, as the model was trained
         x = resize_planes(x, fit_shape(full, cfg.input.resize_to))
@@ -174,7 +250,7 @@ def predict(
             fit = tile is None
         tile = int(tile or cfg.tile)
         if fit and tile % stride == 0:  # grown a little if that means fewer tiles
-            tile, overlap = fit_tile(full, tile, overlap, align=stride)
+            tile, overlap = fit_tile(x.shape[1:], tile, overlap, align=stride)
         if tile % stride:
             raise ValueError(
                 f"tile must be a multiple of {stride} for this model, got {tile}; "

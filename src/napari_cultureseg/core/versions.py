@@ -25,40 +25,17 @@ _VERSION = re.compile(r"^(?P<base>.+?)\.v(?P<n>\d+)$")
 
 
 def finetune_config(**overrides):
-    """The :class:`~.training.TrainConfig` of a fine-tuning run on user corrections.
+    """The fine-tuning recipe (:func:`training.finetune_config`), importable from here too."""
+    from .training import finetune_config as recipe
 
-    What the Fine-tune widget (and ``benchmarks/hitl.py``) use: a cosine
-    schedule without warm-up, no early stop, the parent's BatchNorm statistics
-    kept (batches from a field or two are not the data they were learnt on),
-    the parent kept if it scores better on the held-out corrected pixels, and
-    all CPU cores but one (the GUI's). ``overrides`` set any field.
-    """
-    import os
-
-    from .training import TrainConfig
-
-    base = dict(schedule="cosine", warmup=0.0, early_stop_patience=None, freeze_norm=True,
-                keep_parent_if_better=True, threads=max(1, (os.cpu_count() or 1) - 1),
-                data_description="user corrections (napari)")
-    return TrainConfig(**{**base, **overrides})
-
-
-LOSS_FIELDS = ("class_weighting", "weight_clip", "fg_weight_factor", "dice_weight", "adversarial",
-               "adversarial_lambda", "adversarial_lambda_steps", "disc_lr", "disc_params")
-"""The parts of the parent's training recipe a fine-tuning run keeps (see :func:`with_parent_loss`)."""
+    return recipe(**overrides)
 
 
 def with_parent_loss(parent: Bundle, config):
-    """``config`` with the loss its parent was trained with (from the parent's lineage).
+    """``config`` with its parent's loss (:func:`training.with_parent_loss`)."""
+    from .training import with_parent_loss as keep
 
-    A model trained with unweighted BCE + Dice and fine-tuned with
-    class-weighted BCE learns shifted probabilities (measured: nucleus object
-    F1 0.75 → 0.34 after 60 s on one field); fine-tuning must not change
-    the objective. Parents without a recorded recipe keep ``config``'s.
-    """
-    recorded = parent.config.lineage.get("training", {})
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in LOSS_FIELDS}
-    return replace(config, **kw)
+    return keep(parent, config)
 
 
 def saved_sample(key: str, spec, classes, *, root: str | Path | None = None) -> Sample:
@@ -171,13 +148,23 @@ def fine_tune_job(
     samples = [s for s in samples if s.valid.any()]
     if not samples:
         raise ValueError("no reviewed pixels to learn from: correct or accept some masks first")
+    sc = parent.config.scale
+    if sc.diameter and sc.reference in parent.config.class_names:
+        # the parent learnt objects of its training size: show it the corrections at that size
+        from .datasets import zoom_sample
+        from .scale import zoom_from_mask
+
+        k = parent.config.class_names.index(sc.reference)
+        samples = [zoom_sample(s, zoom_from_mask(parent, s.target[k] > 0)) for s in samples]
     pairs = [split_reviewed(s, fraction=holdout, seed=i) for i, s in enumerate(samples)]
     train = [t for t, _ in pairs if t.valid.any()]
     val = [v for _, v in pairs if v.valid.any()]
     if not train:
         raise ValueError("too few reviewed pixels: review a larger region before fine-tuning")
-    name = next_version_name(parent_name)
-    config = replace(with_parent_loss(parent, config), name=name)
+    from .bundles import safe_name
+
+    name = safe_name(next_version_name(parent_name), what="model version name")
+    config = with_parent_loss(parent, config)
     net = parent.build()
     parent_dice, _ = validate(net, val, parent.config, tile=parent.config.tile, device="cpu") if val else ({}, {})
     gen = fine_tune(parent, train, val, config, preview=preview, preview_every=preview_every)

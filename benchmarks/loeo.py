@@ -1,0 +1,167 @@
+"""Leave one experiment out: how a recipe does on an experiment it never saw.
+
+    python benchmarks/loeo.py [--config configs/brightfield-nucleus-cell.yaml]
+        [--experiments 181024TK20,200313SK20,200925SK30,210930MA20]
+        [--seconds 2400] [--threads 1] [--variant NAME] [--set KEY=VALUE ...]
+
+For each experiment E, a model is trained from the recipe with every image of
+E left out (its nucleus_cell and nucleus_only images alike; validation, which
+picks the kept weights, is drawn from the other experiments), then E's
+nucleus_cell fields are segmented with the object size estimated per image
+(the product's default, ``diameter: auto``) and scored; also at the fields' own
+scale (no resampling) and, as an oracle that is never a default, at the
+size their own nucleus masks give. No choice of any kind sees E.
+
+``--set`` changes the recipe for a variant (dotted YAML keys, YAML values), e.g.
+``--set training.augment.appearance=false`` or ``--set scale=null``; the
+augmentation ablation in ``docs/benchmarks.md`` is a set of such variants.
+
+Bundles are cached in ``benchmarks/results/cache/loeo/<variant>-without-<E>``;
+results go to ``benchmarks/results/loeo.json`` (one entry per variant and E,
+merged with what is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "brightfield_aisegcell" / "nucleus_cell"
+CACHE = ROOT / "benchmarks" / "results" / "cache" / "loeo"
+EXPERIMENTS = ("181024TK20", "200313SK20", "200925SK30", "210930MA20")
+METRICS = ("dice", "object_f1", "sa_0.5", "msa", "object_precision", "object_recall")
+
+
+def patched_recipe(config: Path, sets: list[str]) -> Path:
+    """The recipe with ``--set`` changes applied, written beside the original (for data_root)."""
+    import yaml
+
+    y = yaml.safe_load(config.read_text())
+    for item in sets:
+        key, _, value = item.partition("=")
+        node = y
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # e.g. augment: true -> a mapping
+                raise SystemExit(f"--set {item}: {part} is not a mapping in the recipe")
+        node[parts[-1]] = yaml.safe_load(value)
+    if not sets:
+        return config
+    fd, name = tempfile.mkstemp(suffix=".yaml", prefix=".loeo-", dir=config.parent)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(y, f)
+    return Path(name)
+
+
+def train_without(config: Path, held: str, out: Path, seconds: float, threads: int) -> Path:
+    from napari_cultureseg.core.training import prepare_from_config, run_training, split3
+
+    if (out / "config.json").is_file():
+        return out
+    r = prepare_from_config(config, exclude_groups={held})
+    # every remaining image trains or validates: E is the test set
+    pool = r.train + r.val + r.test
+    split_y = r.yaml.get("split", {})
+    # validation: from the fields annotated for every class, drawn from every experiment left
+    full = [s for s in pool if all(s.valid[c].any() for c in range(len(r.model.classes)))]
+    _, val, _ = split3(full, 0.0, float(split_y.get("val_fraction", 0.2)),
+                       int(split_y.get("seed", 0)), "stratified")
+    val_names = {s.name for s in val}
+    train = [s for s in pool if s.name not in val_names]
+    config_t = replace(r.training, max_seconds=seconds, threads=threads)
+    print(f"training without {held}: {len(train)} train, {len(val)} val", flush=True)
+    t0 = time.perf_counter()
+    bundle = run_training(
+        replace(r.model, name=out.name), config_t, train, val,
+        on_report=lambda rep: rep.val_dice and print(
+            f"  step {rep.step} {time.perf_counter() - t0:.0f}s {rep.val_dice} "
+            f"{rep.val_objects or ''}", flush=True),
+    )
+    bundle.with_config(storage_dtype="float16").save(out, overwrite=True)
+    return out
+
+
+def score(bundle, truths, diameter) -> dict:
+    from napari_cultureseg.core.evaluate import evaluate
+
+    t0 = time.perf_counter()
+    r = evaluate(bundle, truths, device="cpu", diameter=diameter)
+    out = {f"{c}_{m}": r["classes"][c].get(m) for c in ("nucleus", "cell") for m in METRICS
+           if c in r["classes"] and r["classes"][c].get(m) is not None}
+    out["zooms"] = r["zooms"]
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "brightfield-nucleus-cell.yaml"))
+    ap.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    ap.add_argument("--seconds", type=float, default=2400, help="training budget per model")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variant", default="recipe", help="name of this recipe variant")
+    ap.add_argument("--set", action="append", default=[], dest="sets",
+                    help="KEY=VALUE change to the recipe (dotted keys), may repeat")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loeo.json"))
+    ap.add_argument("--diameters", default="auto,none,truth",
+                    help="how the test fields are scaled: auto, none, truth")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("CULTURESEG_HOME", tempfile.mkdtemp(prefix="loeo-home-"))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from napari_cultureseg.core.bundles import Bundle
+    from napari_cultureseg.core.evaluate import truth_from_folder
+
+    config = patched_recipe(Path(args.config), args.sets)
+    try:
+        for held in args.experiments.split(","):
+            out = CACHE / f"{args.variant}-without-{held}"
+            t0 = time.perf_counter()
+            train_without(config, held, out, args.seconds, args.threads)
+            bundle = Bundle.load(out)
+            truths = [t for t in truth_from_folder(DATA, ["nucleus", "cell"]) if held in t.name]
+            row = {"variant": args.variant, "experiment": held, "sets": args.sets,
+                   "fields": len(truths), "training": {
+                       k: bundle.config.lineage.get(k) for k in ("steps", "seconds", "best_step",
+                                                                 "stopped")},
+                   "val": bundle.config.lineage.get("metrics", {}).get("val_dice"),
+                   "threads": args.threads}
+            for d in args.diameters.split(","):
+                row[d] = score(bundle, truths, None if d == "none" else d)
+                print(held, d, {k: round(v, 3) for k, v in row[d].items()
+                                if isinstance(v, float)}, flush=True)
+            row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+            merge(Path(args.out), row)
+    finally:
+        if config != Path(args.config):
+            config.unlink(missing_ok=True)
+    return 0
+
+
+def merge(path: Path, row: dict) -> None:
+    """Add ``row`` to the results file (replacing the same variant and experiment), locked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(path.read_text())["runs"] if path.is_file() else []
+        rows = [r for r in rows if (r["variant"], r["experiment"]) != (row["variant"],
+                                                                      row["experiment"])]
+        rows.append(row)
+        rows.sort(key=lambda r: (r["variant"], r["experiment"]))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"runs": rows}, indent=1) + "\n")
+        os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The optimisation settings of a training run, and the report it yields after every batch.
+
+Everything about the *model* (architecture, classes, input, tiling, scale)
+lives in :class:`bundles.BundleConfig`; :class:`TrainConfig` holds how it is
+optimised and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..augment import AugmentSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a training run optimises (read once, on the GUI thread, or from a YAML recipe)."""
+
+    steps: int = 500
+    batch_size: int = 4
+    patch_size: int = 256
+    """Side of the training patches; a multiple of 32."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's moment decays (seed 003: (0.5, 0.99) for both networks)."""
+    weight_decay: float = 1e-4
+    """Decoupled L2 penalty on the weights (AdamW; seed 000 used L2 with λ = 0.001)."""
+    schedule: str = "onecycle"
+    """``onecycle`` (linear warm-up then cosine to 1 % of ``lr``), ``cosine`` or ``constant``;
+    see :func:`losses.lr_factor`. With ``max_seconds`` the run's progress is the larger of
+    the step and time fractions."""
+    warmup: float = 0.05
+    """Fraction of the steps spent warming up (``onecycle``)."""
+    seed: int = 0
+    val_every: int = 100
+    early_stop_patience: int | None = 10
+    """Stop after this many validations without a better score (None: never)."""
+    select_by: str = "dice"
+    """Which validation score picks the kept weights: ``dice`` (mean Dice over classes)
+    or ``objects`` (mean of the classes' Dice and the counted classes' SA(0.5), so that
+    weights that split objects better win when the masks are alike)."""
+    freeze_norm: bool = False
+    """Keep the parent's normalisation statistics (BatchNorm layers stay in eval mode).
+    For fine-tuning on a few images: batches drawn from one or two fields would
+    otherwise replace the statistics the model learnt from all its data."""
+    keep_parent_if_better: bool = False
+    """With a parent and validation samples, score the parent first (step 0): if no
+    later validation beats it, the parent's weights are returned. Fine-tuning then
+    never hands back a model worse than its parent on the held-out pixels."""
+    class_weighting: bool = True
+    weight_clip: tuple[float, float] = (1.0, 50.0)
+    fg_weight_factor: float = 1.0
+    """Extra factor on the foreground weight of ``class_weighting`` (seed 003: 3)."""
+    dice_weight: float = 0.0
+    """Weight of an added soft-Dice term (0: BCE only)."""
+    positive_fraction: float = 0.5
+    negative_fraction: float = 0.25
+    augment: AugmentSpec | bool | dict = True
+    """``True`` (flips, mild gamma/brightness), ``False``, or an :class:`~..augment.AugmentSpec`
+    (or its mapping: zoom range, appearance changes)."""
+    threads: int | None = None
+    """CPU threads for torch (None: all cores); restored when training ends."""
+    device: str = "auto"
+    max_seconds: float | None = None
+    """Time budget in seconds: training stops cleanly (after a last validation) once
+    exceeded, and the learning-rate schedule is stretched over it (see ``schedule``)."""
+    adversarial: bool = False
+    """Train a discriminator alternately with the model and add its verdict to the loss
+    (seed 003; see :mod:`..adversarial`). The discriminator is saved with the model."""
+    adversarial_lambda: tuple[float, float] = (8.3e-6, 0.1)
+    """Weight of the adversarial term, linear from the first to the second value (seed
+    003's values) over ``adversarial_lambda_steps`` steps, or over the run's progress."""
+    adversarial_lambda_steps: int | None = None
+    """Steps over which λ rises (seed 003: 12 000 iterations, so 8.3e-6 more per step);
+    None stretches the rise over this run's progress, however short it is."""
+    disc_lr: float = 1e-3
+    """The discriminator's (constant) Adam learning rate (seed 003); it uses ``betas``."""
+    disc_params: dict = field(default_factory=dict)
+    """``base``, ``depth`` of :func:`spheroid.make_discriminator` (default 8, 6: seed 003)."""
+    per_class_batches: bool = True
+    """``per-class-unets`` only: every step draws each class's network its own batch,
+    centred on positives and negatives of that class, and that network learns its
+    class alone from it (seed 000 trains one binary U-Net per class on sub-images
+    with and without its class). False: all networks share one batch and one loss."""
+    val_tile: int | None = None
+    """Tile for validation (None: the bundle's tile, capped at the image size)."""
+    val_batch_size: int = 4
+    data_description: str = ""
+    """What the samples are (recorded in the new model's lineage)."""
+
+    def __post_init__(self):
+        if self.select_by not in ("dice", "objects"):
+            raise ValueError(f"select_by must be 'dice' or 'objects', not {self.select_by!r}")
+        object.__setattr__(self, "augment", AugmentSpec.from_config(self.augment))
+
+
+@dataclass(frozen=True)
+class Report:
+    """Progress after one batch; ``val_dice`` only at validation steps."""
+
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    seconds: float
+    val_dice: dict[str, float] | None = None
+    best: bool = False
+    """This validation is the best so far (its weights are the ones returned)."""
+    preview: object = None
+    """What ``preview(net)`` returned at this step (every ``preview_every`` steps), else None."""
+    adversarial: dict | None = None
+    """Adversarial runs: ``lambda``, the weighted ``generator`` term (added to ``loss``,
+    which is the segmentation loss alone) and the ``discriminator`` loss."""
+    val_objects: dict[str, float] | None = None
+    """SA(0.5) of the counted classes at validation steps (``select_by: objects``)."""
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 1.0

@@ -1,0 +1,155 @@
+"""Scoring a network on validation images while it trains.
+
+Validation images are whole images (or the held-out squares of a user's
+reviewed pixels), predicted tile by tile as ``segment`` predicts them, and
+scored over their valid pixels only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..bundles import BundleConfig
+from ..datasets import Sample
+from ..images import fit_shape, resize_planes
+from ..models import output_stride
+from ..postprocess import binary_mask
+from ..segment import predict_whole
+from ..tiling import predict_tiled, run_to_end
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Per-class scores of one validation pass."""
+
+    dice: dict[str, float]
+    """Dice pooled over all images (intersections and sizes summed)."""
+    per_image: dict[str, float]
+    """Mean of per-image Dice (empty truth and empty prediction count as 1)."""
+    objects: dict[str, float] = field(default_factory=dict)
+    """SA(0.5) of the counted classes, pooled over images (only when asked for)."""
+
+    def score(self, select_by: str = "dice") -> float:
+        """The number that picks the kept weights (see ``TrainConfig.select_by``)."""
+        values = list(self.dice.values())
+        if select_by == "objects":
+            values += list(self.objects.values())
+        return float(np.mean(values)) if values else 0.0
+
+
+def validate(
+    net, val: Sequence[Sample], cfg: BundleConfig, *, tile: int, device: str, batch_size: int = 4
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(pooled Dice, mean per-image Dice)`` per class of ``net`` on ``val`` (see :func:`score`)."""
+    v = score(net, val, cfg, tile=tile, device=device, batch_size=batch_size)
+    return v.dice, v.per_image
+
+
+def score(
+    net,
+    val: Sequence[Sample],
+    cfg: BundleConfig,
+    *,
+    tile: int,
+    device: str,
+    batch_size: int = 4,
+    objects: bool = False,
+) -> Validation:
+    """Per-class Dice (and, with ``objects``, SA(0.5)) of ``net`` on full validation images.
+
+    A model with ``InputSpec.resize_to`` is validated on the resized images. A
+    ``largest_only`` class (one object per image) is scored after its
+    post-processing, which removes everything but one object: its raw map
+    would be judged on specks the model is not asked to avoid. Other classes
+    are scored on the thresholded probabilities. Classes valid nowhere are
+    left out. With ``objects``, the counted classes' instances (made as
+    ``segment`` makes them) are matched to the truth's connected components
+    (or its instances, when a border or distance channel holds them) in
+    images where the class is valid everywhere.
+    """
+    import torch
+
+    from .. import metrics as M
+    from ..segment import Segmentation
+    from ..targets import as_labels
+
+    net.eval()
+    if cfg.input.resize_to:  # the model sees whole images at this size (seed 003)
+        val = resize_samples(val, cfg.input.resize_to)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.sigmoid(net(torch.from_numpy(batch).to(device))).cpu().numpy()
+
+    stride = output_stride(cfg.architecture, cfg.params)
+    k = len(cfg.classes)
+    sums = np.zeros((3, k))  # intersection, predicted, true
+    per_image: list[list[float]] = [[] for _ in range(k)]
+    matched: dict[str, list] = {c.name: [[], []] for c in cfg.classes if c.instances}
+    for s in val:
+        # no need to pad a small image to a big tile
+        t = min(tile, -(-max(s.shape) // stride) * stride)
+        if cfg.input.resize_to:  # as segment() predicts: the whole image in one pass
+            gen = predict_whole(s.image, predict, align=stride)
+        else:
+            gen = predict_tiled(s.image, predict, tile=t, overlap=cfg.overlap,
+                                batch_size=batch_size, align=stride)
+        prob = run_to_end(gen)
+        seg = Segmentation(prob, cfg.classes, cfg.derived) if objects else None
+        for c, spec in enumerate(cfg.classes):
+            v = s.valid[c]
+            if not v.any():
+                continue
+            m = prob[c] > spec.threshold
+            if getattr(spec, "largest_only", False):  # scored as seed 003 scores it: cleaned
+                m = binary_mask(prob[c], threshold=spec.threshold, fill_holes=spec.fill_holes,
+                                min_size=spec.min_size, largest_only=True)
+            m, truth = m & v, (s.target[c] > 0) & v
+            i, p, q = np.count_nonzero(m & truth), np.count_nonzero(m), np.count_nonzero(truth)
+            sums[:, c] += (i, p, q)
+            per_image[c].append(2 * i / (p + q) if p + q else 1.0)
+            if seg is not None and spec.name in matched and v.all():
+                matched[spec.name][0].append(seg.instances(spec.name))
+                matched[spec.name][1].append(_truth_labels(s, c, cfg, as_labels))
+    pooled, mean = {}, {}
+    for c, spec in enumerate(cfg.classes):
+        if per_image[c]:
+            i, p, q = sums[:, c]
+            pooled[spec.name] = float(2 * i / (p + q)) if p + q else 1.0
+            mean[spec.name] = float(np.mean(per_image[c]))
+    sa = {name: float(M.segmentation_accuracy(preds, trues, 0.5))
+          for name, (preds, trues) in matched.items() if preds}
+    return Validation(pooled, mean, sa)
+
+
+def _truth_labels(s: Sample, c: int, cfg: BundleConfig, as_labels) -> np.ndarray:
+    """The true objects of class ``c``: the sample's instance labels, else its components."""
+    if s.labels and c in s.labels:
+        return s.labels[c]
+    return as_labels(s.target[c] > 0)
+
+
+def resize_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
+    """Samples resized so that their longer side is ``size`` (``InputSpec.resize_to``).
+
+    Images bilinearly with area averaging (as ``segment`` resizes them);
+    targets by majority (area fraction ≥ 0.5); a resized pixel is valid only
+    where all it covers was. Samples already at that size are kept as they
+    are. A border channel (``separate: boundary``) is resized like a mask, so
+    its 1-2 pixel borders thin out when shrunk: give such models samples at
+    the network's size.
+    """
+    out = []
+    for s in samples:
+        shape = fit_shape(s.shape, size)
+        if shape == tuple(s.shape):
+            out.append(s)
+            continue
+        target = resize_planes(s.target.astype(np.float32), shape) >= 0.5
+        valid = resize_planes(s.valid.astype(np.float32), shape) > 0.999
+        out.append(Sample(s.name, resize_planes(s.image, shape), target.astype(np.uint8), valid,
+                          s.group))
+    return out
