@@ -108,8 +108,14 @@ def class_rows(bundle, val, test) -> dict:
         per_image = []
         for p, t in zip(pt[:, k], tt[:, k], strict=True):
             a, lo, hi = metrics.auc_ci(p, t)
-            per_image.append({"present": bool(t.any()), "dice_at_0.5": metrics.dice(p >= 0.5, t),
-                              "dice_at_roc_threshold": metrics.dice(p >= thr, t), "auc": _clean(a)})
+            per_image.append(
+                {
+                    "present": bool(t.any()),
+                    "dice_at_0.5": metrics.dice(p >= 0.5, t),
+                    "dice_at_roc_threshold": metrics.dice(p >= thr, t),
+                    "auc": _clean(a),
+                }
+            )
         rows[spec.name] = {
             "positive_fraction": float(tt[:, k].mean()),
             **{k2: _clean(v) for k2, v in at_half.items()},
@@ -137,6 +143,7 @@ def seconds(bundle, image, threads: int, repeats: int = 3) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+
         def once():
             t = time.perf_counter()
             run_to_end(segment(bundle, image, device="cpu")).masks()
@@ -151,12 +158,15 @@ def seconds(bundle, image, threads: int, repeats: int = 3) -> dict:
 
 def format_table(name: str, rows: dict) -> str:
     """Seed 000's Table 2 layout, with the validation-chosen threshold's columns added."""
+
     def f(v):
         return "  n/a" if v is None else f"{v:.3f}"
 
-    lines = [name,
-             f"{'class':5s} {'sens':>5s} {'spec':>5s} {'AUC [95% CI]':>21s} {'DSC':>5s} | "
-             f"{'thr':>5s} {'sens':>5s} {'spec':>5s} {'DSC':>5s} | {'thr':>5s} {'DSC':>5s}"]
+    lines = [
+        name,
+        f"{'class':5s} {'sens':>5s} {'spec':>5s} {'AUC [95% CI]':>21s} {'DSC':>5s} | "
+        f"{'thr':>5s} {'sens':>5s} {'spec':>5s} {'DSC':>5s} | {'thr':>5s} {'DSC':>5s}",
+    ]
     for c, r in rows.items():
         auc = "n/a"
         if r["auc"] is not None:
@@ -172,16 +182,30 @@ def format_table(name: str, rows: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", default=["culture-multilabel", "culture-per-class"],
-                    help="bundle names or folders (default: the two culture models)")
+    ap.add_argument(
+        "models",
+        nargs="*",
+        default=["culture-multilabel", "culture-per-class"],
+        help="bundle names or folders (default: the two culture models)",
+    )
     ap.add_argument("--n-test", type=int, default=8, help="held-out test images (seeds 1000, ...)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per thread setting")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads for the metric predictions")
-    ap.add_argument("--timing-threads", type=int, nargs="+", default=None,
-                    help="thread counts to time segmentation with (default: 1 and all cores)")
-    ap.add_argument("--write-thresholds", metavar="MODEL", default=None,
-                    help="store the validation max-DSC thresholds in this bundle (one of MODELS)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the metric predictions"
+    )
+    ap.add_argument(
+        "--timing-threads",
+        type=int,
+        nargs="+",
+        default=None,
+        help="thread counts to time segmentation with (default: 1 and all cores)",
+    )
+    ap.add_argument(
+        "--write-thresholds",
+        metavar="MODEL",
+        default=None,
+        help="store the validation max-DSC thresholds in this bundle (one of MODELS)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cultures.json"))
     args = ap.parse_args(argv)
 
@@ -196,8 +220,12 @@ def main(argv=None) -> int:
     timing_image = generate("culture", test_seeds[0], shape=SHAPE, rgb=True)[0]
     all_threads = os.cpu_count() or 1
     result = {
-        "test": {"generator": "synth_culture.culture", "seeds": test_seeds,
-                 "shape": list(SHAPE), "rgb": True},
+        "test": {
+            "generator": "synth_culture.culture",
+            "seeds": test_seeds,
+            "shape": list(SHAPE),
+            "rgb": True,
+        },
         "machine": f"{platform.machine()}, torch {torch.__version__}, {all_threads} cores",
         "load_average_at_start": list(os.getloadavg()),
         "models": {},
@@ -209,10 +237,14 @@ def main(argv=None) -> int:
         val_seeds = check_held_out(bundle, test_seeds)
         t0 = time.perf_counter()
         rows = class_rows(bundle, predict_set(bundle, val_seeds), predict_set(bundle, test_seeds))
-        print(f"{bundle.config.name}: {len(val_seeds)} validation + {len(test_seeds)} test images "
-              f"in {time.perf_counter() - t0:.0f} s")
-        timing = [seconds(bundle, timing_image, n, args.repeats)
-                  for n in sorted(set(args.timing_threads or (1, all_threads)))]
+        print(
+            f"{bundle.config.name}: {len(val_seeds)} validation + {len(test_seeds)} test images "
+            f"in {time.perf_counter() - t0:.0f} s"
+        )
+        timing = [
+            seconds(bundle, timing_image, n, args.repeats)
+            for n in sorted(set(args.timing_threads or (1, all_threads)))
+        ]
         lin = bundle.config.lineage
         result["models"][bundle.config.name] = {
             "path": str(bundle.path),
@@ -223,27 +255,36 @@ def main(argv=None) -> int:
             "validation_seeds": val_seeds,
             "classes": rows,
             "mean_dice_at_0.5": float(np.mean([r["dice"] for r in rows.values()])),
-            "mean_dice_at_roc_threshold": float(np.mean([r["dice_at_roc_threshold"]
-                                                         for r in rows.values()])),
-            "mean_dice_at_dice_threshold": float(np.mean([r["dice_at_dice_threshold"]
-                                                          for r in rows.values()])),
+            "mean_dice_at_roc_threshold": float(
+                np.mean([r["dice_at_roc_threshold"] for r in rows.values()])
+            ),
+            "mean_dice_at_dice_threshold": float(
+                np.mean([r["dice_at_dice_threshold"] for r in rows.values()])
+            ),
             "seconds_1392x1040": timing,
         }
         if args.write_thresholds in (name, bundle.config.name):
             from napari_cultureseg.core.cards import record_thresholds
 
             record_thresholds(
-                bundle.path, {c: r["dice_threshold_from_validation"] for c, r in rows.items()},
+                bundle.path,
+                {c: r["dice_threshold_from_validation"] for c, r in rows.items()},
                 f"maximum pooled DSC on the validation seeds {val_seeds[0]}-{val_seeds[-1]} "
-                "(benchmarks/cultures.py --write-thresholds)")
+                "(benchmarks/cultures.py --write-thresholds)",
+            )
             print(f"thresholds written to {bundle.path / 'config.json'}")
-        tables.append(format_table(bundle.config.name, rows) + "\n" + "; ".join(
-            f"{t['threads']} thread(s): {t['median']:.2f} s" for t in timing))
+        tables.append(
+            format_table(bundle.config.name, rows)
+            + "\n"
+            + "; ".join(f"{t['threads']} thread(s): {t['median']:.2f} s" for t in timing)
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nPooled over {len(test_seeds)} held-out synthetic cultures {SHAPE[1]}x{SHAPE[0]} "
-          f"(seeds {test_seeds[0]}-{test_seeds[-1]}); left: threshold 0.5, right: threshold "
-          "chosen on the validation seeds by Youden's J, then by maximum DSC\n")
+    print(
+        f"\nPooled over {len(test_seeds)} held-out synthetic cultures {SHAPE[1]}x{SHAPE[0]} "
+        f"(seeds {test_seeds[0]}-{test_seeds[-1]}); left: threshold 0.5, right: threshold "
+        "chosen on the validation seeds by Youden's J, then by maximum DSC\n"
+    )
     print("\n\n".join(tables))
     return 0
 

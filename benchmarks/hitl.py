@@ -36,21 +36,31 @@ def scores(bundle, truths, diameter="auto") -> dict:
     from napari_cultureseg.core.evaluate import evaluate
 
     r = evaluate(bundle, truths, device="cpu", diameter=diameter)["classes"]
-    return {"nucleus_dice": r["nucleus"]["dice"], "cell_dice": r["cell"]["dice"],
-            "nucleus_object_f1": r["nucleus"]["object_f1"]}
+    return {
+        "nucleus_dice": r["nucleus"]["dice"],
+        "cell_dice": r["cell"]["dice"],
+        "nucleus_object_f1": r["nucleus"]["object_f1"],
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default="210930MA20")
     ap.add_argument("--base-seconds", type=float, default=1800)
-    ap.add_argument("--base", default=None,
-                    help="a bundle trained without the experiment (e.g. benchmarks/loeo.py's "
-                         "cache) instead of training one here")
+    ap.add_argument(
+        "--base",
+        default=None,
+        help="a bundle trained without the experiment (e.g. benchmarks/loeo.py's "
+        "cache) instead of training one here",
+    )
     ap.add_argument("--ks", default="1,2,4")
     ap.add_argument("--ts", default="60,180,600")
-    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                    help="torch CPU threads (default: all cores but one, as the Fine-tune widget)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) - 1),
+        help="torch CPU threads (default: all cores but one, as the Fine-tune widget)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hitl.json"))
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
     args = ap.parse_args(argv)
@@ -82,7 +92,10 @@ def main(argv=None) -> int:
         config = replace(r.training, max_seconds=args.base_seconds, threads=args.threads)
         print(f"training the base variant without {held}: {len(train)} train, {len(val)} val")
         bundle = run_training(
-            replace(r.model, name=base_dir.name), config, train, val,
+            replace(r.model, name=base_dir.name),
+            config,
+            train,
+            val,
             on_report=lambda rep: rep.val_dice and print(f"  step {rep.step} {rep.val_dice}"),
         )
         bundle.with_config(storage_dtype="float16").save(base_dir, overwrite=True)
@@ -91,14 +104,16 @@ def main(argv=None) -> int:
         raise SystemExit(f"{base_dir} was trained on {held}; give a base trained without it")
     base_seconds = base.config.lineage.get("seconds")
 
-    fields = [t for t in truth_from_folder(DATA / "nucleus_cell", ["nucleus", "cell"])
-              if held in t.name]
+    fields = [
+        t for t in truth_from_folder(DATA / "nucleus_cell", ["nucleus", "cell"]) if held in t.name
+    ]
     rng = np.random.default_rng(0)
     order = list(rng.permutation(len(fields)))
     corrected_pool = [fields[i] for i in order[: max(ks)]]
-    evaluation = [fields[i] for i in order[max(ks):]]
-    print(f"{held}: {len(fields)} fields; correcting up to {max(ks)}, "
-          f"evaluating on {len(evaluation)}")
+    evaluation = [fields[i] for i in order[max(ks) :]]
+    print(
+        f"{held}: {len(fields)} fields; correcting up to {max(ks)}, evaluating on {len(evaluation)}"
+    )
     before = scores(base, evaluation)
     print("before", before)
 
@@ -113,8 +128,9 @@ def main(argv=None) -> int:
             samples.append(Sample(t.name, x, target, np.ones(target.shape, bool), held))
         for seconds in ts:
             # the Fine-tune widget's recipe (its defaults), with a time budget instead of steps
-            cfg = finetune_config(steps=100000, val_every=50, threads=args.threads,
-                                  max_seconds=seconds)
+            cfg = finetune_config(
+                steps=100000, val_every=50, threads=args.threads, max_seconds=seconds
+            )
             gen = fine_tune_job(base, base_dir.name, samples, cfg)
             while True:
                 try:
@@ -123,14 +139,24 @@ def main(argv=None) -> int:
                     result = stop.value
                     break
             after = scores(Bundle.load(result.path), evaluation)
-            row = {"k": k, "seconds": seconds, "steps": result.steps, "after": after,
-                   "gain": {m: after[m] - before[m] for m in after}}
+            row = {
+                "k": k,
+                "seconds": seconds,
+                "steps": result.steps,
+                "after": after,
+                "gain": {m: after[m] - before[m] for m in after},
+            }
             runs.append(row)
             print(row)
     out = {
-        "experiment": held, "fields": len(fields), "evaluated_on": [t.name for t in evaluation],
-        "corrected": [t.name for t in corrected_pool], "base_training_seconds": base_seconds,
-        "before": before, "runs": runs, "threads": args.threads,
+        "experiment": held,
+        "fields": len(fields),
+        "evaluated_on": [t.name for t in evaluation],
+        "corrected": [t.name for t in corrected_pool],
+        "base_training_seconds": base_seconds,
+        "before": before,
+        "runs": runs,
+        "threads": args.threads,
         "wall_seconds": time.perf_counter() - t0,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -145,8 +171,11 @@ def plot(out: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [("nucleus_dice", "nucleus Dice"), ("cell_dice", "cell Dice"),
-               ("nucleus_object_f1", "nucleus object F1 (IoU 0.5)")]
+    metrics = [
+        ("nucleus_dice", "nucleus Dice"),
+        ("cell_dice", "cell Dice"),
+        ("nucleus_object_f1", "nucleus object F1 (IoU 0.5)"),
+    ]
     ks = sorted({r["k"] for r in out["runs"]})
     fig, axes = plt.subplots(1, len(metrics), figsize=(10, 3.2), sharey=True)
     for ax, (m, title) in zip(axes, metrics, strict=True):
@@ -165,8 +194,11 @@ def plot(out: dict, path: Path) -> None:
     axes[0].set_ylabel(f"on {len(out['evaluated_on'])} unseen fields")
     axes[0].set_ylim(0, 1)
     axes[-1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"Fine-tuning brightfield-nucleus-cell on experiment {out['experiment']}, "
-                 f"never seen in training ({out.get('threads', 1)} CPU thread)", fontsize=10)
+    fig.suptitle(
+        f"Fine-tuning brightfield-nucleus-cell on experiment {out['experiment']}, "
+        f"never seen in training ({out.get('threads', 1)} CPU thread)",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

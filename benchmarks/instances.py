@@ -71,8 +71,9 @@ def main(argv=None) -> int:
             y = dict(recipe.yaml)
             y["classes"] = [dict(c) for c in y["classes"]]
             y["classes"][k]["separate"] = args.separate
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=Path(args.config).parent,
-                                             delete=False) as f:
+            with tempfile.NamedTemporaryFile(
+                "w", suffix=".yaml", dir=Path(args.config).parent, delete=False
+            ) as f:
                 import yaml
 
                 yaml.safe_dump(y, f)
@@ -83,9 +84,20 @@ def main(argv=None) -> int:
             model = replace(recipe.model, name=name)
         config = replace(recipe.training, max_seconds=args.seconds, threads=args.threads)
         t0 = time.perf_counter()
-        bundle = run_training(model, config, recipe.train, recipe.val, on_report=lambda r: (
-            r.val_dice and print(f"  step {r.step} {time.perf_counter() - t0:.0f}s "
-                                 f"{r.val_dice} {r.val_objects or ''}", flush=True)))
+        bundle = run_training(
+            model,
+            config,
+            recipe.train,
+            recipe.val,
+            on_report=lambda r: (
+                r.val_dice
+                and print(
+                    f"  step {r.step} {time.perf_counter() - t0:.0f}s "
+                    f"{r.val_dice} {r.val_objects or ''}",
+                    flush=True,
+                )
+            ),
+        )
         bundle.with_config(storage_dtype="float16").save(path, overwrite=True)
     bundle = Bundle.load(path)
     spec = bundle.config.classes[k]
@@ -101,33 +113,53 @@ def main(argv=None) -> int:
         i = np.count_nonzero(mask & (truth > 0))
         dices.append(2 * i / (mask.sum() + (truth > 0).sum()))
         ways = {"components": dict(separate="components")}
-        ways.update({f"watershed h={h}": dict(separate="watershed", split_depth=float(h))
-                     for h in (1, 2, 3, 5, 7, 10)})
+        ways.update(
+            {
+                f"watershed h={h}": dict(separate="watershed", split_depth=float(h))
+                for h in (1, 2, 3, 5, 7, 10)
+            }
+        )
         if spec.separate == "distance":
-            ways.update({f"distance t={t}": dict(separate="distance", seed_threshold=t)
-                         for t in (0.3, 0.4, 0.5, 0.6, 0.7)})
+            ways.update(
+                {
+                    f"distance t={t}": dict(separate="distance", seed_threshold=t)
+                    for t in (0.3, 0.4, 0.5, 0.6, 0.7)
+                }
+            )
         if spec.separate == "boundary":
             ways["boundary"] = dict(separate="boundary")
         for way, kw in ways.items():
-            seg2 = replace(seg, classes=tuple(replace(c, **kw) if c.name == spec.name else c
-                                              for c in seg.classes))
+            seg2 = replace(
+                seg,
+                classes=tuple(replace(c, **kw) if c.name == spec.name else c for c in seg.classes),
+            )
             preds.setdefault(way, []).append(seg2.instances(spec.name, mask))
     rows = {}
     for way, p in preds.items():
         matches = [M.match_instances(a, b, 0.5) for a, b in zip(p, trues, strict=True)]
         tp, fp, fn = (sum(getattr(m, f) for m in matches) for f in ("tp", "fp", "fn"))
-        rows[way] = {"sa_0.5": M.segmentation_accuracy(p, trues, 0.5),
-                     "msa": M.mean_segmentation_accuracy(p, trues),
-                     "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0}
-        print(f"{way:>16}: SA {rows[way]['sa_0.5']:.3f} mSA {rows[way]['msa']:.3f} "
-              f"F1 {rows[way]['object_f1']:.3f}", flush=True)
+        rows[way] = {
+            "sa_0.5": M.segmentation_accuracy(p, trues, 0.5),
+            "msa": M.mean_segmentation_accuracy(p, trues),
+            "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        }
+        print(
+            f"{way:>16}: SA {rows[way]['sa_0.5']:.3f} mSA {rows[way]['msa']:.3f} "
+            f"F1 {rows[way]['object_f1']:.3f}",
+            flush=True,
+        )
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.is_file() else {}
-    data[name] = {"model": recipe.model.name, "trained_with": spec.separate,
-                  "seconds": args.seconds, "threads": args.threads,
-                  "steps": bundle.config.lineage.get("steps"),
-                  "val_images": [s.name for s in recipe.val],
-                  "val_dice_mean": float(np.mean(dices)), "ways": rows}
+    data[name] = {
+        "model": recipe.model.name,
+        "trained_with": spec.separate,
+        "seconds": args.seconds,
+        "threads": args.threads,
+        "steps": bundle.config.lineage.get("steps"),
+        "val_images": [s.name for s in recipe.val],
+        "val_dice_mean": float(np.mean(dices)),
+        "ways": rows,
+    }
     out.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 

@@ -73,18 +73,31 @@ def train_without(config: Path, held: str, out: Path, seconds: float, threads: i
     split_y = r.yaml.get("split", {})
     # validation: from the fields annotated for every class, drawn from every experiment left
     full = [s for s in pool if all(s.valid[c].any() for c in range(len(r.model.classes)))]
-    _, val, _ = split3(full, 0.0, float(split_y.get("val_fraction", 0.2)),
-                       int(split_y.get("seed", 0)), "stratified")
+    _, val, _ = split3(
+        full,
+        0.0,
+        float(split_y.get("val_fraction", 0.2)),
+        int(split_y.get("seed", 0)),
+        "stratified",
+    )
     val_names = {s.name for s in val}
     train = [s for s in pool if s.name not in val_names]
     config_t = replace(r.training, max_seconds=seconds, threads=threads)
     print(f"training without {held}: {len(train)} train, {len(val)} val", flush=True)
     t0 = time.perf_counter()
     bundle = run_training(
-        replace(r.model, name=out.name), config_t, train, val,
-        on_report=lambda rep: rep.val_dice and print(
-            f"  step {rep.step} {time.perf_counter() - t0:.0f}s {rep.val_dice} "
-            f"{rep.val_objects or ''}", flush=True),
+        replace(r.model, name=out.name),
+        config_t,
+        train,
+        val,
+        on_report=lambda rep: (
+            rep.val_dice
+            and print(
+                f"  step {rep.step} {time.perf_counter() - t0:.0f}s {rep.val_dice} "
+                f"{rep.val_objects or ''}",
+                flush=True,
+            )
+        ),
     )
     bundle.with_config(storage_dtype="float16").save(out, overwrite=True)
     return out
@@ -95,8 +108,12 @@ def score(bundle, truths, diameter) -> dict:
 
     t0 = time.perf_counter()
     r = evaluate(bundle, truths, device="cpu", diameter=diameter)
-    out = {f"{c}_{m}": r["classes"][c].get(m) for c in ("nucleus", "cell") for m in METRICS
-           if c in r["classes"] and r["classes"][c].get(m) is not None}
+    out = {
+        f"{c}_{m}": r["classes"][c].get(m)
+        for c in ("nucleus", "cell")
+        for m in METRICS
+        if c in r["classes"] and r["classes"][c].get(m) is not None
+    }
     out["zooms"] = r["zooms"]
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
@@ -109,11 +126,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=2400, help="training budget per model")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--variant", default="recipe", help="name of this recipe variant")
-    ap.add_argument("--set", action="append", default=[], dest="sets",
-                    help="KEY=VALUE change to the recipe (dotted keys), may repeat")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        help="KEY=VALUE change to the recipe (dotted keys), may repeat",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loeo.json"))
-    ap.add_argument("--diameters", default="auto,none,truth",
-                    help="how the test fields are scaled: auto, none, truth")
+    ap.add_argument(
+        "--diameters",
+        default="auto,none,truth",
+        help="how the test fields are scaled: auto, none, truth",
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("CULTURESEG_HOME", tempfile.mkdtemp(prefix="loeo-home-"))
     import torch
@@ -130,16 +155,26 @@ def main(argv=None) -> int:
             train_without(config, held, out, args.seconds, args.threads)
             bundle = Bundle.load(out)
             truths = [t for t in truth_from_folder(DATA, ["nucleus", "cell"]) if held in t.name]
-            row = {"variant": args.variant, "experiment": held, "sets": args.sets,
-                   "fields": len(truths), "training": {
-                       k: bundle.config.lineage.get(k) for k in ("steps", "seconds", "best_step",
-                                                                 "stopped")},
-                   "val": bundle.config.lineage.get("metrics", {}).get("val_dice"),
-                   "threads": args.threads}
+            row = {
+                "variant": args.variant,
+                "experiment": held,
+                "sets": args.sets,
+                "fields": len(truths),
+                "training": {
+                    k: bundle.config.lineage.get(k)
+                    for k in ("steps", "seconds", "best_step", "stopped")
+                },
+                "val": bundle.config.lineage.get("metrics", {}).get("val_dice"),
+                "threads": args.threads,
+            }
             for d in args.diameters.split(","):
                 row[d] = score(bundle, truths, None if d == "none" else d)
-                print(held, d, {k: round(v, 3) for k, v in row[d].items()
-                                if isinstance(v, float)}, flush=True)
+                print(
+                    held,
+                    d,
+                    {k: round(v, 3) for k, v in row[d].items() if isinstance(v, float)},
+                    flush=True,
+                )
             row["wall_seconds"] = round(time.perf_counter() - t0, 1)
             merge(Path(args.out), row)
     finally:
@@ -154,8 +189,11 @@ def merge(path: Path, row: dict) -> None:
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = json.loads(path.read_text())["runs"] if path.is_file() else []
-        rows = [r for r in rows if (r["variant"], r["experiment"]) != (row["variant"],
-                                                                      row["experiment"])]
+        rows = [
+            r
+            for r in rows
+            if (r["variant"], r["experiment"]) != (row["variant"], row["experiment"])
+        ]
         rows.append(row)
         rows.sort(key=lambda r: (r["variant"], r["experiment"]))
         tmp = path.with_suffix(".tmp")

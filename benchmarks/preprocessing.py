@@ -58,13 +58,20 @@ def run_variant(name: str, y: dict, data_root: Path, seconds: float, threads: in
     t0 = time.perf_counter()
     bundle = run_training(r.model, config, train, val)
     train_seconds = time.perf_counter() - t0
-    truths = truth_from_folder(data_root / y["data"][0]["folder"], ["nucleus"],
-                               only={s.name for s in val})
+    truths = truth_from_folder(
+        data_root / y["data"][0]["folder"], ["nucleus"], only={s.name for s in val}
+    )
     r = evaluate(bundle, truths, device="cpu")["classes"]["nucleus"]
     return {
-        "input": VARIANTS[name], "train_images": len(train), "val_images": len(truths),
-        "steps": bundle.config.lineage.get("steps"), "train_seconds": round(train_seconds, 1),
-        "dice": r["dice"], "object_f1": r["object_f1"], "sa50": r["sa_0.5"], "msa": r["msa"],
+        "input": VARIANTS[name],
+        "train_images": len(train),
+        "val_images": len(truths),
+        "steps": bundle.config.lineage.get("steps"),
+        "train_seconds": round(train_seconds, 1),
+        "dice": r["dice"],
+        "object_f1": r["object_f1"],
+        "sa50": r["sa_0.5"],
+        "msa": r["msa"],
     }
 
 
@@ -96,8 +103,11 @@ def main(argv=None) -> int:
 
     y = yaml.safe_load(CONFIG.read_text())
     root = Path(args.data or os.environ.get("CULTURESEG_DATA") or CONFIG.parent / y["data_root"])
-    meta = {"config": CONFIG.name, "seconds_per_variant": args.seconds,
-            "machine": f"{platform.machine()} CPU, {args.threads} thread(s) per variant"}
+    meta = {
+        "config": CONFIG.name,
+        "seconds_per_variant": args.seconds,
+        "machine": f"{platform.machine()} CPU, {args.threads} thread(s) per variant",
+    }
     out = {}
     for name in names:
         print(f"training variant {name} for {args.seconds:.0f} s", flush=True)
@@ -107,8 +117,10 @@ def main(argv=None) -> int:
     print("\n| variant | steps | Dice | object F1@0.5 | SA(0.5) | mSA |")
     print("|---|---|---|---|---|---|")
     for name, r in out["variants"].items():
-        print(f"| {name} | {r['steps']} | {r['dice']:.3f} | {r['object_f1']:.3f} | "
-              f"{r['sa50']:.3f} | {r['msa']:.3f} |")
+        print(
+            f"| {name} | {r['steps']} | {r['dice']:.3f} | {r['object_f1']:.3f} | "
+            f"{r['sa50']:.3f} | {r['msa']:.3f} |"
+        )
     return 0
 
 

@@ -57,8 +57,12 @@ def summary(stalls: list[float]) -> dict:
     import numpy as np
 
     a = np.asarray(stalls)
-    return {"ticks": int(a.size), "p50_ms": float(np.percentile(a, 50)),
-            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max())}
+    return {
+        "ticks": int(a.size),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+    }
 
 
 def main(argv=None) -> int:
@@ -118,7 +122,8 @@ def main(argv=None) -> int:
         app.processEvents()
         time.sleep(0.01)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "seconds_each": args.seconds,
         "training_threads": ft.config().threads,
         "training_steps_during_probe": steps,

@@ -52,10 +52,12 @@ def main(argv=None) -> int:
         return 2
     ids = None
     if args.split != "all":
-        ids = set(bundle.config.card.get("test_ids" if args.split == "test" else
-                                         "validation_ids") or [])
-    truths = [t for t in truth_from_folder(args.data, [sc.reference], only=ids)
-              if sc.reference in t.masks][: args.limit]
+        ids = set(
+            bundle.config.card.get("test_ids" if args.split == "test" else "validation_ids") or []
+        )
+    truths = [
+        t for t in truth_from_folder(args.data, [sc.reference], only=ids) if sc.reference in t.masks
+    ][: args.limit]
     rows = []
     for t in truths:
         d0 = median_diameter([t.masks[sc.reference]])
@@ -73,8 +75,11 @@ def main(argv=None) -> int:
                 est = estimate_diameter(bundle, zimg, method=method, device="cpu")
                 sec = time.perf_counter() - t0
                 err = (abs(est.diameter - d0 * z) / (d0 * z)) if est.diameter else None
-                row[method] = {"diameter": est.diameter, "relative_error": err,
-                               "seconds": round(sec, 2)}
+                row[method] = {
+                    "diameter": est.diameter,
+                    "relative_error": err,
+                    "seconds": round(sec, 2),
+                }
             rows.append(row)
             print(json.dumps(row), flush=True)
     summary = {}
@@ -87,18 +92,34 @@ def main(argv=None) -> int:
             "share_within_20_percent": float(np.mean([e <= 0.2 for e in found])) if found else 0,
             "not_found": len(errs) - len(found),
             "seconds_median": float(np.median([r[method]["seconds"] for r in rows])),
-            "by_zoom": {str(z): float(np.median([r[method]["relative_error"] for r in rows
-                                                 if r["zoom"] == z and
-                                                 r[method]["relative_error"] is not None] or
-                                                [np.nan])) for z in ZOOMS},
+            "by_zoom": {
+                str(z): float(
+                    np.median(
+                        [
+                            r[method]["relative_error"]
+                            for r in rows
+                            if r["zoom"] == z and r[method]["relative_error"] is not None
+                        ]
+                        or [np.nan]
+                    )
+                )
+                for z in ZOOMS
+            },
         }
     print(json.dumps(summary, indent=1))
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.is_file() else {}
-    data[args.model] = {"data": os.path.relpath(args.data, ROOT), "split": args.split,
-                        "images": len(truths), "zooms": list(ZOOMS), "training_diameter":
-                        sc.diameter, "reference": sc.reference, "summary": summary, "rows": rows,
-                        "threads": args.threads}
+    data[args.model] = {
+        "data": os.path.relpath(args.data, ROOT),
+        "split": args.split,
+        "images": len(truths),
+        "zooms": list(ZOOMS),
+        "training_diameter": sc.diameter,
+        "reference": sc.reference,
+        "summary": summary,
+        "rows": rows,
+        "threads": args.threads,
+    }
     out.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 

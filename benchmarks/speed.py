@@ -8,7 +8,8 @@ per model in alternation: as `segment` runs by default (tiles grown to fit the
 image, `tiling.fit_tile`) and with the bundle's fixed tile (the baseline; 9 tiles
 of 512² for 1024²), so their ratio is measured in one run under the same load
 (default: all cores; on a machine where other work
-runs, one thread measures cleanly what two threads would not) (default: all cores; on a machine where other work
+runs, one thread measures cleanly what two threads would not) (default: all cores; on a
+machine where other work
 runs, one thread measures cleanly what two threads would not). Writes
 benchmarks/results/speed.json.
 """
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
 
         fixed = {"tile": bundle.config.tile, "overlap": bundle.config.overlap, "fit": False}
 
-        def once(**kw):
+        def once(bundle=bundle, image=image, **kw):
             t = time.perf_counter()
             run_to_end(segment(bundle, image, device="cpu", **kw)).masks()
             return time.perf_counter() - t
@@ -66,8 +67,12 @@ def main(argv=None) -> int:
             times.append(once())
             base.append(once(**fixed))
         x = to_model_input(as_plane(image), bundle.config.input)
-        tile, overlap = fit_tile(x.shape[1:], bundle.config.tile, bundle.config.overlap,
-                                 align=output_stride(bundle.config.architecture, bundle.config.params))
+        tile, overlap = fit_tile(
+            x.shape[1:],
+            bundle.config.tile,
+            bundle.config.overlap,
+            align=output_stride(bundle.config.architecture, bundle.config.params),
+        )
         if bundle.config.input.resize_to:  # one whole pass at its own size: no tiles
             tile, overlap = None, 0.0
         rows[bundle.config.name] = {
@@ -83,12 +88,15 @@ def main(argv=None) -> int:
             "parameters": sum(v.numel() for v in bundle.state_dict().values()),
         }
         r = rows[bundle.config.name]
-        print(f"{bundle.config.name:28s} {r['seconds_median']:.2f} s (tile {tile}); fixed tile "
-              f"{bundle.config.tile}: {r['fixed_tile_seconds_median']:.2f} s, "
-              f"x{r['speedup_over_fixed_tile']:.2f}")
+        print(
+            f"{bundle.config.name:28s} {r['seconds_median']:.2f} s (tile {tile}); fixed tile "
+            f"{bundle.config.tile}: {r['fixed_tile_seconds_median']:.2f} s, "
+            f"x{r['speedup_over_fixed_tile']:.2f}"
+        )
     result = {
         "image": "1024x1024 synthetic phase contrast (seed 0)",
-        "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
         "target_seconds": 2.0,
         "load_average_at_start": load_start,
         "load_average_at_end": list(os.getloadavg()),  # other work on the machine

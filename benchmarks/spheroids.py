@@ -42,12 +42,16 @@ VARIANTS = ("adv", "base", "unet")
 LABELS = {"adv": "Adver", "base": "Base", "unet": "U-Net*"}
 UNET = {"encoder": "mobilenet_v2", "encoder_depth": 5, "decoder_channels": [128, 64, 32, 16, 16]}
 PAPER = {  # seed 003, Table 2: mean ± std of F-score, precision, recall (%)
-    "easy": {"adv": [(77.09, 6.89), (82.16, 6.00), (73.07, 7.40)],
-             "base": [(68.79, 19.72), (73.02, 20.15), (65.67, 19.47)],
-             "unet": [(49.24, 19.38), (52.80, 20.14), (46.53, 18.77)]},
-    "hard": {"adv": [(64.21, 4.79), (66.33, 4.31), (66.85, 5.11)],
-             "base": [(50.55, 20.47), (51.84, 20.13), (55.56, 25.99)],
-             "unet": [(36.53, 24.03), (38.24, 24.72), (40.99, 28.29)]},
+    "easy": {
+        "adv": [(77.09, 6.89), (82.16, 6.00), (73.07, 7.40)],
+        "base": [(68.79, 19.72), (73.02, 20.15), (65.67, 19.47)],
+        "unet": [(49.24, 19.38), (52.80, 20.14), (46.53, 18.77)],
+    },
+    "hard": {
+        "adv": [(64.21, 4.79), (66.33, 4.31), (66.85, 5.11)],
+        "base": [(50.55, 20.47), (51.84, 20.13), (55.56, 25.99)],
+        "unet": [(36.53, 24.03), (38.24, 24.72), (40.99, 28.29)],
+    },
 }
 KEYS = ("f_score", "precision", "recall")
 
@@ -56,15 +60,18 @@ def variant_config(recipe, variant: str, seconds: float, threads: int):
     """The (model, TrainConfig) of one of the three models, with the common budget."""
     # the same budget for all: no early stopping (the best validated weights are kept)
     model = replace(recipe.model, name=f"spheroid-{variant}")
-    config = replace(recipe.training, max_seconds=seconds, threads=threads,
-                     early_stop_patience=None)
+    config = replace(
+        recipe.training, max_seconds=seconds, threads=threads, early_stop_patience=None
+    )
     if variant == "adv":
         return model, replace(config, adversarial=True)
     if variant == "base":
         return model, replace(config, adversarial=False)
     if variant == "unet":
-        return (replace(model, architecture="unet", params=dict(UNET)),
-                replace(config, adversarial=False))
+        return (
+            replace(model, architecture="unet", params=dict(UNET)),
+            replace(config, adversarial=False),
+        )
     raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
 
 
@@ -87,14 +94,23 @@ def train(variant, config, train_set, val_set, seconds, threads, config_text, re
 
     def report(r):
         if r.val_dice:
-            adv = (f", λ {r.adversarial['lambda']:.3f} D loss {r.adversarial['discriminator']:.3f}"
-                   if r.adversarial else "")
-            print(f"  {variant} step {r.step} {r.seconds:.0f}s loss {r.loss:.4f} "
-                  f"val Dice {r.val_dice.get('spheroid', float('nan')):.3f}{adv}", flush=True)
+            adv = (
+                f", λ {r.adversarial['lambda']:.3f} D loss {r.adversarial['discriminator']:.3f}"
+                if r.adversarial
+                else ""
+            )
+            print(
+                f"  {variant} step {r.step} {r.seconds:.0f}s loss {r.loss:.4f} "
+                f"val Dice {r.val_dice.get('spheroid', float('nan')):.3f}{adv}",
+                flush=True,
+            )
 
     bundle = run_training(model, cfg, train_set, val_set, on_report=report)
-    print(f"{variant}: trained {bundle.config.lineage['steps']} steps in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"{variant}: trained {bundle.config.lineage['steps']} steps in "
+        f"{time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     bundle.save(path, overwrite=True)
     return bundle
 
@@ -126,8 +142,9 @@ def evaluate(bundle, wells, paper_spec, threads: int) -> dict:
     out = {}
     for level, pairs in wells.items():
         t0 = time.perf_counter()
-        preds = [run_to_end(segment(bundle, im, device="cpu")).masks()["spheroid"]
-                 for im, _ in pairs]
+        preds = [
+            run_to_end(segment(bundle, im, device="cpu")).masks()["spheroid"] for im, _ in pairs
+        ]
         seconds = (time.perf_counter() - t0) / len(pairs)
         prf = per_image_prf(preds, [m for _, m in pairs])
         stats = mean_std_records(prf, KEYS)
@@ -143,7 +160,8 @@ def evaluate(bundle, wells, paper_spec, threads: int) -> dict:
 
 def table(results: dict) -> str:
     head = f"{'model':<8}" + "".join(
-        f"{k + ' ' + m:>17}" for k in ("easy", "hard") for m in ("F", "P", "R"))
+        f"{k + ' ' + m:>17}" for k in ("easy", "hard") for m in ("F", "P", "R")
+    )
     lines = [head, "-" * len(head)]
     for v, r in results.items():
         cells = []
@@ -162,14 +180,23 @@ def table(results: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(CONFIG))
-    ap.add_argument("--seconds", type=float, default=None,
-                    help="training budget per model (default: the config's max_seconds)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="training budget per model (default: the config's max_seconds)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-test", type=int, default=50, help="test wells per set (easy, hard)")
     ap.add_argument("--test-size", type=int, default=1080)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--bundle", action="append", default=[], metavar="VARIANT=PATH",
-                    help="use this trained bundle for a variant instead of training it")
+    ap.add_argument(
+        "--bundle",
+        action="append",
+        default=[],
+        metavar="VARIANT=PATH",
+        help="use this trained bundle for a variant instead of training it",
+    )
     ap.add_argument("--retrain", action="store_true", help="ignore cached bundles")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "spheroids.json"))
     args = ap.parse_args(argv)
@@ -190,23 +217,35 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         config = prepare_from_config(args.config)
         train_set, val_set = config.train, config.val
-        print(f"data: {len(train_set)} training, {len(val_set)} validation wells "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"data: {len(train_set)} training, {len(val_set)} validation wells "
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     seconds = args.seconds or (config.training.max_seconds if config else None) or 1350.0
-    paper_spec = ClassSpec("spheroid", threshold=THRESHOLD_8BIT / 255, fill_holes=True,
-                           min_size=MIN_SIZE, largest_only=True)
+    paper_spec = ClassSpec(
+        "spheroid",
+        threshold=THRESHOLD_8BIT / 255,
+        fill_holes=True,
+        min_size=MIN_SIZE,
+        largest_only=True,
+    )
     t0 = time.perf_counter()
     wells = test_wells(args.n_test, args.test_size)
-    print(f"test: {args.n_test} easy + {args.n_test} hard wells of {args.test_size}² "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"test: {args.n_test} easy + {args.n_test} hard wells of {args.test_size}² "
+        f"({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
 
     results = {}
     for v in args.variants:
         if v in given:
             bundle = Bundle.load(given[v])
         else:
-            bundle = train(v, config, train_set, val_set, seconds, args.threads, config_text,
-                           args.retrain)
+            bundle = train(
+                v, config, train_set, val_set, seconds, args.threads, config_text, args.retrain
+            )
         lin = bundle.config.lineage
         net = bundle.build()
         results[v] = {
@@ -222,8 +261,14 @@ def main(argv=None) -> int:
             "val_dice": lin.get("metrics", {}).get("val_dice"),
             "test": evaluate(bundle, wells, paper_spec, args.threads),
         }
-        print(f"{v}: " + ", ".join(f"{lvl} F {r['f_score'][0]:.2f} ± {r['f_score'][1]:.2f}"
-                                    for lvl, r in results[v]["test"].items()), flush=True)
+        print(
+            f"{v}: "
+            + ", ".join(
+                f"{lvl} F {r['f_score'][0]:.2f} ± {r['f_score'][1]:.2f}"
+                for lvl, r in results[v]["test"].items()
+            ),
+            flush=True,
+        )
     print()
     print(table(results))
     out = {
@@ -232,9 +277,12 @@ def main(argv=None) -> int:
         "budget_seconds_per_model": seconds,
         "threads": args.threads,
         "machine": f"{platform.machine()} CPU, Python {platform.python_version()}, "
-                   f"torch {torch.__version__}",
-        "test": {"seeds": [1000, 1000 + args.n_test - 1], "size": args.test_size,
-                 "post_processing": "threshold 120/255, fill holes, drop < 64 px at 480², largest"},
+        f"torch {torch.__version__}",
+        "test": {
+            "seeds": [1000, 1000 + args.n_test - 1],
+            "size": args.test_size,
+            "post_processing": "threshold 120/255, fill holes, drop < 64 px at 480², largest",
+        },
         "results": results,
         "paper_table2": PAPER,
         "command": "python benchmarks/spheroids.py " + " ".join(argv or sys.argv[1:]),

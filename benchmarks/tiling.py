@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "phase_usiigaci" / "set01_image.tif"
 
 
-def seed000_tiled(x: np.ndarray, predict, tile: int = 512, n: int = 30, batch: int = 2) -> np.ndarray:
+def seed000_tiled(
+    x: np.ndarray, predict, tile: int = 512, n: int = 30, batch: int = 2
+) -> np.ndarray:
     """Seed 000's scheme: n×n tiles at linearly spaced positions, outputs averaged uniformly."""
     _, h, w = x.shape
     ys = np.linspace(0, h - tile, n).round().astype(int)
@@ -39,7 +41,7 @@ def seed000_tiled(x: np.ndarray, predict, tile: int = 512, n: int = 30, batch: i
         out = predict(np.stack([x[:, y : y + tile, x0 : x0 + tile] for y, x0 in chunk]))
         if acc is None:
             acc = np.zeros((out.shape[1], h, w), np.float32)
-        for (y, x0), o in zip(chunk, out):
+        for (y, x0), o in zip(chunk, out, strict=True):
             acc[:, y : y + tile, x0 : x0 + tile] += o
             cnt[y : y + tile, x0 : x0 + tile] += 1
     return acc / cnt
@@ -90,21 +92,37 @@ def main(argv=None) -> int:
     x = to_model_input(plane, bundle.config.input)
     predict = bundle.predictor("cpu")
     net = bundle.network("cpu")
-    print(f"model {bundle.config.name}, image {image_name} {x.shape}, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {bundle.config.name}, image {image_name} {x.shape}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     stride = output_stride(bundle.config.architecture, bundle.config.params)
 
     def ours():
-        return run_to_end(predict_tiled(x, predict, tile=args.tile, overlap=args.overlap,
-                                        batch_size=args.batch, align=stride))
+        return run_to_end(
+            predict_tiled(
+                x,
+                predict,
+                tile=args.tile,
+                overlap=args.overlap,
+                batch_size=args.batch,
+                align=stride,
+            )
+        )
 
     def monai():
         with torch.inference_mode():
             t = torch.from_numpy(x[None])
             out = sliding_window_inference(
-                t, roi_size=(args.tile, args.tile), sw_batch_size=args.batch,
-                predictor=lambda b: torch.sigmoid(net(b)), overlap=args.overlap,
-                mode="gaussian", sigma_scale=0.125, padding_mode="reflect",
+                t,
+                roi_size=(args.tile, args.tile),
+                sw_batch_size=args.batch,
+                predictor=lambda b: torch.sigmoid(net(b)),
+                overlap=args.overlap,
+                mode="gaussian",
+                sigma_scale=0.125,
+                padding_mode="reflect",
             )
         return out[0].numpy()
 
@@ -130,8 +148,12 @@ def main(argv=None) -> int:
 
     def seam(p):
         e = np.abs(p - p_whole)
-        return {"max": float(e.max()), "p99_9": float(np.percentile(e, 99.9)), "mean": float(e.mean()),
-                "mask_disagreement": float(((p > 0.5) != (p_whole > 0.5)).mean())}
+        return {
+            "max": float(e.max()),
+            "p99_9": float(np.percentile(e, 99.9)),
+            "mean": float(e.mean()),
+            "mask_disagreement": float(((p > 0.5) != (p_whole > 0.5)).mean()),
+        }
 
     seams = {"ours": seam(p_ours), "monai": seam(p_monai), "seed000": seam(p_seed)}
     print(json.dumps(seams, indent=2))
@@ -145,7 +167,8 @@ def main(argv=None) -> int:
         "overlap": args.overlap,
         "batch": args.batch,
         "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        f"{platform.python_version()}",
         "seconds_all": times,
         "seconds": {"ours": t_ours, "seed000_30x30_uniform": t_seed, "monai_gaussian": t_monai},
         "speedup_vs_seed000": t_seed / t_ours,

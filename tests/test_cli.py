@@ -21,10 +21,13 @@ def test_segment_writes_one_mask_per_class_with_the_image_shape(tiny_bundle, tmp
     tifffile.imwrite(src / "well_A1.tif", img)
     tifffile.imwrite(src / "well_A2.tif", img[:150, :170])
     out = tmp_path / "out"
-    assert main(["segment", str(src), "--model", "tiny", "--out", str(out), "--prob", "--quiet"]) == 0
+    assert (
+        main(["segment", str(src), "--model", "tiny", "--out", str(out), "--prob", "--quiet"]) == 0
+    )
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == sorted(
-        f"well_{w}_{f}.tif" for w in ("A1", "A2")
+        f"well_{w}_{f}.tif"
+        for w in ("A1", "A2")
         for f in ("cell", "debris", "cell_instances", "cell_prob", "debris_prob")
     )
     for w, shape in (("A1", (200, 300)), ("A2", (150, 170))):
@@ -44,8 +47,18 @@ def test_segment_reports_bad_files_and_goes_on(tiny_bundle, tmp_path, capsys):
 
     iio.imwrite(good, phase_culture((64, 64), seed=1, bit_depth=8)[0])
     out = tmp_path / "out"
-    code = main(["segment", str(tmp_path / "broken.tif"), str(good), "--model", "tiny",
-                 "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "broken.tif"),
+            str(good),
+            "--model",
+            "tiny",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 1
     assert "broken.tif" in capsys.readouterr().err
     assert (out / "good_cell.tif").exists()
@@ -65,8 +78,12 @@ def test_console_script_runs_the_default_model_on_real_data(shared_data, tmp_pat
     image = shared_data / "phase_usiigaci" / "set02_image.tif"
     out = tmp_path / "out"
     exe = [sys.executable, "-m", "napari_cultureseg.cli"]
-    r = subprocess.run([*exe, "segment", str(image), "--out", str(out)], capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [*exe, "segment", str(image), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     truth = tifffile.imread(shared_data / "phase_usiigaci" / "set02_cell.tif")
     mask = tifffile.imread(out / "set02_cell.tif")

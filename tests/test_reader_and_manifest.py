@@ -81,4 +81,6 @@ def test_synthetic_tumour_culture_and_spheroid_samples_open_in_napari(make_napar
     assert len(viewer.layers) == 7
     colour = dict((n, c) for n, c, _ in CLASSES)["P"]
     got = viewer.layers["tumour culture · P (truth)"].colormap.map(np.array([1]))[0][:3]
-    np.testing.assert_allclose(got, [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)], atol=0.01)
+    np.testing.assert_allclose(
+        got, [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)], atol=0.01
+    )

@@ -21,7 +21,9 @@ def _open_sample(viewer, sample: str):
     return next(layer for layer in viewer.layers if isinstance(layer, Image))
 
 
-def main(*, sample: str = "synthetic", model: str | None = None, screenshot: str | None = None) -> int:
+def main(
+    *, sample: str = "synthetic", model: str | None = None, screenshot: str | None = None
+) -> int:
     import napari
     from qtpy.QtCore import QTimer
 

@@ -35,9 +35,18 @@ def tumour_culture():
     image, masks = culture(seed=0, rgb=True)
     layers = [(image, {"name": "tumour culture", "rgb": True}, "image")]
     for name, colour, _ in CLASSES:
-        layers.append((masks[name].astype("uint8"), {
-            "name": f"tumour culture · {name} (truth)", "visible": False, "opacity": 0.6,
-            "colormap": {0: None, 1: colour}}, "labels"))
+        layers.append(
+            (
+                masks[name].astype("uint8"),
+                {
+                    "name": f"tumour culture · {name} (truth)",
+                    "visible": False,
+                    "opacity": 0.6,
+                    "colormap": {0: None, 1: colour},
+                },
+                "labels",
+            )
+        )
     return layers
 
 
@@ -48,6 +57,9 @@ def spheroid_well():
     image, mask = well(1080, seed=0, difficulty="hard")
     return [
         (image, {"name": "spheroid well"}, "image"),
-        (mask.astype("uint8"), {"name": "spheroid well · spheroid (truth)", "visible": False,
-                                "opacity": 0.5}, "labels"),
+        (
+            mask.astype("uint8"),
+            {"name": "spheroid well · spheroid (truth)", "visible": False, "opacity": 0.5},
+            "labels",
+        ),
     ]

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .core.images import SUFFIXES
 
-
 MANIFEST = ".cultureseg-outputs.json"
 """Written into ``--out``: the files this tool wrote there, never taken as inputs again."""
 
@@ -60,13 +59,22 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.iterdir()
-                           if f.suffix.lower() in SUFFIXES and not f.name.startswith("."))
+            files = sorted(
+                f
+                for f in p.iterdir()
+                if f.suffix.lower() in SUFFIXES and not f.name.startswith(".")
+            )
             marked = [f for f in files if f.stem.endswith("_image")]
             own = _own_outputs(p)
             stems = {f.stem for f in files}
-            out.extend(marked or [f for f in files if f.name not in own
-                                  and not _is_output_name(f.name, classes, stems)])
+            out.extend(
+                marked
+                or [
+                    f
+                    for f in files
+                    if f.name not in own and not _is_output_name(f.name, classes, stems)
+                ]
+            )
         else:
             out.append(p)
     return out
@@ -86,8 +94,10 @@ def output_stems(images: list[Path]) -> dict[Path, str]:
         return p.stem.removesuffix("_image")
 
     names = {p: stem(p) for p in images}
-    for make in (lambda p: f"{stem(p)}{p.suffix.lower().replace('.', '_')}",
-                 lambda p: f"{p.parent.name}_{stem(p)}{p.suffix.lower().replace('.', '_')}"):
+    for make in (
+        lambda p: f"{stem(p)}{p.suffix.lower().replace('.', '_')}",
+        lambda p: f"{p.parent.name}_{stem(p)}{p.suffix.lower().replace('.', '_')}",
+    ):
         counts = Counter(names.values())
         names = {p: make(p) if counts[n] > 1 else n for p, n in names.items()}
     counts, seen = Counter(names.values()), Counter()
@@ -105,8 +115,9 @@ def _check_out_dir(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"--out {out} cannot be created ({exc.strerror or exc}); give a folder "
-                          "you can write to") from exc
+        raise OutputError(
+            f"--out {out} cannot be created ({exc.strerror or exc}); give a folder you can write to"
+        ) from exc
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError(f"--out {out} is not writable; give a folder you can write to")
     return out.resolve()
@@ -116,8 +127,10 @@ def _inside(out: Path, name: str) -> Path:
     """``out / name``, refused unless it lies directly inside ``out``."""
     path = (out / name).resolve()
     if path.parent != out or "/" in name or "\\" in name:
-        raise OutputError(f"output name {name!r} would be written outside --out {out}; the "
-                          "model's class names must be plain names")
+        raise OutputError(
+            f"output name {name!r} would be written outside --out {out}; the "
+            "model's class names must be plain names"
+        )
     return path
 
 
@@ -159,14 +172,18 @@ def cmd_models(args) -> int:
             bad += 1
             continue
         classes = ", ".join(
-            c.name + (f" = {c.description.split('.')[0]}" if len(c.name) <= 3 and c.description
-                      else "") + (" (+instances)" if c.instances else "")
+            c.name
+            + (f" = {c.description.split('.')[0]}" if len(c.name) <= 3 and c.description else "")
+            + (" (+instances)" if c.instances else "")
             for c in cfg.classes
         ) + "".join(f", {d.name} (derived)" for d in cfg.derived)
         mark = " [default]" if name == DEFAULT_MODEL else ""
         trained = "" if cfg.lineage.get("steps") else "  UNTRAINED"
-        scale = (f"; trained at {cfg.scale.reference} diameter {cfg.scale.diameter:g} px"
-                 if cfg.scale.diameter else "")
+        scale = (
+            f"; trained at {cfg.scale.reference} diameter {cfg.scale.diameter:g} px"
+            if cfg.scale.diameter
+            else ""
+        )
         print(f"{name}{mark}: {cfg.modality}; classes: {classes}{trained}{scale}\n    {path}")
     return 1 if bad == len(found) else 0
 
@@ -175,8 +192,14 @@ def _zoom(args, bundle, plane, path: Path) -> tuple[float, str]:
     """The zoom for one image and a few words on where it came from."""
     from .core.scale import choose_zoom
 
-    return choose_zoom(bundle, plane, diameter=args.diameter, pixel_size=args.pixel_size,
-                       path=path, device=args.device)
+    return choose_zoom(
+        bundle,
+        plane,
+        diameter=args.diameter,
+        pixel_size=args.pixel_size,
+        path=path,
+        device=args.device,
+    )
 
 
 def cmd_segment(args) -> int:
@@ -212,19 +235,26 @@ def cmd_segment(args) -> int:
             for f in files:
                 target = _inside(out, f)
                 if target in inputs:
-                    raise OutputError(f"{f} in --out {out} is one of the input images; write "
-                                      "the masks to another folder")
+                    raise OutputError(
+                        f"{f} in --out {out} is one of the input images; write "
+                        "the masks to another folder"
+                    )
                 if target.exists() and not args.overwrite:
                     clash.append(f)
         except OSError as exc:  # e.g. a name too long for the file system: this image alone
-            print(f"failed: {path}: its masks cannot be named in --out ({exc.strerror or exc}); "
-                  "rename the image with a shorter name", file=sys.stderr)
+            print(
+                f"failed: {path}: its masks cannot be named in --out ({exc.strerror or exc}); "
+                "rename the image with a shorter name",
+                file=sys.stderr,
+            )
             del planned[path]
             failed += 1
     if clash:
         shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
-        raise OutputError(f"{len(clash)} output file(s) exist already in {out} ({shown}); "
-                          "nothing was written. Give another --out, or --overwrite to replace them")
+        raise OutputError(
+            f"{len(clash)} output file(s) exist already in {out} ({shown}); "
+            "nothing was written. Give another --out, or --overwrite to replace them"
+        )
     if args.threads:
         import torch
 
@@ -234,8 +264,14 @@ def cmd_segment(args) -> int:
             plane = read_image(path, plane=args.plane)
             zoom, how = _zoom(args, bundle, plane, path)
             gen = segment(
-                bundle, plane, device=args.device, tile=args.tile, overlap=args.overlap,
-                batch_size=args.batch_size, zoom=zoom, tta=args.tta,
+                bundle,
+                plane,
+                device=args.device,
+                tile=args.tile,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                zoom=zoom,
+                tta=args.tta,
             )
             with tqdm(desc=path.name, unit="tile", leave=False, disable=args.quiet) as bar:
                 while True:
@@ -254,8 +290,9 @@ def cmd_segment(args) -> int:
                 written.append(f"{stem}_{name}.tif")
                 spec = result.spec(name)
                 if getattr(spec, "instances", False):
-                    _write_tif(_inside(out, f"{stem}_{name}_instances.tif"),
-                               result.instances(name, mask))
+                    _write_tif(
+                        _inside(out, f"{stem}_{name}_instances.tif"), result.instances(name, mask)
+                    )
                     written.append(f"{stem}_{name}_instances.tif")
             if args.prob:
                 for k, c in enumerate(result.classes):
@@ -264,26 +301,32 @@ def cmd_segment(args) -> int:
             _record_outputs(out, written)
         except (ImageError, ValueError, MemoryError, OSError) as exc:
             failed += 1
-            what = ("not enough memory: segment a crop, or a smaller plane"
-                    if isinstance(exc, MemoryError) else
-                    f"could not write its masks ({exc.strerror or exc}); check the file name's "
-                    "length and the free space in --out" if isinstance(exc, OSError) else str(exc))
+            what = (
+                "not enough memory: segment a crop, or a smaller plane"
+                if isinstance(exc, MemoryError)
+                else f"could not write its masks ({exc.strerror or exc}); check the file name's "
+                "length and the free space in --out"
+                if isinstance(exc, OSError)
+                else str(exc)
+            )
             print(f"failed: {path}: {what}", file=sys.stderr)
             continue
         if not args.quiet:
             summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
             print(f"{path.name}: {summary} ({how}, zoom {zoom:.2f})")
     if failed:
-        print(f"{failed} of {len(images)} image(s) failed; the others were segmented",
-              file=sys.stderr)
+        print(
+            f"{failed} of {len(images)} image(s) failed; the others were segmented", file=sys.stderr
+        )
     return 1 if failed else 0
 
 
 def _check_options(args) -> None:
     """Refuse option values that cannot mean what the user wants, with what to give instead."""
     if args.overlap is not None and not 0.0 <= args.overlap <= 0.9:
-        raise ValueError(f"--overlap {args.overlap} is outside 0-0.9; give a fraction of the tile, "
-                         "e.g. 0.25")
+        raise ValueError(
+            f"--overlap {args.overlap} is outside 0-0.9; give a fraction of the tile, e.g. 0.25"
+        )
     if args.tile is not None and not 32 <= args.tile <= 4096:
         raise ValueError(f"--tile {args.tile} is outside 32-4096 pixels; e.g. --tile 512")
     if args.batch_size is not None and args.batch_size < 1:
@@ -294,8 +337,9 @@ def _check_options(args) -> None:
         try:
             d = float(args.diameter)
         except ValueError:
-            raise ValueError(f"--diameter {args.diameter!r}: give auto, none or a number of "
-                             "pixels") from None
+            raise ValueError(
+                f"--diameter {args.diameter!r}: give auto, none or a number of pixels"
+            ) from None
         if not d > 0:
             raise ValueError(f"--diameter {args.diameter} must be a positive number of pixels")
     if args.pixel_size is not None and not args.pixel_size > 0:
@@ -317,8 +361,13 @@ def cmd_train(args) -> int:
                 post.update({k: f"{v:.3f}" for k, v in r.val_dice.items()})
             bar.set_postfix(post, refresh=False)
 
-        path = train_from_config(args.config, out_dir=args.out, on_report=report, data_root=args.data,
-                                  threads=args.threads)
+        path = train_from_config(
+            args.config,
+            out_dir=args.out,
+            on_report=report,
+            data_root=args.data,
+            threads=args.threads,
+        )
     print(f"saved {path}")
     return 0
 
@@ -336,18 +385,33 @@ def cmd_evaluate(args) -> int:
         key = "validation_ids" if args.split == "val" else "test_ids"
         ids = bundle.config.card.get(key)
         if not ids:
-            print(f"error: the model card lists no {args.split} images; use --split all",
-                  file=sys.stderr)
+            print(
+                f"error: the model card lists no {args.split} images; use --split all",
+                file=sys.stderr,
+            )
             return 2
         only = set(ids)
     truths = truth_from_folder(args.data, names, only=only)
     diameter = None if args.diameter == "none" else args.diameter
     if diameter not in (None, "auto", "truth"):
         diameter = float(diameter)
-    result = evaluate(bundle, truths, device=args.device, diameter=diameter, tta=args.tta,
-                      on_image=None if args.quiet else lambda n: print(f"  {n}", file=sys.stderr))
-    result.update({"model": bundle.config.name, "data": str(args.data), "split": args.split,
-                   "diameter": args.diameter, "tta": args.tta})
+    result = evaluate(
+        bundle,
+        truths,
+        device=args.device,
+        diameter=diameter,
+        tta=args.tta,
+        on_image=None if args.quiet else lambda n: print(f"  {n}", file=sys.stderr),
+    )
+    result.update(
+        {
+            "model": bundle.config.name,
+            "data": str(args.data),
+            "split": args.split,
+            "diameter": args.diameter,
+            "tta": args.tta,
+        }
+    )
     print(f"{bundle.config.name} on {len(truths)} images of {args.data} ({args.split})")
     print(format_table(result))
     if args.json:
@@ -355,10 +419,12 @@ def cmd_evaluate(args) -> int:
     if args.record:
         from .core.cards import record_evaluation
 
-        result["command"] = (f"cultureseg evaluate {Path(args.data).as_posix()} --model "
-                             f"{bundle.config.name} --split {args.split}"
-                             + (f" --diameter {args.diameter}" if args.diameter != "auto" else "")
-                             + (f" --tta {args.tta}" if args.tta != 1 else ""))
+        result["command"] = (
+            f"cultureseg evaluate {Path(args.data).as_posix()} --model "
+            f"{bundle.config.name} --split {args.split}"
+            + (f" --diameter {args.diameter}" if args.diameter != "auto" else "")
+            + (f" --tta {args.tta}" if args.tta != 1 else "")
+        )
         record_evaluation(bundle.path, result)
         print(f"recorded in {bundle.path}/config.json and card.md")
     return 0
@@ -381,26 +447,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment images or folders; one mask TIFF per class")
     p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or bundle folder (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model name or bundle folder (default {DEFAULT_MODEL})",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--prob", action="store_true", help="also write <image>_<class>_prob.tif")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--tile", type=int, default=None, help="tile size (default: the model's)")
-    p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
+    p.add_argument(
+        "--overlap", type=float, default=None, help="tile overlap fraction (default: the model's)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)",
+    )
     p.add_argument("--plane", type=int, default=None, help="plane of a multi-plane file to segment")
-    p.add_argument("--diameter", default="auto",
-                   help="object diameter in the images, in pixels (of the model's reference "
-                        "class, see `cultureseg models`); 'auto' (default) estimates it per "
-                        "image, 'none' segments at the images' own scale")
-    p.add_argument("--pixel-size", type=float, default=None,
-                   help="pixel size in µm, for models that know their own")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1,
-                   help="test-time augmentation: average 2, 4 or 8 flipped/rotated copies "
-                        "(as many times slower)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace output files that exist already (default: refuse)")
+    p.add_argument(
+        "--diameter",
+        default="auto",
+        help="object diameter in the images, in pixels (of the model's reference "
+        "class, see `cultureseg models`); 'auto' (default) estimates it per "
+        "image, 'none' segments at the images' own scale",
+    )
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        help="pixel size in µm, for models that know their own",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=[1, 2, 4, 8],
+        default=1,
+        help="test-time augmentation: average 2, 4 or 8 flipped/rotated copies "
+        "(as many times slower)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that exist already (default: refuse)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_segment)
@@ -408,35 +499,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
     p.add_argument("--config", required=True, help="e.g. configs/phase-cells.yaml")
     p.add_argument("--out", default=None, help="folder to save the bundle in (default: per config)")
-    p.add_argument("--data", default=None, help="data root (default: $CULTURESEG_DATA or the config's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: all cores)")
+    p.add_argument(
+        "--data", default=None, help="data root (default: $CULTURESEG_DATA or the config's)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: all cores)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on images with ground truth")
     p.add_argument("data", help="folder with <id>_image.<ext> and <id>_<class>.tif")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--split", choices=["test", "val", "all"], default="test",
-                   help="test: only the model card's test images, which no training choice saw "
-                        "(default); val: its validation images; all: every image")
-    p.add_argument("--diameter", default="auto",
-                   help="object size per image: auto (estimated, default), none, truth (from "
-                        "the reference masks: an oracle) or pixels")
+    p.add_argument(
+        "--split",
+        choices=["test", "val", "all"],
+        default="test",
+        help="test: only the model card's test images, which no training choice saw "
+        "(default); val: its validation images; all: every image",
+    )
+    p.add_argument(
+        "--diameter",
+        default="auto",
+        help="object size per image: auto (estimated, default), none, truth (from "
+        "the reference masks: an oracle) or pixels",
+    )
     p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    p.add_argument("--record", action="store_true",
-                   help="store the metrics in the model's config.json and card.md")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="store the metrics in the model's config.json and card.md",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="open napari with the Segment widget on a sample image")
-    p.add_argument("--sample", default="synthetic",
-                   help="'synthetic' (a generated phase-contrast culture, default), 'cell' "
-                        "(scikit-image's real phase-contrast cell, high magnification) or an image path")
+    p.add_argument(
+        "--sample",
+        default="synthetic",
+        help="'synthetic' (a generated phase-contrast culture, default), 'cell' "
+        "(scikit-image's real phase-contrast cell, high magnification) or an image path",
+    )
     p.add_argument("--model", default=None, help="model to select (default: the default model)")
-    p.add_argument("--screenshot", default=None, help="segment, save a window screenshot here, exit")
+    p.add_argument(
+        "--screenshot", default=None, help="segment, save a window screenshot here, exit"
+    )
     p.set_defaults(func=cmd_demo)
 
     return parser

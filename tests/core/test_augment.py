@@ -45,11 +45,12 @@ def test_zoom_makes_objects_bigger_or_smaller_and_keeps_them_aligned():
     lab = _discs()
     t = np.stack([lab > 0, distances(lab)]).astype(np.float32)
     s = Sample("d", (lab > 0).astype(np.float32)[None], t, np.ones_like(t, bool), "g")
-    area = np.pi * 12 ** 2
+    area = np.pi * 12**2
     for zoom in (0.5, 2.0):
         spec = AugmentSpec(dihedral=False, intensity=False, zoom=(zoom, zoom), zoom_p=1.0)
-        sampler = PatchSampler([s], 128, np.random.default_rng(0), augment=spec, soft={1: 0},
-                               positive_fraction=1.0)
+        sampler = PatchSampler(
+            [s], 128, np.random.default_rng(0), augment=spec, soft={1: 0}, positive_fraction=1.0
+        )
         from scipy import ndimage as ndi
 
         inside = []
@@ -105,7 +106,11 @@ def test_augment_spec_from_recipe_values():
     assert AugmentSpec.from_config(False) == AugmentSpec(dihedral=False, intensity=False)
     spec = AugmentSpec.from_config({"zoom": [0.5, 2], "appearance": True, "invert": 0.0})
     assert spec.zoom == (0.5, 2.0) and spec.blur == APPEARANCE["blur"] and spec.invert == 0.0
-    for bad, match in (({"zoom": [2, 1]}, "zoom"), ({"blur": 2}, "probability"),
-                       ({"sharpen": 0.1}, "unknown"), ("yes", "mapping")):
+    for bad, match in (
+        ({"zoom": [2, 1]}, "zoom"),
+        ({"blur": 2}, "probability"),
+        ({"sharpen": 0.1}, "unknown"),
+        ("yes", "mapping"),
+    ):
         with pytest.raises(ValueError, match=match):
             AugmentSpec.from_config(bad)

@@ -77,8 +77,9 @@ def test_load_folder_adds_border_targets_known_only_where_the_class_is(tmp_path)
 
 
 def test_workspace_samples_leave_border_channels_unknown(tmp_path):
-    ws = Workspace.open("k", root=tmp_path, image_name="e1_a.tif", shape=(30, 40),
-                        classes=[("cell", "#ffffff")])
+    ws = Workspace.open(
+        "k", root=tmp_path, image_name="e1_a.tif", shape=(30, 40), classes=[("cell", "#ffffff")]
+    )
     ws.set_mask("cell", _touching() > 0, kind="segment")
     ws.accept_region("cell", (0, 0, 30, 40))
     s = ws.samples(np.zeros((1, 30, 40), np.float32), classes=[CELL])
@@ -89,14 +90,15 @@ def test_workspace_samples_leave_border_channels_unknown(tmp_path):
 def test_a_model_with_a_border_channel_trains_segments_and_separates(tmp_path):
     lab = np.zeros((64, 64), np.uint16)
     for i, (y, x) in enumerate([(8, 8), (8, 24), (36, 36), (36, 52)]):  # two touching pairs
-        lab[y:y + 16, x:x + 16] = i + 1
+        lab[y : y + 16, x : x + 16] = i + 1
     image = np.where(lab > 0, 200, 40).astype(np.uint8)
     image[borders(lab).astype(bool)] = 120
     tifffile.imwrite(tmp_path / "g_a_image.tif", image)
     tifffile.imwrite(tmp_path / "g_a_cell.tif", lab)
     samples = load_folder(tmp_path, [CELL])
-    cfg = TrainConfig(steps=25, batch_size=2, patch_size=64, lr=3e-3, val_every=25,
-                      threads=1, augment=False)
+    cfg = TrainConfig(
+        steps=25, batch_size=2, patch_size=64, lr=3e-3, val_every=25, threads=1, augment=False
+    )
     model = BundleConfig(name="b", architecture="unet", classes=(CELL,), params=TINY, tile=64)
     gen = fine_tune(model, samples, samples, cfg)
     losses = []

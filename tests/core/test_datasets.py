@@ -166,8 +166,14 @@ def test_patch_sampler_draws_positives_of_the_class_asked_for():
     t[0, 10:30, 10:30] = 1  # class 0 top left, class 1 bottom right: no patch holds both
     t[1, 480:490, 480:490] = 1
     s = Sample("two", np.zeros((1, n, n), np.float32), t, np.ones((2, n, n), bool), "g")
-    sampler = PatchSampler([s], 64, np.random.default_rng(2), positive_fraction=1.0,
-                           negative_fraction=0.0, augment=False)
+    sampler = PatchSampler(
+        [s],
+        64,
+        np.random.default_rng(2),
+        positive_fraction=1.0,
+        negative_fraction=0.0,
+        augment=False,
+    )
     for c in (0, 1):
         _, tb, _ = sampler.batch(20, for_class=c)
         assert tb[:, c].reshape(20, -1).any(1).all() and not tb[:, 1 - c].any()

@@ -38,8 +38,22 @@ def test_evaluate_matches_direct_computation(tiny_bundle, tmp_path):
 def test_evaluate_cli_prints_a_table_and_writes_json(tiny_bundle, tmp_path, capsys):
     data = _folder(tmp_path / "d") if (tmp_path / "d").mkdir() is None else None
     out = tmp_path / "m.json"
-    assert main(["evaluate", str(data), "--model", "tiny", "--split", "all", "--json", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(data),
+                "--model",
+                "tiny",
+                "--split",
+                "all",
+                "--json",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "Dice" in text and "mSA" in text and "cell" in text
     saved = json.loads(out.read_text())
@@ -55,7 +69,10 @@ def test_record_puts_metrics_in_config_and_card(tiny_bundle, tmp_path, capsys):
     data = tmp_path / "d"
     data.mkdir()
     _folder(data, n=1)
-    assert main(["evaluate", str(data), "--model", "tiny", "--split", "all", "--record", "--quiet"]) == 0
+    assert (
+        main(["evaluate", str(data), "--model", "tiny", "--split", "all", "--record", "--quiet"])
+        == 0
+    )
     path = find_bundle("tiny")
     ev = Bundle.load(path).config.card["evaluation"]
     assert ev["images"] == 1 and "dice" in ev["classes"]["cell"]

@@ -1,4 +1,4 @@
-"""Fine-tuning on a user's corrections must not undo what the parent learnt (versions + training)."""
+"""Fine-tuning on a user's corrections must not undo what the parent learnt."""
 
 from __future__ import annotations
 
@@ -28,8 +28,11 @@ def parent():
 
 def _bn_stats(bundle_or_net):
     net = bundle_or_net.build() if isinstance(bundle_or_net, Bundle) else bundle_or_net
-    return [m.running_mean.clone() for m in net.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    return [
+        m.running_mean.clone()
+        for m in net.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
 
 
 def test_freeze_norm_keeps_the_parents_batchnorm_statistics(parent):
@@ -43,8 +46,9 @@ def test_freeze_norm_keeps_the_parents_batchnorm_statistics(parent):
 
 def test_keep_parent_if_better_never_returns_a_worse_model(parent):
     # a learning rate that wrecks the network: the parent's weights must come back
-    wild = replace(CFG, steps=6, val_every=3, lr=5.0, schedule="constant",
-                   keep_parent_if_better=True)
+    wild = replace(
+        CFG, steps=6, val_every=3, lr=5.0, schedule="constant", keep_parent_if_better=True
+    )
     reports, child = _run(fine_tune(parent, TRAIN[:2], VAL, wild))
     assert child.config.lineage["best_step"] == 0
     assert child.config.lineage["metrics"]["history"][0]["step"] == 0
@@ -58,8 +62,9 @@ def test_keep_parent_if_better_never_returns_a_worse_model(parent):
 def test_fine_tuning_keeps_the_loss_the_parent_was_trained_with(parent):
     recorded = parent.config.lineage["training"]
     assert recorded["class_weighting"] == CFG.class_weighting
-    cfg = with_parent_loss(parent, finetune_config(class_weighting=not CFG.class_weighting,
-                                                    dice_weight=0.7))
+    cfg = with_parent_loss(
+        parent, finetune_config(class_weighting=not CFG.class_weighting, dice_weight=0.7)
+    )
     assert cfg.class_weighting == CFG.class_weighting and cfg.dice_weight == CFG.dice_weight
     assert cfg.freeze_norm and cfg.keep_parent_if_better and cfg.schedule == "cosine"
     # a parent with no recorded recipe keeps the config's
@@ -74,8 +79,12 @@ def test_fine_tune_job_saves_a_new_version_with_the_parents_score(parent, cultur
     base = Bundle.load(user_models_dir() / "discs")
     samples = [replace(s, valid=np.ones_like(s.valid)) for s in TRAIN[:2]]
     assert next_version_name("discs") == "discs.v2"
-    gen = fine_tune_job(base, "discs", samples, finetune_config(steps=4, val_every=2, threads=1,
-                                                                 patch_size=64, batch_size=2))
+    gen = fine_tune_job(
+        base,
+        "discs",
+        samples,
+        finetune_config(steps=4, val_every=2, threads=1, patch_size=64, batch_size=2),
+    )
     while True:
         try:
             next(gen)

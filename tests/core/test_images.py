@@ -23,8 +23,16 @@ FLOAT = RNG.random((40, 50)).astype(np.float32)
 
 @pytest.mark.parametrize(
     "name, data",
-    [("g8.tif", GRAY8), ("g16.tif", GRAY16), ("rgb.tif", RGB8), ("f.tif", FLOAT),
-     ("g8.png", GRAY8), ("g16.png", GRAY16), ("rgb.png", RGB8), ("rgba.png", RGBA8)],
+    [
+        ("g8.tif", GRAY8),
+        ("g16.tif", GRAY16),
+        ("rgb.tif", RGB8),
+        ("f.tif", FLOAT),
+        ("g8.png", GRAY8),
+        ("g16.png", GRAY16),
+        ("rgb.png", RGB8),
+        ("rgba.png", RGBA8),
+    ],
 )
 def test_lossless_formats_read_back_exactly(tmp_path, name, data):
     path = tmp_path / name

@@ -317,8 +317,9 @@ def test_mean_segmentation_accuracy_known_iou():
     msa, sa = M.mean_segmentation_accuracy([pred], [true], per_tau=True)
     assert msa == pytest.approx(0.6)
     np.testing.assert_array_equal(sa, [1] * 6 + [0] * 4)
-    assert M.mean_segmentation_accuracy([pred], [true], np.arange(0.5, 1.0, 0.05)) \
-        == pytest.approx(0.6)
+    assert M.mean_segmentation_accuracy([pred], [true], np.arange(0.5, 1.0, 0.05)) == pytest.approx(
+        0.6
+    )
     # IoU exactly 0.75 (12/16) is not > 0.75 -> 5 of 10
     true2 = np.zeros((8, 8), np.int32)
     true2[0:4, 0:4] = 1

@@ -26,8 +26,13 @@ SPHEROID = ClassSpec("spheroid", threshold=120 / 255, min_size=4, largest_only=T
 
 def tiny_spheroid_config(**kw) -> BundleConfig:
     return BundleConfig(
-        name="tiny-spheroid", architecture="spheroid-multiscale", classes=(SPHEROID,),
-        params=TINY_NET, input=InputSpec(resize_to=64), tile=64, **kw,
+        name="tiny-spheroid",
+        architecture="spheroid-multiscale",
+        classes=(SPHEROID,),
+        params=TINY_NET,
+        input=InputSpec(resize_to=64),
+        tile=64,
+        **kw,
     )
 
 
@@ -69,8 +74,11 @@ def test_shipped_bundles_still_load_and_build():
         if bundle.config.lineage.get("training", {}).get("adversarial"):
             from napari_cultureseg.core.spheroid import make_discriminator
 
-            disc = make_discriminator(bundle.config.input.channels, bundle.config.n_outputs,
-                                      **bundle.config.lineage["training"].get("disc_params", {}))
+            disc = make_discriminator(
+                bundle.config.input.channels,
+                bundle.config.n_outputs,
+                **bundle.config.lineage["training"].get("disc_params", {}),
+            )
             disc.load_state_dict({k: v.float() for k, v in bundle.aux["discriminator"].items()})
 
 
@@ -146,16 +154,33 @@ def _disc_wells(seeds, size=64):
         cy, cx, r = *rng.uniform(size / 3, 2 * size / 3, 2), rng.uniform(size / 8, size / 4)
         m = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
         x = 0.9 - 0.6 * m + rng.normal(0, 0.05, m.shape)
-        out.append(Sample(f"w{seed}", x[None].astype(np.float32), m[None].astype(np.uint8),
-                          np.ones((1, size, size), bool)))
+        out.append(
+            Sample(
+                f"w{seed}",
+                x[None].astype(np.float32),
+                m[None].astype(np.uint8),
+                np.ones((1, size, size), bool),
+            )
+        )
     return out
 
 
 ADV = TrainConfig(
-    steps=12, batch_size=2, patch_size=64, lr=3e-3, betas=(0.5, 0.99),
-    weight_decay=0.0, schedule="constant", val_every=6, early_stop_patience=None,
-    fg_weight_factor=3.0, weight_clip=(1.0, 1000.0), augment=False, adversarial=True,
-    threads=1, device="cpu",
+    steps=12,
+    batch_size=2,
+    patch_size=64,
+    lr=3e-3,
+    betas=(0.5, 0.99),
+    weight_decay=0.0,
+    schedule="constant",
+    val_every=6,
+    early_stop_patience=None,
+    fg_weight_factor=3.0,
+    weight_clip=(1.0, 1000.0),
+    augment=False,
+    adversarial=True,
+    threads=1,
+    device="cpu",
 )
 ADV_MODEL = replace(tiny_spheroid_config(), name="adv")
 
@@ -201,7 +226,8 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     # (disc_lr 0: the discriminator stays exactly the one it was given)
     resumed = []
     again = run_to_end_bundle(
-        fine_tune(loaded, train, [], replace(ADV, steps=3, disc_lr=0.0)), resumed)
+        fine_tune(loaded, train, [], replace(ADV, steps=3, disc_lr=0.0)), resumed
+    )
     assert [r.adversarial["lambda"] for r in resumed] == pytest.approx([0.1] * 3)
     assert again.config.lineage["adversarial"]["discriminator"].startswith("resumed")
     for k, w in loaded.aux["discriminator"].items():
@@ -213,16 +239,20 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     parent = run_to_end_bundle(fine_tune(ADV_MODEL, train, [], paced), first)
     rate = (0.1 - 8.3e-6) / 12000
     assert [r.adversarial["lambda"] for r in first] == pytest.approx(
-        [8.3e-6 + k * rate for k in range(3)])
+        [8.3e-6 + k * rate for k in range(3)]
+    )
     assert parent.config.lineage["adversarial"]["lambda_step"] == 3
     more = []
     run_to_end_bundle(fine_tune(parent, train, [], paced), more)
     assert [r.adversarial["lambda"] for r in more] == pytest.approx(
-        [8.3e-6 + k * rate for k in range(3, 6)])
+        [8.3e-6 + k * rate for k in range(3, 6)]
+    )
     # a parent without one starts a fresh discriminator and the rising schedule
     reports = []
-    bare = run_to_end_bundle(fine_tune(Bundle(loaded.config, loaded.state_dict()), train, [],
-                                       replace(ADV, steps=2)), reports)
+    bare = run_to_end_bundle(
+        fine_tune(Bundle(loaded.config, loaded.state_dict()), train, [], replace(ADV, steps=2)),
+        reports,
+    )
     assert reports[0].adversarial["lambda"] == pytest.approx(8.3e-6)
     assert bare.config.lineage["adversarial"]["discriminator"].startswith("fresh")
     image = (255 * (0.9 - 0.6 * (np.hypot(*np.mgrid[-45:45, -60:60]) < 20))).astype(np.uint8)
@@ -232,7 +262,9 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
 
     # the adversarial term reaches the model: with a large λ the weights differ from plain training
     def weights(cfg):
-        return run_to_end_bundle(fine_tune(ADV_MODEL, train, [], replace(cfg, steps=2))).state_dict()
+        return run_to_end_bundle(
+            fine_tune(ADV_MODEL, train, [], replace(cfg, steps=2))
+        ).state_dict()
 
     plain = weights(replace(ADV, adversarial=False))
     strong = weights(replace(ADV, adversarial_lambda=(10.0, 10.0)))

@@ -65,8 +65,9 @@ def test_culture_samples_are_deterministic_and_their_targets_are_the_masks():
 
 
 def test_classes_the_generator_does_not_draw_are_unknown():
-    s = synthetic_samples("culture", [1], classes=["O", "nucleus"], shape=SMALL,
-                          spec=InputSpec(channels=3))[0]
+    s = synthetic_samples(
+        "culture", [1], classes=["O", "nucleus"], shape=SMALL, spec=InputSpec(channels=3)
+    )[0]
     assert s.image.shape == (3, *SMALL)
     assert s.valid[0].all() and not s.valid[1].any() and not s.target[1].any()
     assert np.array_equal(s.target[0], culture(SMALL, seed=1)[1]["O"])
@@ -74,8 +75,9 @@ def test_classes_the_generator_does_not_draw_are_unknown():
 
 def test_spheroid_samples_hold_the_well_mask():
     for kind in ("spheroid-easy", "spheroid-hard"):
-        s = synthetic_samples(kind, [2], classes=[ClassSpec("spheroid")], shape=(64, 64),
-                              rgb=False)[0]
+        s = synthetic_samples(
+            kind, [2], classes=[ClassSpec("spheroid")], shape=(64, 64), rgb=False
+        )[0]
         image, mask = spheroid_well(64, seed=2, difficulty=kind.split("-")[1])
         assert s.name == f"{kind}-s0002" and parse_name(s.name) == (kind, 2)
         assert np.array_equal(s.target[0], mask) and np.array_equal(s.image, to_model_input(image))
@@ -87,8 +89,10 @@ def test_spheroid_samples_hold_the_well_mask():
         ({"kind": "cultures"}, "unknown synthetic kind"),
         ({"kind": "spheroid-easy", "shape": (64, 96), "rgb": False}, "square"),
         ({"kind": "spheroid-easy", "shape": (64, 64)}, "rgb: false"),
-        ({"kind": "spheroid-easy", "shape": (64, 64), "rgb": False, "classes": NAMES},
-         "none of them"),
+        (
+            {"kind": "spheroid-easy", "shape": (64, 64), "rgb": False, "classes": NAMES},
+            "none of them",
+        ),
     ],
 )
 def test_synthetic_samples_errors_say_what_to_do(kwargs, match):
@@ -179,8 +183,9 @@ def test_culture_configs_are_valid(name):
     assert set(seeds) == {"train", "val"} and not seeds["train"] & seeds["val"]
     assert not (seeds["train"] | seeds["val"]) & set(TEST_SEEDS)
     torch.manual_seed(0)
-    net = create_model(y["architecture"], in_channels=spec.channels, classes=len(classes),
-                       **y["params"]).eval()
+    net = create_model(
+        y["architecture"], in_channels=spec.channels, classes=len(classes), **y["params"]
+    ).eval()
     with torch.inference_mode():
         out = net(torch.rand(1, spec.channels, 64, 64))
     assert out.shape == (1, 6, 64, 64) and torch.isfinite(out).all()
@@ -189,13 +194,23 @@ def test_culture_configs_are_valid(name):
 def test_per_class_unets_learn_tiny_synthetic_cultures():
     train = synthetic_samples("culture", range(4), classes=class_specs(), shape=SMALL)
     model = BundleConfig(
-        name="tiny-per-class", architecture="per-class-unets", classes=class_specs(),
+        name="tiny-per-class",
+        architecture="per-class-unets",
+        classes=class_specs(),
         params={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
         tile=64,
     )
     config = TrainConfig(
-        steps=30, batch_size=2, patch_size=64, lr=3e-3, weight_decay=1e-3, class_weighting=True,
-        positive_fraction=0.5, negative_fraction=0.5, augment=False, threads=1,
+        steps=30,
+        batch_size=2,
+        patch_size=64,
+        lr=3e-3,
+        weight_decay=1e-3,
+        class_weighting=True,
+        positive_fraction=0.5,
+        negative_fraction=0.5,
+        augment=False,
+        threads=1,
     )
     gen = fine_tune(model, train, [], config)
     reports = []
@@ -225,7 +240,9 @@ def test_per_class_unets_each_learn_from_batches_of_their_own_class(monkeypatch)
     monkeypatch.setattr(datasets.PatchSampler, "batch", spy)
     train = synthetic_samples("culture", range(2), classes=class_specs(), shape=SMALL)
     model = BundleConfig(
-        name="tiny-per-class", architecture="per-class-unets", classes=class_specs(),
+        name="tiny-per-class",
+        architecture="per-class-unets",
+        classes=class_specs(),
         params={"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": [32, 16, 8]},
         tile=64,
     )

@@ -44,12 +44,14 @@ def test_last_tile_is_flush_and_no_tile_leaves_the_image():
     for size in (257, 511, 1022, 1393):
         starts = tile_starts(size, 256, 0.3)
         assert starts[-1] == size - 256 and starts[0] == 0
-        assert all(b - a <= 256 for a, b in zip(starts, starts[1:]))
+        assert all(b - a <= 256 for a, b in zip(starts, starts[1:], strict=False))
 
 
 def test_progress_after_every_batch_and_output_channels():
     img = np.zeros((1, 300, 300), np.float32)
-    gen = predict_tiled(img, lambda b: np.repeat(b, 3, axis=1), tile=128, overlap=0.25, batch_size=2)
+    gen = predict_tiled(
+        img, lambda b: np.repeat(b, 3, axis=1), tile=128, overlap=0.25, batch_size=2
+    )
     reports = []
     while True:
         try:
@@ -66,8 +68,13 @@ def test_progress_after_every_batch_and_output_channels():
 
 def test_closing_the_generator_stops_prediction():
     calls = []
-    gen = predict_tiled(np.zeros((1, 512, 512), np.float32), lambda b: calls.append(1) or b,
-                        tile=128, overlap=0.5, batch_size=1)
+    gen = predict_tiled(
+        np.zeros((1, 512, 512), np.float32),
+        lambda b: calls.append(1) or b,
+        tile=128,
+        overlap=0.5,
+        batch_size=1,
+    )
     next(gen)
     next(gen)
     gen.close()

@@ -14,7 +14,7 @@ import yaml
 
 from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, DerivedClass
 from napari_cultureseg.core.datasets import Sample
-from napari_cultureseg.core.images import InputSpec, to_model_input
+from napari_cultureseg.core.images import to_model_input
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.tiling import run_to_end
 from napari_cultureseg.core.training import (
@@ -239,8 +239,7 @@ def test_fine_tuning_a_parent_records_it_and_checks_classes(trained, tmp_path):
     assert child.config.lineage["parent"] == str(tmp_path / "parent")
     assert child.config.classes == parent.config.classes
     two = [
-        replace(s, target=np.repeat(s.target, 2, 0), valid=np.repeat(s.valid, 2, 0))
-        for s in TRAIN
+        replace(s, target=np.repeat(s.target, 2, 0), valid=np.repeat(s.valid, 2, 0)) for s in TRAIN
     ]
     with pytest.raises(ValueError, match="class"):
         next(fine_tune(parent, two, [], CFG))

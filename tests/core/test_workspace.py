@@ -22,8 +22,14 @@ CLASSES = [("cell", "#39ff14"), ("debris", "#ff00ff")]
 
 
 def _open(root, key="img1", shape=(24, 32), **kw):
-    return Workspace.open(key, root=root, image_name="set01_a.tif", shape=shape,
-                          classes=kw.pop("classes", CLASSES), **kw)
+    return Workspace.open(
+        key,
+        root=root,
+        image_name="set01_a.tif",
+        shape=shape,
+        classes=kw.pop("classes", CLASSES),
+        **kw,
+    )
 
 
 def _state(ws):
@@ -153,7 +159,9 @@ def test_accept_region_rounds_outward_clips_and_counts_new_pixels(tmp_path):
     assert ws.reviewed["debris"][8:, 8:].all() and ws.reviewed["debris"].sum() == 4
     assert ws.accept_region("cell", (20, 20, 30, 30)) == 0
     assert [(e.cls, e.kind, e.bbox) for e in ws.journal()][-2:] == [
-        ("cell", "accept_view", (8, 8, 10, 10)), ("debris", "accept_view", (8, 8, 10, 10))]
+        ("cell", "accept_view", (8, 8, 10, 10)),
+        ("debris", "accept_view", (8, 8, 10, 10)),
+    ]
 
 
 def test_samples_target_is_masks_and_valid_is_reviewed(tmp_path):

@@ -1,4 +1,4 @@
-"""Hand corrections in a real viewer: saved within seconds, never overwritten, restored on reopen."""
+"""Hand corrections in a real viewer: saved in seconds, never overwritten, restored on reopen."""
 
 import numpy as np
 import pytest
@@ -119,7 +119,7 @@ def test_segmenting_only_the_visible_region(setup, qtbot):
     assert w.result.probabilities.shape[1:] == (box[2] - box[0], box[3] - box[1])
     after = viewer.layers["field · cell"].data
     inside = np.zeros(img.shape, bool)
-    inside[box[0]:box[2], box[1]:box[3]] = True
+    inside[box[0] : box[2], box[1] : box[3]] = True
     # the new result lands in the segmented region only; outside it nothing changed
     np.testing.assert_array_equal(after[inside], w.result.mask("cell", 0.05).ravel())
     assert not after[~inside].any()

@@ -1,4 +1,4 @@
-"""README command 1 with --screenshot: napari, the Segment widget, the default model, class layers."""
+"""README command 1 with --screenshot: napari, the Segment widget, the default model, layers."""
 
 import os
 import subprocess
@@ -15,7 +15,9 @@ def test_demo_segments_and_writes_a_screenshot(tmp_path):
     shot = tmp_path / "demo.png"
     r = subprocess.run(
         [sys.executable, "-m", "napari_cultureseg.cli", "demo", "--screenshot", str(shot)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     import imageio.v3 as iio

@@ -101,8 +101,9 @@ def test_no_corrections_is_a_clear_error(make_napari_viewer, tiny_bundle):
     assert ft.worker is None and "no corrections" in ft.eta.value
 
 
-def test_saved_workspaces_of_closed_images_can_be_learnt_from(make_napari_viewer, tiny_bundle,
-                                                             tmp_path, cultureseg_home):
+def test_saved_workspaces_of_closed_images_can_be_learnt_from(
+    make_napari_viewer, tiny_bundle, tmp_path, cultureseg_home
+):
     import tifffile
 
     from napari_cultureseg.core.workspace import Workspace, WorkspaceError, key_for_path
@@ -110,15 +111,25 @@ def test_saved_workspaces_of_closed_images_can_be_learnt_from(make_napari_viewer
     img, truth = phase_culture((96, 128), seed=3)
     path = tmp_path / "closed_field.tif"
     tifffile.imwrite(path, img)
-    ws = Workspace.open(key_for_path(path), image_name=path.name, image_path=path, shape=(96, 128),
-                        classes=[("cell", "#39ff14")])
+    ws = Workspace.open(
+        key_for_path(path),
+        image_name=path.name,
+        image_path=path,
+        shape=(96, 128),
+        classes=[("cell", "#39ff14")],
+    )
     ws.set_mask("cell", truth > 0, kind="segment")
     ws.accept_region("cell", (0, 0, 48, 128))
     ws.save()
     gone = tmp_path / "gone.tif"
     tifffile.imwrite(gone, img)
-    ws2 = Workspace.open(key_for_path(gone), image_name=gone.name, image_path=gone, shape=(96, 128),
-                         classes=[("cell", "#39ff14")])
+    ws2 = Workspace.open(
+        key_for_path(gone),
+        image_name=gone.name,
+        image_path=gone,
+        shape=(96, 128),
+        classes=[("cell", "#39ff14")],
+    )
     ws2.accept_region("cell", (0, 0, 10, 10))
     ws2.save()
     gone.unlink()
@@ -132,7 +143,9 @@ def test_saved_workspaces_of_closed_images_can_be_learnt_from(make_napari_viewer
     (sample,) = ft.samples(bundle)
     assert sample.target.shape == (2, 96, 128)  # cell, debris (unknown in this workspace)
     np.testing.assert_array_equal(sample.target[0], truth > 0)
-    assert sample.valid[0, :48].all() and not sample.valid[0, 48:].any() and not sample.valid[1].any()
+    assert (
+        sample.valid[0, :48].all() and not sample.valid[0, 48:].any() and not sample.valid[1].any()
+    )
     # a workspace whose image file is gone: a clear error, nothing else changes
     ft.saved.value = [ws2.key]
     with pytest.raises(WorkspaceError, match="open the image in napari"):

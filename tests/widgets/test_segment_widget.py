@@ -31,13 +31,21 @@ def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
     assert w.tile.value == 128  # taken from the model
     run(qtbot, w)
     names = [layer.name for layer in viewer.layers]
-    assert names == ["well", "well · cell", "well · debris", "well · cell objects"]  # cells are counted
+    assert names == [
+        "well",
+        "well · cell",
+        "well · debris",
+        "well · cell objects",
+    ]  # cells are counted
     for cls, colour in (("cell", "#39ff14"), ("debris", "#ff00ff")):
         layer = viewer.layers[f"well · {cls}"]
         assert layer.visible and layer.data.shape == (300, 260)
         assert layer.metadata["cultureseg"]["class"] == cls
-        np.testing.assert_allclose(layer.colormap.map(np.array([1]))[0][:3],
-                                   np.array([int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]), atol=0.01)
+        np.testing.assert_allclose(
+            layer.colormap.map(np.array([1]))[0][:3],
+            np.array([int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]),
+            atol=0.01,
+        )
         np.testing.assert_array_equal(layer.data, w.result.masks()[cls])
     assert w.progress.value == 100 and w.run_button.enabled and not w.stop_button.enabled
 
@@ -64,7 +72,7 @@ def test_segments_the_plane_on_screen(widget, qtbot, tiny_bundle):
 
 def test_stop_leaves_the_layers_untouched(widget, qtbot):
     viewer, w = widget
-    viewer.add_image(np.random.rand(1024, 1024).astype(np.float32), name="big")
+    viewer.add_image(np.random.default_rng(0).random((1024, 1024)).astype(np.float32), name="big")
     w.image.reset_choices()
     w.tile.value = 64
     w.overlap.value = 0.5
@@ -88,7 +96,7 @@ def test_no_image_gives_a_clear_error_and_changes_nothing(widget, qtbot):
 
 def test_error_inside_the_worker_is_shown_and_viewer_survives(widget, qtbot, monkeypatch):
     viewer, w = widget
-    viewer.add_image(np.random.rand(64, 64), name="img")
+    viewer.add_image(np.random.default_rng(1).random((64, 64)), name="img")
     w.image.reset_choices()
     import napari_cultureseg._widgets.segment as seg_mod
 
@@ -112,7 +120,9 @@ def test_objects_are_counted_from_the_corrected_mask(widget, qtbot):
     assert not objects.visible and not objects.editable  # counts, not something to paint on
     n = int(objects.data.max())
     assert f"cell {n}" in w.status.value
-    np.testing.assert_array_equal(objects.data > 0, w.result.instances("cell", viewer.layers["well · cell"].data > 0) > 0)
+    np.testing.assert_array_equal(
+        objects.data > 0, w.result.instances("cell", viewer.layers["well · cell"].data > 0) > 0
+    )
     # the user draws two separate cells in an empty corner and counts again
     cell = viewer.layers["well · cell"]
     data = cell.data.copy()

@@ -46,8 +46,11 @@ class Corrections:
         self.index = index
         path = image.source.path or image.metadata.get("path")
         self.ws = Workspace.open(
-            workspace_key(image, plane, index), image_name=image.name, image_path=path,
-            shape=plane.shape[:2], classes=[(c.name, c.colour) for c in classes],
+            workspace_key(image, plane, index),
+            image_name=image.name,
+            image_path=path,
+            shape=plane.shape[:2],
+            classes=[(c.name, c.colour) for c in classes],
         )
         self.autosaver = Autosaver(self.ws, interval=1.0, before_save=self.sync)
         self.layers: dict[str, Labels] = {}
@@ -68,12 +71,25 @@ class Corrections:
         if not isinstance(layer, Labels) or layer.data.shape != self.ws.shape:
             if layer is not None:
                 self.viewer.layers.remove(layer)
-            data = self.ws.masks[cls].copy() if cls in self.ws.masks else np.zeros(self.ws.shape, np.uint8)
+            data = (
+                self.ws.masks[cls].copy()
+                if cls in self.ws.masks
+                else np.zeros(self.ws.shape, np.uint8)
+            )
             layer = self.viewer.add_labels(
-                data, name=name, colormap=class_colormap(colour), opacity=0.6,
-                scale=self.image.scale[-2:], translate=self.image.translate[-2:],
-                metadata={"cultureseg": {"class": cls, "image": self.image_name,
-                                         "workspace": str(self.ws.folder)}},
+                data,
+                name=name,
+                colormap=class_colormap(colour),
+                opacity=0.6,
+                scale=self.image.scale[-2:],
+                translate=self.image.translate[-2:],
+                metadata={
+                    "cultureseg": {
+                        "class": cls,
+                        "image": self.image_name,
+                        "workspace": str(self.ws.folder),
+                    }
+                },
             )
         layer.editable = editable
         if editable and cls not in self.layers:
@@ -105,17 +121,27 @@ class Corrections:
 
     # ------------------------------------------------------------- model output
     def merge(self, cls: str, model_mask: np.ndarray, box=None) -> np.ndarray:
-        """Model mask where unreviewed, the user's mask where reviewed (optionally in a box only)."""
+        """Model mask where unreviewed, the user's where reviewed (optionally in a box only)."""
         self.sync()
         stored = self.ws.masks[cls].astype(bool)
         new = stored.copy()
-        ys, xs = (slice(box[0], box[2]), slice(box[1], box[3])) if box else (slice(None), slice(None))
+        ys, xs = (
+            (slice(box[0], box[2]), slice(box[1], box[3])) if box else (slice(None), slice(None))
+        )
         rev = self.ws.reviewed[cls][ys, xs]
         new[ys, xs] = np.where(rev, stored[ys, xs], model_mask[ys, xs])
         return new
 
-    def set_from_model(self, cls: str, colour: str, model_mask: np.ndarray, *, kind: str,
-                       model: str | None = None, box=None) -> Labels:
+    def set_from_model(
+        self,
+        cls: str,
+        colour: str,
+        model_mask: np.ndarray,
+        *,
+        kind: str,
+        model: str | None = None,
+        box=None,
+    ) -> Labels:
         """Apply a model's mask to ``cls`` without touching reviewed pixels, and show it."""
         merged = self.merge(cls, model_mask, box)
         self.ws.set_mask(cls, merged, kind=kind, model=model)

@@ -79,8 +79,8 @@ class LinePlot(QWidget):
                 f = (math.log10(max(y, 1e-12)) - lo) / (hi - lo) if hi > lo else 0.5
             return plot.bottom() - f * plot.height()
 
-        p.drawText(QPointF(2, plot.top() + 10), f"{10 ** hi:.2g}")
-        p.drawText(QPointF(2, plot.bottom()), f"{10 ** lo:.2g}")
+        p.drawText(QPointF(2, plot.top() + 10), f"{10**hi:.2g}")
+        p.drawText(QPointF(2, plot.bottom()), f"{10**lo:.2g}")
         p.drawText(QPointF(plot.right() + 3, plot.top() + 10), "1")
         p.drawText(QPointF(plot.right() + 3, plot.bottom()), "0")
         p.drawText(QPointF(plot.right() - 60, h - 3), f"step {int(x1)}")
@@ -90,7 +90,8 @@ class LinePlot(QWidget):
             pen.setWidthF(1.6)
             p.setPen(pen)
             if len(xs) > 1:
-                p.drawPolyline(QPolygonF([QPointF(px(x), py(y, unit)) for x, y in zip(xs, ys)]))
+                points = [QPointF(px(x), py(y, unit)) for x, y in zip(xs, ys, strict=True)]
+                p.drawPolyline(QPolygonF(points))
             elif xs:
                 p.drawEllipse(QPointF(px(xs[0]), py(ys[0], unit)), 2, 2)
             label = f"{name} {ys[-1]:.3g}" if ys else name

@@ -45,16 +45,21 @@ class FinetuneWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         models = list(list_bundles())
-        self.model = ComboBox(label="start from", choices=lambda _: list(list_bundles()),
-                              value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None))
+        self.model = ComboBox(
+            label="start from",
+            choices=lambda _: list(list_bundles()),
+            value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None),
+        )
         recipe = finetune_config()  # the defaults live in the fine-tuning recipe
         self.steps = SpinBox(label="steps", min=10, max=20000, step=10, value=300)
-        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1e-2, step=1e-5,
-                               value=recipe.lr)
+        self.lr = FloatSpinBox(
+            label="learning rate", min=1e-6, max=1e-2, step=1e-5, value=recipe.lr
+        )
         self.batch = SpinBox(label="batch size", min=1, max=64, value=recipe.batch_size)
-        self.patch = SpinBox(label="patch size", min=64, max=1024, step=32,
-                             value=recipe.patch_size)
-        self.preview_every = SpinBox(label="preview every (steps, 0 = off)", min=0, max=10000, value=50)
+        self.patch = SpinBox(label="patch size", min=64, max=1024, step=32, value=recipe.patch_size)
+        self.preview_every = SpinBox(
+            label="preview every (steps, 0 = off)", min=0, max=10000, value=50
+        )
         self.sources = Label(label="learn from", value="")
         self.saved = Select(label="and saved workspaces", choices=self._saved_choices)
         self.saved.native.setMaximumHeight(90)
@@ -63,10 +68,26 @@ class FinetuneWidget(Container):
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.eta = Label(label="", value="")
         self.result_label = Label(label="result", value="")
-        self.versions = ComboBox(label="versions", choices=lambda _: versions_of(self.model.value or ""))
+        self.versions = ComboBox(
+            label="versions", choices=lambda _: versions_of(self.model.value or "")
+        )
         self.use_button = PushButton(text="Use this version for Segment")
-        self.extend([self.model, self.steps, self.lr, self.batch, self.patch, self.preview_every,
-                     self.sources, self.saved, self.start_button, self.stop_button, self.progress, self.eta])
+        self.extend(
+            [
+                self.model,
+                self.steps,
+                self.lr,
+                self.batch,
+                self.patch,
+                self.preview_every,
+                self.sources,
+                self.saved,
+                self.start_button,
+                self.stop_button,
+                self.progress,
+                self.eta,
+            ]
+        )
         self.plot = LinePlot("loss (log) and validation Dice")
         self.native.layout().addWidget(self.plot)
         self.extend([self.result_label, self.versions, self.use_button])
@@ -115,9 +136,13 @@ class FinetuneWidget(Container):
         return out
 
     def describe_sources(self):
-        rows = [f"{c.image_name}: " + ", ".join(f"{k} {v} px" for k, v in c.reviewed_pixels().items())
-                for c in self.corrections()]
-        self.sources.value = "\n".join(rows) or "no reviewed corrections yet (segment, then paint or accept a view)"
+        rows = [
+            f"{c.image_name}: " + ", ".join(f"{k} {v} px" for k, v in c.reviewed_pixels().items())
+            for c in self.corrections()
+        ]
+        self.sources.value = (
+            "\n".join(rows) or "no reviewed corrections yet (segment, then paint or accept a view)"
+        )
         self.saved.reset_choices()
 
     def samples(self, bundle):
@@ -139,8 +164,11 @@ class FinetuneWidget(Container):
     # ----------------------------------------------------------- running
     def config(self) -> TrainConfig:
         return finetune_config(  # all cores but one: one stays with the GUI
-            steps=int(self.steps.value), lr=float(self.lr.value), batch_size=int(self.batch.value),
-            patch_size=int(self.patch.value), val_every=max(10, int(self.steps.value) // 10),
+            steps=int(self.steps.value),
+            lr=float(self.lr.value),
+            batch_size=int(self.batch.value),
+            patch_size=int(self.patch.value),
+            val_every=max(10, int(self.steps.value) // 10),
         )
 
     def start(self):
@@ -154,9 +182,11 @@ class FinetuneWidget(Container):
             bundle.network("cpu")  # native imports on the GUI thread (see segment.prepare_model)
             samples = self.samples(bundle)
             if not samples:
-                raise ValueError("no corrections in the open images or the chosen saved workspaces: "
-                                 "segment an image, then paint corrections or press 'Accept this "
-                                 "view' in the Segment widget")
+                raise ValueError(
+                    "no corrections in the open images or the chosen saved workspaces: "
+                    "segment an image, then paint corrections or press 'Accept this "
+                    "view' in the Segment widget"
+                )
             preview, every = self._preview(bundle), int(self.preview_every.value)
         except (ValueError, OSError) as exc:
             self._error(exc)
@@ -165,7 +195,9 @@ class FinetuneWidget(Container):
         self.plot.series.clear()
         self.plot.add_series("loss", "#e0e0e0")
         for i, c in enumerate(bundle.config.classes):
-            self.plot.add_series(f"{c.name} Dice", c.colour or CLASS_COLOURS[i % 6], unit_range=True)
+            self.plot.add_series(
+                f"{c.name} Dice", c.colour or CLASS_COLOURS[i % 6], unit_range=True
+            )
         self.plot.update()
         self.progress.value, self.eta.value = 0, "starting…"
         self.start_button.enabled, self.stop_button.enabled = False, True
@@ -174,11 +206,20 @@ class FinetuneWidget(Container):
         from napari.qt.threading import create_worker
 
         self.worker = create_worker(
-            fine_tune_job, bundle, name, samples, config,
-            preview=preview, preview_every=every if preview else 0,
+            fine_tune_job,
+            bundle,
+            name,
+            samples,
+            config,
+            preview=preview,
+            preview_every=every if preview else 0,
             _start_thread=False,
-            _connect={"yielded": self._on_report, "returned": self._on_done,
-                      "errored": self._error, "finished": self._on_finished},
+            _connect={
+                "yielded": self._on_report,
+                "returned": self._on_done,
+                "errored": self._error,
+                "finished": self._on_finished,
+            },
         )
         self.worker.start()
 
@@ -198,8 +239,11 @@ class FinetuneWidget(Container):
             return None
         # at the zoom the Segment widget used on this image: the objects the model expects
         last = getattr(seg, "result", None)
-        zoom = last.zoom if last is not None and seg._result_for and \
-            seg._result_for[0] == layer.name else 1.0
+        zoom = (
+            last.zoom
+            if last is not None and seg._result_for and seg._result_for[0] == layer.name
+            else 1.0
+        )
         x = to_model_input(plane[y0:y1, x0:x1], bundle.config.input, zoom=zoom)
         shape = (int(y1 - y0), int(x1 - x0))
         self._preview_at = (layer.name, int(y0), int(x0), len(bundle.config.classes))
@@ -252,9 +296,17 @@ class FinetuneWidget(Container):
         if lname in self.viewer.layers:
             self.viewer.layers[lname].data = data
         else:
-            self.viewer.add_image(data, name=lname, colormap="magma", contrast_limits=(0, 1),
-                                  opacity=0.5, blending="additive", scale=image.scale[-2:],
-                                  translate=np.asarray(image.translate[-2:]) + np.asarray([y0, x0]) * image.scale[-2:])
+            self.viewer.add_image(
+                data,
+                name=lname,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                opacity=0.5,
+                blending="additive",
+                scale=image.scale[-2:],
+                translate=np.asarray(image.translate[-2:])
+                + np.asarray([y0, x0]) * image.scale[-2:],
+            )
 
     def _on_done(self, result: JobResult):
         self.last = result
@@ -262,8 +314,11 @@ class FinetuneWidget(Container):
         for cls, d in result.dice.items():
             p = result.parent_dice.get(cls)
             parts.append(f"{cls} Dice {d:.3f}" + (f" (was {p:.3f})" if p is not None else ""))
-        self.result_label.value = f"{result.name}: " + ", ".join(parts) + \
-            f" — {result.steps} steps, {result.seconds:.0f} s, on held-out corrected pixels"
+        self.result_label.value = (
+            f"{result.name}: "
+            + ", ".join(parts)
+            + f" — {result.steps} steps, {result.seconds:.0f} s, on held-out corrected pixels"
+        )
         self.versions.reset_choices()
         self.versions.value = result.name
         self.use_version()

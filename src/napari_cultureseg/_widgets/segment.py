@@ -69,7 +69,10 @@ def current_plane(viewer, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
     if lead <= 0:
         return as_plane(data, source=layer.name), ()
     point = layer.world_to_data(viewer.dims.point)
-    index = tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(point[:lead], data.shape[:lead], strict=True))
+    index = tuple(
+        int(np.clip(round(p), 0, n - 1))
+        for p, n in zip(point[:lead], data.shape[:lead], strict=True)
+    )
     return as_plane(np.asarray(data[index]), source=layer.name), index
 
 
@@ -111,12 +114,23 @@ def run_segmentation(request: SegmentRequest, plane: np.ndarray):
         y0, x0, y1, x1 = request.box
         plane = plane[y0:y1, x0:x1]
     try:
-        zoom, how = choose_zoom(bundle, plane, diameter=request.diameter,
-                                pixel_size=request.pixel_size, path=request.path,
-                                device=request.device)
+        zoom, how = choose_zoom(
+            bundle,
+            plane,
+            diameter=request.diameter,
+            pixel_size=request.pixel_size,
+            path=request.path,
+            device=request.device,
+        )
         result = yield from segment(
-            bundle, plane, device=request.device, tile=request.tile, overlap=request.overlap,
-            fit=request.fit_tile, zoom=zoom, tta=request.tta,
+            bundle,
+            plane,
+            device=request.device,
+            tile=request.tile,
+            overlap=request.overlap,
+            fit=request.fit_tile,
+            zoom=zoom,
+            tta=request.tta,
         )
         return replace(result, note=how)
     except RuntimeError as exc:
@@ -149,28 +163,47 @@ class SegmentWidget(Container):
             choices=lambda _: list(list_bundles()),  # refreshed by reset_choices()
             value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None),
         )
-        self.device = ComboBox(label="device", choices=lambda _: ["auto", *available_devices()], value="auto")
+        self.device = ComboBox(
+            label="device", choices=lambda _: ["auto", *available_devices()], value="auto"
+        )
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=512)
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
-        self.fit_tile = CheckBox(text="grow tiles to fit the image (fewer tiles, faster)", value=True,
-                                 tooltip="Tiles up to 25 % larger, same overlap in pixels: a 1024² "
-                                         "image takes 4 tiles of 576² instead of 9 of 512².")
+        self.fit_tile = CheckBox(
+            text="grow tiles to fit the image (fewer tiles, faster)",
+            value=True,
+            tooltip="Tiles up to 25 % larger, same overlap in pixels: a 1024² "
+            "image takes 4 tiles of 576² instead of 9 of 512².",
+        )
         self.diameter = FloatSpinBox(
-            label="object diameter (px)", min=0.0, max=2000.0, step=0.5, value=0.0,
+            label="object diameter (px)",
+            min=0.0,
+            max=2000.0,
+            step=0.5,
+            value=0.0,
             tooltip="Diameter of the model's reference objects in this image (nuclei, cells), "
-                    "in pixels. 0 = auto: measured by a first pass of the model. The image is "
-                    "resampled so its objects have the size the model learnt; the masks come "
-                    "back on the image's own pixels.")
+            "in pixels. 0 = auto: measured by a first pass of the model. The image is "
+            "resampled so its objects have the size the model learnt; the masks come "
+            "back on the image's own pixels.",
+        )
         self.pixel_size = FloatSpinBox(
-            label="pixel size (µm, 0 = unknown)", min=0.0, max=100.0, step=0.01, value=0.0,
+            label="pixel size (µm, 0 = unknown)",
+            min=0.0,
+            max=100.0,
+            step=0.01,
+            value=0.0,
             tooltip="Used instead of the diameter for models that know the pixel size they "
-                    "were trained at; leave 0 otherwise.")
+            "were trained at; leave 0 otherwise.",
+        )
         self.tta = ComboBox(
-            label="test-time augmentation", choices=[("off", 1), ("2 flips", 2), ("4 flips", 4),
-                                                     ("8 flips and turns", 8)], value=1,
+            label="test-time augmentation",
+            choices=[("off", 1), ("2 flips", 2), ("4 flips", 4), ("8 flips and turns", 8)],
+            value=1,
             tooltip="Average the predictions of flipped and rotated copies: smoother masks, "
-                    "as many times slower.")
-        self.view_only = CheckBox(text="only the visible region (fast on large images)", value=False)
+            "as many times slower.",
+        )
+        self.view_only = CheckBox(
+            text="only the visible region (fast on large images)", value=False
+        )
         self.show_prob = CheckBox(text="add probability layers", value=False)
         self.run_button = PushButton(text="Segment")
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -180,10 +213,28 @@ class SegmentWidget(Container):
         self._sliders: dict[str, FloatSlider] = {}
         self.accept_button = PushButton(text="Accept this view (mark it reviewed)")
         self.count_button = PushButton(text="Count objects (of the corrected masks)")
-        self.extend([self.image, self.model, self.device, self.diameter, self.pixel_size,
-                     self.tta, self.tile, self.overlap, self.fit_tile, self.view_only,
-                     self.show_prob, self.run_button, self.stop_button, self.progress, self.status,
-                     self.thresholds, self.accept_button, self.count_button])
+        self.extend(
+            [
+                self.image,
+                self.model,
+                self.device,
+                self.diameter,
+                self.pixel_size,
+                self.tta,
+                self.tile,
+                self.overlap,
+                self.fit_tile,
+                self.view_only,
+                self.show_prob,
+                self.run_button,
+                self.stop_button,
+                self.progress,
+                self.status,
+                self.thresholds,
+                self.accept_button,
+                self.count_button,
+            ]
+        )
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(480)  # leave the canvas most of the window
         self.worker = None
@@ -223,12 +274,16 @@ class SegmentWidget(Container):
             return
         self.tile.value, self.overlap.value = cfg.tile, cfg.overlap
         trained = "" if cfg.lineage.get("steps") else " — UNTRAINED"
-        scale = (f"; learnt {cfg.scale.reference}s of {cfg.scale.diameter:g} px"
-                 if cfg.scale.diameter else "")
+        scale = (
+            f"; learnt {cfg.scale.reference}s of {cfg.scale.diameter:g} px"
+            if cfg.scale.diameter
+            else ""
+        )
         self.diameter.enabled = bool(cfg.scale.diameter)
         self.pixel_size.enabled = bool(cfg.scale.pixel_size)
-        self.status.value = (f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality})"
-                             f"{trained}{scale}")
+        self.status.value = (
+            f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality}){trained}{scale}"
+        )
 
     def corrections_for(self, layer: Image, classes=()) -> Corrections:
         """The workspace of the plane of ``layer`` on screen (opened once, then reused)."""
@@ -276,7 +331,9 @@ class SegmentWidget(Container):
         corr = self.corrections_for(layer)
         n = corr.accept_view()
         corr.autosaver.flush()
-        self.status.value = f"accepted the visible region of {layer.name}: {n} pixels newly reviewed"
+        self.status.value = (
+            f"accepted the visible region of {layer.name}: {n} pixels newly reviewed"
+        )
 
     # ----------------------------------------------------------- running
     def request(self) -> SegmentRequest:
@@ -295,15 +352,22 @@ class SegmentWidget(Container):
             y1, x1 = np.minimum(corners[1] + 1 + VIEW_MARGIN, [h, w])
             box = (int(y0), int(x0), int(y1), int(x1))
         source = getattr(getattr(layer, "source", None), "path", None)
-        return SegmentRequest(layer.name, self.model.value, self.device.value,
-                              int(self.tile.value), float(self.overlap.value),
-                              bool(self.fit_tile.value), box,
-                              diameter=float(self.diameter.value) or None,
-                              pixel_size=float(self.pixel_size.value) or None,
-                              tta=int(self.tta.value), path=source)
+        return SegmentRequest(
+            layer.name,
+            self.model.value,
+            self.device.value,
+            int(self.tile.value),
+            float(self.overlap.value),
+            bool(self.fit_tile.value),
+            box,
+            diameter=float(self.diameter.value) or None,
+            pixel_size=float(self.pixel_size.value) or None,
+            tta=int(self.tta.value),
+            path=source,
+        )
 
     def start(self):
-        """Read the widgets, then segment in a worker thread (or inline if CULTURESEG_NOTHREADS=1)."""
+        """Read the widgets, then segment in a worker thread (inline if CULTURESEG_NOTHREADS=1)."""
         if self.worker is not None:
             return
         try:
@@ -327,9 +391,16 @@ class SegmentWidget(Container):
         # handlers passed at creation: without an `errored` handler there, napari
         # re-raises worker errors into the Qt event loop
         self.worker = create_worker(
-            run_segmentation, req, plane, _start_thread=False,
-            _connect={"yielded": self._on_progress, "returned": on_result,
-                      "errored": self._show_error, "finished": self._on_finished},
+            run_segmentation,
+            req,
+            plane,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": on_result,
+                "errored": self._show_error,
+                "finished": self._on_finished,
+            },
         )
         self.worker.start()
 
@@ -370,8 +441,12 @@ class SegmentWidget(Container):
         counts = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
         objects = self.count_objects() if np.prod(corr.ws.shape) <= AUTO_COUNT_PIXELS else ""
         scale = f" Scale: {result.note}, zoom {result.zoom:.2f}." if result.note else ""
-        self.status.value = (f"done: {counts} of the image" + (f"; objects: {objects}" if objects
-                                                                else "") + "." + scale)
+        self.status.value = (
+            f"done: {counts} of the image"
+            + (f"; objects: {objects}" if objects else "")
+            + "."
+            + scale
+        )
         self.progress.value = 100
         self._select_first_class(req.image_name, result)
 
@@ -406,22 +481,36 @@ class SegmentWidget(Container):
                 labels = self.result.instances(spec.name, mask=mask)
             else:  # the model's view covers the box only: count there
                 labels = np.zeros(mask.shape, np.uint32)
-                labels[box[0]:box[2], box[1]:box[3]] = self.result.instances(
-                    spec.name, mask=mask[box[0]:box[2], box[1]:box[3]])
+                labels[box[0] : box[2], box[1] : box[3]] = self.result.instances(
+                    spec.name, mask=mask[box[0] : box[2], box[1] : box[3]]
+                )
             lname = f"{layer_name(name, spec.name)} objects"
             if lname in self.viewer.layers:
                 self.viewer.layers[lname].data = labels
             else:
-                layer = self.viewer.add_labels(labels, name=lname, visible=False, opacity=0.6,
-                                               scale=image.scale[-2:], translate=image.translate[-2:])
+                layer = self.viewer.add_labels(
+                    labels,
+                    name=lname,
+                    visible=False,
+                    opacity=0.6,
+                    scale=image.scale[-2:],
+                    translate=image.translate[-2:],
+                )
                 layer.editable = False
             counts.append(f"{spec.name} {int(labels.max())}")
         text = ", ".join(counts) or "no counted class"
         self.status.value = f"objects: {text}"
         return text
 
-    def _apply(self, corr: Corrections, result: Segmentation, model: str | None, *, kind: str,
-               only: str | None = None):
+    def _apply(
+        self,
+        corr: Corrections,
+        result: Segmentation,
+        model: str | None,
+        *,
+        kind: str,
+        only: str | None = None,
+    ):
         box = self._result_for[2]
         for spec in result.classes:
             if only is not None and spec.name != only:
@@ -430,7 +519,7 @@ class SegmentWidget(Container):
             mask = result.mask(spec.name, t)
             if box is not None:  # paste the region into the full plane
                 full = np.zeros(corr.ws.shape, bool)
-                full[box[0]:box[2], box[1]:box[3]] = mask
+                full[box[0] : box[2], box[1] : box[3]] = mask
                 mask = full
             corr.set_from_model(spec.name, spec.colour, mask, kind=kind, model=model, box=box)
 
@@ -442,8 +531,13 @@ class SegmentWidget(Container):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             self.viewer.add_image(
-                result.probabilities[k], name=name, colormap="magma", contrast_limits=(0, 1),
-                opacity=0.7, visible=False, scale=image.scale[-2:],
+                result.probabilities[k],
+                name=name,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                opacity=0.7,
+                visible=False,
+                scale=image.scale[-2:],
                 translate=np.asarray(image.translate[-2:]) + np.asarray(off) * image.scale[-2:],
             )
 
@@ -456,8 +550,13 @@ class SegmentWidget(Container):
         self.thresholds.clear()
         self._sliders = {}
         for spec in result.classes:
-            s = FloatSlider(label=spec.name, min=0.05, max=0.95, step=0.01,
-                            value=previous.get(spec.name, spec.threshold))
+            s = FloatSlider(
+                label=spec.name,
+                min=0.05,
+                max=0.95,
+                step=0.01,
+                value=previous.get(spec.name, spec.threshold),
+            )
             s.changed.connect(lambda _v, n=spec.name: self.rethreshold(n))
             self.thresholds.append(s)
             self._sliders[spec.name] = s

@@ -143,10 +143,16 @@ class Adversary:
         """What the bundle records of this discriminator after ``steps`` steps."""
         how = ("resumed from the parent" if self.resumed else "fresh") + (
             f", λ {self.lam[0]:g} → {self.lam[1]:g} over {self.lambda_steps} steps"
-            if self.lambda_steps else
-            f", λ held at {self.lam[1]:g}" if self.resumed else ", λ rising over the run")
-        return {"discriminator": how, "lambda_step": self.step0 + steps,
-                "lambda_last": self._last_lambda}
+            if self.lambda_steps
+            else f", λ held at {self.lam[1]:g}"
+            if self.resumed
+            else ", λ rising over the run"
+        )
+        return {
+            "discriminator": how,
+            "lambda_step": self.step0 + steps,
+            "lambda_last": self._last_lambda,
+        }
 
     def state_dict(self) -> dict:
         """The discriminator's weights, on the CPU (for the bundle)."""

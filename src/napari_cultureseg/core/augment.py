@@ -77,13 +77,16 @@ class AugmentSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown augmentation(s) {sorted(unknown)}; known: "
-                             f"{', '.join(sorted(known | {'appearance'}))}")
+            raise ValueError(
+                f"unknown augmentation(s) {sorted(unknown)}; known: "
+                f"{', '.join(sorted(known | {'appearance'}))}"
+            )
         if "zoom" in d:
             lo, hi = (float(v) for v in d["zoom"])
             if not 0 < lo <= hi:
-                raise ValueError(f"augment zoom must be [low, high] with 0 < low <= high, "
-                                 f"not {d['zoom']}")
+                raise ValueError(
+                    f"augment zoom must be [low, high] with 0 < low <= high, not {d['zoom']}"
+                )
             d["zoom"] = (lo, hi)
         for k in ("zoom_p", *APPEARANCE):
             if k in d and not 0.0 <= float(d[k]) <= 1.0:
@@ -91,8 +94,10 @@ class AugmentSpec:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in fields(self)
+        }
 
     @property
     def zooms(self) -> bool:
@@ -168,8 +173,9 @@ def appearance(x: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> np
     return x.astype(np.float32, copy=False)
 
 
-def resample_patch(x: np.ndarray, t: np.ndarray, v: np.ndarray, size: int,
-                   soft=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def resample_patch(
+    x: np.ndarray, t: np.ndarray, v: np.ndarray, size: int, soft=()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Resample a square window (image, target, valid) to ``size``² pixels.
 
     The image bilinearly (area-averaged when shrinking), 0/1 target channels
@@ -185,8 +191,9 @@ def resample_patch(x: np.ndarray, t: np.ndarray, v: np.ndarray, size: int,
     if s == size:
         return x, t, v
     shrink = size < s
-    xr = resize(x, (x.shape[0], size, size), order=1, anti_aliasing=shrink,
-                preserve_range=True).astype(np.float32)
+    xr = resize(
+        x, (x.shape[0], size, size), order=1, anti_aliasing=shrink, preserve_range=True
+    ).astype(np.float32)
     tv = np.concatenate([t.astype(np.float32), v.astype(np.float32)])
     tv = resize(tv, (tv.shape[0], size, size), order=1, anti_aliasing=False, preserve_range=True)
     k = t.shape[0]
@@ -194,6 +201,6 @@ def resample_patch(x: np.ndarray, t: np.ndarray, v: np.ndarray, size: int,
     binary = np.ones(k, bool)
     binary[list(soft)] = False
     tr = np.where(binary[:, None, None], tr >= 0.5, tr).astype(t.dtype)
-    for d, c in (soft.items() if isinstance(soft, dict) else ()):
+    for d, c in soft.items() if isinstance(soft, dict) else ():
         tr[d][tr[c] == 0] = 0
     return xr, tr, vr

@@ -195,8 +195,11 @@ class BundleConfig:
     def n_outputs(self) -> int:
         """Output channels: one per class, then one border channel per ``boundary`` class,
         then one distance channel per ``distance`` class."""
-        return (len(self.classes) + len(boundary_channels(self.classes))
-                + len(distance_channels(self.classes)))
+        return (
+            len(self.classes)
+            + len(boundary_channels(self.classes))
+            + len(distance_channels(self.classes))
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -246,8 +249,10 @@ class BundleConfig:
             raise BundleError(f"config.json: class names must be unique and not empty, got {names}")
         for c in self.classes:
             if c.separate not in SEPARATE:
-                raise BundleError(f"config.json: class {c.name!r} has separate {c.separate!r}; "
-                                  f"use one of {', '.join(SEPARATE)}")
+                raise BundleError(
+                    f"config.json: class {c.name!r} has separate {c.separate!r}; "
+                    f"use one of {', '.join(SEPARATE)}"
+                )
 
 
 class Bundle:
@@ -257,8 +262,13 @@ class Bundle:
     do not rebuild it.
     """
 
-    def __init__(self, config: BundleConfig, state: dict | None = None, path: Path | None = None,
-                 aux: dict[str, dict] | None = None):
+    def __init__(
+        self,
+        config: BundleConfig,
+        state: dict | None = None,
+        path: Path | None = None,
+        aux: dict[str, dict] | None = None,
+    ):
         self.config = config
         self.path = path
         self._state = state
@@ -348,9 +358,14 @@ class Bundle:
             }
             save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
             for name, aux in self.aux.items():
-                save_file({k: v.to(dtype) if v.is_floating_point() else v
-                           for k, v in ((k, v.contiguous()) for k, v in aux.items())},
-                          str(tmp / f"{name}.safetensors"), metadata={"format": FORMAT})
+                save_file(
+                    {
+                        k: v.to(dtype) if v.is_floating_point() else v
+                        for k, v in ((k, v.contiguous()) for k, v in aux.items())
+                    },
+                    str(tmp / f"{name}.safetensors"),
+                    metadata={"format": FORMAT},
+                )
             (tmp / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
             _swap_in(tmp, path)
         except BaseException:

@@ -17,11 +17,17 @@ from .bundles import CONFIG, BundleConfig
 CARD = "card.md"
 
 _METRICS = [
-    ("dice", "Dice"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
-    ("auc", "AUC"), ("dice_at_roc_threshold", "Dice at ROC threshold"),
-    ("f_score_mean", "F-score per image (mean)"), ("object_precision", "object precision @IoU 0.5"),
-    ("object_recall", "object recall @IoU 0.5"), ("object_f1", "object F1 @IoU 0.5"),
-    ("sa_0.5", "SA(0.5)"), ("msa", "mSA (τ 0.50:0.95)"),
+    ("dice", "Dice"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("auc", "AUC"),
+    ("dice_at_roc_threshold", "Dice at ROC threshold"),
+    ("f_score_mean", "F-score per image (mean)"),
+    ("object_precision", "object precision @IoU 0.5"),
+    ("object_recall", "object recall @IoU 0.5"),
+    ("object_f1", "object F1 @IoU 0.5"),
+    ("sa_0.5", "SA(0.5)"),
+    ("msa", "mSA (τ 0.50:0.95)"),
 ]
 
 
@@ -32,18 +38,31 @@ def _fmt(v) -> str:
 def render_card(cfg: BundleConfig) -> str:
     """Markdown model card of a bundle config."""
     card, lin = cfg.card, cfg.lineage
-    lines = [f"# {cfg.name}", "", cfg.description.strip(), "",
-             f"- modality: {cfg.modality}",
-             f"- architecture: `{cfg.architecture}` {json.dumps(cfg.params)}",
-             f"- input: {cfg.input.channels} channel(s), normalisation {vars(cfg.input.normalisation)}"
-             + (", 3×3 median" if cfg.input.median3 else "")
-             + (", histogram matching" if cfg.input.histogram_reference else ""),
-             f"- tiles: {cfg.tile} px, overlap {cfg.overlap}", "", "## Classes", ""]
+    lines = [
+        f"# {cfg.name}",
+        "",
+        cfg.description.strip(),
+        "",
+        f"- modality: {cfg.modality}",
+        f"- architecture: `{cfg.architecture}` {json.dumps(cfg.params)}",
+        f"- input: {cfg.input.channels} channel(s), normalisation {vars(cfg.input.normalisation)}"
+        + (", 3×3 median" if cfg.input.median3 else "")
+        + (", histogram matching" if cfg.input.histogram_reference else ""),
+        f"- tiles: {cfg.tile} px, overlap {cfg.overlap}",
+        "",
+        "## Classes",
+        "",
+    ]
     for c in cfg.classes:
         extra = f", instances by {c.separate}" if c.instances else ""
-        lines.append(f"- **{c.name}** ({c.colour}), threshold {c.threshold}{extra}. {c.description}")
+        lines.append(
+            f"- **{c.name}** ({c.colour}), threshold {c.threshold}{extra}. {c.description}"
+        )
     for d in cfg.derived:
-        lines.append(f"- **{d.name}** ({d.colour}) = {d.base} − {' − '.join(d.minus)} (derived). {d.description}")
+        lines.append(
+            f"- **{d.name}** ({d.colour}) = {d.base} − {' − '.join(d.minus)} (derived). "
+            f"{d.description}"
+        )
     if card.get("thresholds"):
         lines += ["", f"Thresholds: {card['thresholds']['how']}."]
     lines += ["", "## Data", ""]
@@ -52,17 +71,24 @@ def render_card(cfg: BundleConfig) -> str:
             lines.append(f"- {key}: {str(card[key]).strip()}")
     if card.get("validation_ids"):
         ids = card["validation_ids"]
-        lines.append(f"- validation split ({len(ids)} images, never used for training): {', '.join(ids)}")
+        lines.append(
+            f"- validation split ({len(ids)} images, never used for training): {', '.join(ids)}"
+        )
     lines += ["", "## Training", ""]
     if lin.get("steps"):
         if card.get("command"):
             lines.append(f"- command: `{card['command']}`")
-        lines.append(f"- {lin.get('steps')} steps in {lin.get('seconds', 0) / 60:.1f} min "
-                     f"({card.get('trained_on', 'CPU')}), best step {lin.get('best_step')}")
+        lines.append(
+            f"- {lin.get('steps')} steps in {lin.get('seconds', 0) / 60:.1f} min "
+            f"({card.get('trained_on', 'CPU')}), best step {lin.get('best_step')}"
+        )
         data = lin.get("data")
         if isinstance(data, dict):  # the names are in config.json; the card gives the counts
-            counts = ", ".join(f"{data[k]['count']} {k}" for k in ("train", "val")
-                               if isinstance(data.get(k), dict) and "count" in data[k])
+            counts = ", ".join(
+                f"{data[k]['count']} {k}"
+                for k in ("train", "val")
+                if isinstance(data.get(k), dict) and "count" in data[k]
+            )
             lines.append(f"- data: {data.get('description') or ''} ({counts} images)")
         elif data:
             lines.append(f"- data: {data}")
@@ -71,13 +97,24 @@ def render_card(cfg: BundleConfig) -> str:
         lines.append("- UNTRAINED: random weights.")
     ev = card.get("evaluation")
     if ev:
-        lines += ["", f"## Validation ({ev.get('images')} images, `{ev.get('command', '')}`)", "",
-                  "| class | " + " | ".join(label for _, label in _METRICS) + " |",
-                  "|---|" + "---|" * len(_METRICS)]
+        lines += [
+            "",
+            f"## Validation ({ev.get('images')} images, `{ev.get('command', '')}`)",
+            "",
+            "| class | " + " | ".join(label for _, label in _METRICS) + " |",
+            "|---|" + "---|" * len(_METRICS),
+        ]
         for name, m in ev["classes"].items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) if k in m else "—" for k, _ in _METRICS) + " |")
-    for key, title in (("benchmark", "Benchmark"), ("choice", "Why this model"),
-                       ("deviations", "Deviations from the paper")):
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_fmt(m[k]) if k in m else "—" for k, _ in _METRICS)
+                + " |"
+            )
+    for key, title in (
+        ("benchmark", "Benchmark"),
+        ("choice", "Why this model"),
+        ("deviations", "Deviations from the paper"),
+    ):
         if card.get(key):
             lines += ["", f"## {title}", "", str(card[key]).strip()]
     if card.get("published"):
@@ -101,7 +138,7 @@ def write_card(bundle_dir: str | Path) -> Path:
 
 
 def record_evaluation(bundle_dir: str | Path, result: dict) -> None:
-    """Store an evaluation result in the bundle's config card (atomically) and re-render the card."""
+    """Store an evaluation result in the bundle's config card (atomically); re-render the card."""
     bundle_dir = Path(bundle_dir)
     d = json.loads((bundle_dir / CONFIG).read_text())
     d.setdefault("card", {})["evaluation"] = result
@@ -131,7 +168,9 @@ def record_thresholds(bundle_dir: str | Path, thresholds: dict[str, float], how:
                 raise ValueError(f"threshold for {c['name']} must be in (0, 1), got {t}")
             c["threshold"] = round(t, 4)
     d.setdefault("card", {})["thresholds"] = {
-        "how": how, "values": {c["name"]: c["threshold"] for c in d["classes"]}}
+        "how": how,
+        "values": {c["name"]: c["threshold"] for c in d["classes"]},
+    }
     tmp = bundle_dir / f".{CONFIG}.tmp"
     tmp.write_text(json.dumps(d, indent=2) + "\n")
     os.replace(tmp, bundle_dir / CONFIG)

@@ -119,7 +119,7 @@ def _downsample_factor(shape: tuple[int, int], max_side: int | None) -> int:
 def load_folder(
     folder: str | Path,
     classes: Sequence,
-    spec: InputSpec = InputSpec(),
+    spec: InputSpec = InputSpec(),  # noqa: B008  (frozen: immutable)
     *,
     max_side: int | None = None,
     group_of: Callable[[str], str] = experiment_of,
@@ -243,10 +243,11 @@ def zoom_sample(sample: Sample, zoom: float, soft=()) -> Sample:
     binary = np.ones(t.shape[0], bool)
     binary[list(soft)] = False
     t = np.where(binary[:, None, None], t >= 0.5, t).astype(sample.target.dtype)
-    for d, c in (soft.items() if isinstance(soft, Mapping) else ()):
+    for d, c in soft.items() if isinstance(soft, Mapping) else ():
         t[d][t[c] == 0] = 0
-    labels = ({c: _resample_labels(m, shape) for c, m in sample.labels.items()}
-              if sample.labels else None)
+    labels = (
+        {c: _resample_labels(m, shape) for c, m in sample.labels.items()} if sample.labels else None
+    )
     return Sample(sample.name, x, t, v, sample.group, labels)
 
 
@@ -285,7 +286,7 @@ def scale_zooms(
                 per_image[stem] = d
     measured = {k: float(np.median(v)) for k, v in per_image.items()}
     zooms: dict[str, float] = {}
-    for g, stems in groups.items():
+    for stems in groups.values():
         pooled = [per_image[k] for k in stems if k in per_image]
         g_diam = float(np.median(np.concatenate(pooled))) if pooled else None
         for k in stems:
@@ -333,8 +334,7 @@ def match_to_brightest(
     ref = np.round(np.quantile(brightest.image, np.linspace(0, 1, n_quantiles)), 6)
 
     def matched(samples):
-        return [replace(s, image=match_histogram(s.image, ref))
-                for s in samples]
+        return [replace(s, image=match_histogram(s.image, ref)) for s in samples]
 
     spec = replace(spec, histogram_reference=tuple(float(v) for v in ref))
     return matched(train), matched(val), spec
@@ -531,8 +531,11 @@ class PatchSampler:
         """
         u = self.rng.random()
         kind = "pos" if u < self.fractions[0] else "neg" if u < sum(self.fractions) else None
-        classes = [c for c, lst in enumerate(self.candidates.get(kind, []))
-                   if lst and for_class in (None, c)]
+        classes = [
+            c
+            for c, lst in enumerate(self.candidates.get(kind, []))
+            if lst and for_class in (None, c)
+        ]
         at = None
         if kind is not None and classes:
             lst = self.candidates[kind][classes[int(self.rng.integers(len(classes)))]]

@@ -34,7 +34,9 @@ class Truth:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def truth_from_folder(folder, class_names: Iterable[str], *, only: set[str] | None = None) -> list[Truth]:
+def truth_from_folder(
+    folder, class_names: Iterable[str], *, only: set[str] | None = None
+) -> list[Truth]:
     """Read ``<id>_image.*`` and the ``<id>_<class>.tif`` that exist beside it."""
     from pathlib import Path
 
@@ -117,8 +119,10 @@ def evaluate(
             if spec.name not in t.masks:
                 continue
             ref = np.asarray(t.masks[spec.name]) > 0
-            acc = per_class.setdefault(spec.name, {"prob": [], "truth": [], "pred": [],
-                                                   "pred_labels": [], "true_labels": []})
+            acc = per_class.setdefault(
+                spec.name,
+                {"prob": [], "truth": [], "pred": [], "pred_labels": [], "true_labels": []},
+            )
             acc["prob"].append(seg.probabilities[k].ravel())
             acc["truth"].append(ref.ravel())
             acc["pred"].append(masks[spec.name])
@@ -130,22 +134,30 @@ def evaluate(
                 acc = per_class.setdefault(d.name, {"pred": [], "truth_masks": []})
                 acc["pred"].append(masks[d.name])
                 acc.setdefault("truth_masks", []).append(np.asarray(t.masks[d.name]) > 0)
-    return {"images": len(truths), "classes": {n: _score(n, a, bundle) for n, a in per_class.items()},
-            "zooms": zooms}
+    return {
+        "images": len(truths),
+        "classes": {n: _score(n, a, bundle) for n, a in per_class.items()},
+        "zooms": zooms,
+    }
 
 
 def _score(name: str, acc: dict, bundle: Bundle) -> dict:
     if "prob" not in acc:  # a derived class: masks only
         pred = np.concatenate([p.ravel() for p in acc["pred"]])
         ref = np.concatenate([t.ravel() for t in acc["truth_masks"]])
-        return {"dice": M.dice(pred, ref), "sensitivity": M.sensitivity(pred, ref),
-                "specificity": M.specificity(pred, ref)}
+        return {
+            "dice": M.dice(pred, ref),
+            "sensitivity": M.sensitivity(pred, ref),
+            "specificity": M.specificity(pred, ref),
+        }
     prob = np.concatenate(acc["prob"])
     ref = np.concatenate(acc["truth"])
     pred = np.concatenate([p.ravel() for p in acc["pred"]])
     a, lo, hi = M.auc_ci(prob, ref)
     t_roc = M.roc_threshold(prob, ref) if 0 < ref.sum() < ref.size else float("nan")
-    prf = M.per_image_prf(acc["pred"], [t.reshape(p.shape) for t, p in zip(acc["truth"], acc["pred"], strict=True)])
+    prf = M.per_image_prf(
+        acc["pred"], [t.reshape(p.shape) for t, p in zip(acc["truth"], acc["pred"], strict=True)]
+    )
     stats = M.mean_std_records(prf)
     spec = next(c for c in bundle.config.classes if c.name == name)
     out = {
@@ -153,12 +165,17 @@ def _score(name: str, acc: dict, bundle: Bundle) -> dict:
         "sensitivity": M.sensitivity(pred, ref),
         "specificity": M.specificity(pred, ref),
         "dice": M.dice(pred, ref),
-        "auc": a, "auc_low": lo, "auc_high": hi,
+        "auc": a,
+        "auc_low": lo,
+        "auc_high": hi,
         "roc_threshold": t_roc,
         "dice_at_roc_threshold": M.dice(prob >= t_roc, ref) if np.isfinite(t_roc) else float("nan"),
-        "precision_mean": stats["precision"][0], "precision_std": stats["precision"][1],
-        "recall_mean": stats["recall"][0], "recall_std": stats["recall"][1],
-        "f_score_mean": stats["f_score"][0], "f_score_std": stats["f_score"][1],
+        "precision_mean": stats["precision"][0],
+        "precision_std": stats["precision"][1],
+        "recall_mean": stats["recall"][0],
+        "recall_std": stats["recall"][1],
+        "f_score_mean": stats["f_score"][0],
+        "f_score_std": stats["f_score"][1],
     }
     if acc["pred_labels"]:
         preds, trues = acc["pred_labels"], acc["true_labels"]
@@ -168,21 +185,30 @@ def _score(name: str, acc: dict, bundle: Bundle) -> dict:
         fn = sum(m.fn for m in matches)
         p = tp / (tp + fp) if tp + fp else float("nan")
         r = tp / (tp + fn) if tp + fn else float("nan")
-        out.update({
-            "objects_true": int(sum(m.n_true for m in matches)),
-            "objects_pred": int(sum(m.n_pred for m in matches)),
-            "object_precision": p, "object_recall": r,
-            "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-            "sa_0.5": M.segmentation_accuracy(preds, trues, 0.5),
-            "msa": M.mean_segmentation_accuracy(preds, trues),
-        })
+        out.update(
+            {
+                "objects_true": int(sum(m.n_true for m in matches)),
+                "objects_pred": int(sum(m.n_pred for m in matches)),
+                "object_precision": p,
+                "object_recall": r,
+                "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+                "sa_0.5": M.segmentation_accuracy(preds, trues, 0.5),
+                "msa": M.mean_segmentation_accuracy(preds, trues),
+            }
+        )
     return out
 
 
 COLUMNS = [
-    ("dice", "Dice"), ("sensitivity", "sens"), ("specificity", "spec"), ("auc", "AUC"),
-    ("dice_at_roc_threshold", "Dice@ROC"), ("f_score_mean", "F/img"),
-    ("object_f1", "objF1@.5"), ("sa_0.5", "SA(.5)"), ("msa", "mSA"),
+    ("dice", "Dice"),
+    ("sensitivity", "sens"),
+    ("specificity", "spec"),
+    ("auc", "AUC"),
+    ("dice_at_roc_threshold", "Dice@ROC"),
+    ("f_score_mean", "F/img"),
+    ("object_f1", "objF1@.5"),
+    ("sa_0.5", "SA(.5)"),
+    ("msa", "mSA"),
 ]
 
 
@@ -194,9 +220,15 @@ def format_table(result: dict) -> str:
         cells = []
         for key, _ in COLUMNS:
             v = m.get(key)
-            cells.append(f"{'—':>10}" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:>10.3f}")
+            cells.append(
+                f"{'—':>10}"
+                if v is None or (isinstance(v, float) and np.isnan(v))
+                else f"{v:>10.3f}"
+            )
         rows.append(f"{name:<12}" + "".join(cells))
         if "auc_low" in m:
-            rows.append(f"{'':<12}  AUC 95% CI [{m['auc_low']:.3f}, {m['auc_high']:.3f}], "
-                        f"ROC threshold {m['roc_threshold']:.2f}")
+            rows.append(
+                f"{'':<12}  AUC 95% CI [{m['auc_low']:.3f}, {m['auc_high']:.3f}], "
+                f"ROC threshold {m['roc_threshold']:.2f}"
+            )
     return "\n".join(rows)

@@ -323,8 +323,9 @@ def fit_shape(shape: tuple[int, int], size: int) -> tuple[int, int]:
     return max(1, round(h * f)), max(1, round(w * f))
 
 
-def resize_planes(x: np.ndarray, shape: tuple[int, int], *, order: int = 1,
-                  anti_alias: bool = True) -> np.ndarray:
+def resize_planes(
+    x: np.ndarray, shape: tuple[int, int], *, order: int = 1, anti_alias: bool = True
+) -> np.ndarray:
     """Resize ``(C, H, W)`` to ``(C, *shape)`` float32, range preserved.
 
     Bilinear (``order`` 1) and area-averaging (anti-aliased) when shrinking, as
@@ -354,8 +355,9 @@ def zoomed_shape(shape: tuple[int, int], zoom: float) -> tuple[int, int]:
     return max(1, round(shape[0] * zoom)), max(1, round(shape[1] * zoom))
 
 
-def to_model_input(plane: np.ndarray, spec: InputSpec = InputSpec(), *, zoom: float = 1.0
-                   ) -> np.ndarray:
+def to_model_input(
+    plane: np.ndarray, spec: InputSpec = InputSpec(), *, zoom: float = 1.0
+) -> np.ndarray:
     """Turn a 2-D plane into the ``(C, H, W)`` float32 array a model with ``spec`` expects.
 
     ``zoom`` resamples the image (bilinear, area-averaged when shrinking) after

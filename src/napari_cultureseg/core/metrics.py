@@ -19,11 +19,28 @@ from scipy.sparse.csgraph import connected_components
 from scipy.stats import norm
 
 __all__ = [
-    "DEFAULT_TAUS", "MatchResult", "confusion", "sensitivity", "specificity",
-    "dice", "precision", "recall", "f_score", "auc", "auc_ci", "roc_curve",
-    "roc_threshold", "per_image_prf", "mean_std", "mean_std_records",
-    "iou_matrix", "match_instances", "object_prf", "segmentation_accuracy",
-    "mean_segmentation_accuracy", "binary_report",
+    "DEFAULT_TAUS",
+    "MatchResult",
+    "confusion",
+    "sensitivity",
+    "specificity",
+    "dice",
+    "precision",
+    "recall",
+    "f_score",
+    "auc",
+    "auc_ci",
+    "roc_curve",
+    "roc_threshold",
+    "per_image_prf",
+    "mean_std",
+    "mean_std_records",
+    "iou_matrix",
+    "match_instances",
+    "object_prf",
+    "segmentation_accuracy",
+    "mean_segmentation_accuracy",
+    "binary_report",
 ]
 
 #: IoU thresholds 0.50, 0.55, ..., 0.95 of the mean segmentation accuracy.
@@ -218,8 +235,9 @@ def auc_ci(scores, truth, valid=None, level=0.95):
     if np.isnan(a):
         return a, a, a
     q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
-    var = (a * (1.0 - a) + (n_pos - 1) * (q1 - a * a)
-           + (n_neg - 1) * (q2 - a * a)) / (float(n_pos) * n_neg)
+    var = (a * (1.0 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (
+        float(n_pos) * n_neg
+    )
     half = norm.ppf(0.5 + level / 2.0) * np.sqrt(max(var, 0.0))
     return a, float(max(0.0, a - half)), float(min(1.0, a + half))
 
@@ -248,8 +266,14 @@ def roc_threshold(scores, truth, valid=None):
         Threshold ``t``: positive where ``scores >= t``. Raises ValueError if
         either class is absent (J undefined).
     """
-    return _best_threshold(scores, truth, valid, lambda tp, fp, p, n: tp / p - fp / n,
-                           negatives=True, name="roc_threshold")
+    return _best_threshold(
+        scores,
+        truth,
+        valid,
+        lambda tp, fp, p, n: tp / p - fp / n,
+        negatives=True,
+        name="roc_threshold",
+    )
 
 
 def dice_threshold(scores, truth, valid=None):
@@ -261,8 +285,14 @@ def dice_threshold(scores, truth, valid=None):
     it does not trade thousands of false positives for a few true positives.
     Candidates and ties as there; raises ValueError if the class is absent.
     """
-    return _best_threshold(scores, truth, valid, lambda tp, fp, p, n: 2.0 * tp / (tp + fp + p),
-                           negatives=False, name="dice_threshold")
+    return _best_threshold(
+        scores,
+        truth,
+        valid,
+        lambda tp, fp, p, n: 2.0 * tp / (tp + fp + p),
+        negatives=False,
+        name="dice_threshold",
+    )
 
 
 # ---------------------------------------------------------- per-image summaries
@@ -288,8 +318,13 @@ def per_image_prf(preds, truths, *, valids=None):
     out = []
     for p, t, v in zip(preds, truths, valids, strict=True):
         tp, fp, tn, fn = confusion(p, t, v)
-        out.append({"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn),
-                    "f_score": _dice_counts(tp, fp, fn)})
+        out.append(
+            {
+                "precision": _ratio(tp, tp + fp),
+                "recall": _ratio(tp, tp + fn),
+                "f_score": _dice_counts(tp, fp, fn),
+            }
+        )
     return out
 
 
@@ -544,5 +579,11 @@ def binary_report(prob, truth, threshold=0.5, valid=None):
     prob = np.asarray(prob)
     tp, fp, tn, fn = confusion(prob >= threshold, truth, valid)
     a, lo, hi = auc_ci(prob, truth, valid)
-    return {"sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
-            "dice": _dice_counts(tp, fp, fn), "auc": a, "auc_low": lo, "auc_high": hi}
+    return {
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "dice": _dice_counts(tp, fp, fn),
+        "auc": a,
+        "auc_low": lo,
+        "auc_high": hi,
+    }

@@ -134,8 +134,10 @@ def instances(
         n = int(labels.max())
     elif method == "boundary":
         if boundary is None or np.shape(boundary) != mask.shape:
-            raise ValueError("method 'boundary' needs the border probability of the mask's shape; "
-                             "this model has no border channel: use 'watershed' or 'components'")
+            raise ValueError(
+                "method 'boundary' needs the border probability of the mask's shape; "
+                "this model has no border channel: use 'watershed' or 'components'"
+            )
         from skimage.segmentation import watershed
 
         markers, n = ndi.label(mask & (np.asarray(boundary) < 0.5))  # 4-connected cores
@@ -153,11 +155,14 @@ def instances(
         n = int(labels.max())
     elif method == "distance":
         if distance is None or np.shape(distance) != mask.shape:
-            raise ValueError("method 'distance' needs the distance map of the mask's shape; "
-                             "this model has no distance channel: use 'watershed' or "
-                             "'components'")
-        labels = _distance_watershed(mask, np.asarray(distance, np.float32), seed_threshold,
-                                     min_size)
+            raise ValueError(
+                "method 'distance' needs the distance map of the mask's shape; "
+                "this model has no distance channel: use 'watershed' or "
+                "'components'"
+            )
+        labels = _distance_watershed(
+            mask, np.asarray(distance, np.float32), seed_threshold, min_size
+        )
         n = int(labels.max())
     elif method == "components":
         labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
@@ -177,8 +182,9 @@ def instances(
     return labels.astype(np.uint16 if n < 65535 else np.uint32)
 
 
-def _distance_watershed(mask: np.ndarray, dist: np.ndarray, seed_threshold: float,
-                        min_size: int) -> np.ndarray:
+def _distance_watershed(
+    mask: np.ndarray, dist: np.ndarray, seed_threshold: float, min_size: int
+) -> np.ndarray:
     """Instances of ``mask`` from seeds where ``dist ≥ seed_threshold`` (see :func:`instances`)."""
     from skimage.segmentation import relabel_sequential, watershed
 

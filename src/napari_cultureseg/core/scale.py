@@ -71,8 +71,9 @@ def check_zoom(zoom: float, *, what: str = "the image") -> float:
     return zoom
 
 
-def zoom_for(bundle_scale, *, diameter: float | None = None, pixel_size: float | None = None
-             ) -> float:
+def zoom_for(
+    bundle_scale, *, diameter: float | None = None, pixel_size: float | None = None
+) -> float:
     """The zoom that gives an image's objects the model's training size.
 
     Parameters
@@ -91,16 +92,21 @@ def zoom_for(bundle_scale, *, diameter: float | None = None, pixel_size: float |
     """
     if diameter is not None:
         if not bundle_scale.diameter:
-            raise ValueError("this model does not record the object size it was trained at; "
-                             "segment at the image's own scale (no diameter)")
+            raise ValueError(
+                "this model does not record the object size it was trained at; "
+                "segment at the image's own scale (no diameter)"
+            )
         if not diameter > 0:
-            raise ValueError(f"the object diameter must be a positive number of pixels, "
-                             f"not {diameter}")
+            raise ValueError(
+                f"the object diameter must be a positive number of pixels, not {diameter}"
+            )
         return check_zoom(bundle_scale.diameter / float(diameter))
     if pixel_size is not None:
         if not bundle_scale.pixel_size:
-            raise ValueError("this model does not know the pixel size of its training data; "
-                             "give the object diameter in pixels instead")
+            raise ValueError(
+                "this model does not know the pixel size of its training data; "
+                "give the object diameter in pixels instead"
+            )
         if not pixel_size > 0:
             raise ValueError(f"the pixel size must be a positive number of µm, not {pixel_size}")
         return check_zoom(float(pixel_size) / bundle_scale.pixel_size)
@@ -119,8 +125,7 @@ def pixel_size_of(path) -> float | None:
         return None
     import tifffile
 
-    to_um = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4,
-             "\\u00B5m": 1.0}
+    to_um = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "\\u00B5m": 1.0}
     try:
         with tifffile.TiffFile(path) as tif:
             if tif.is_ome and tif.ome_metadata:
@@ -148,8 +153,15 @@ def pixel_size_of(path) -> float | None:
     return None
 
 
-def choose_zoom(bundle, plane: np.ndarray, *, diameter=None, pixel_size: float | None = None,
-                path=None, device: str = "cpu") -> tuple[float, str]:
+def choose_zoom(
+    bundle,
+    plane: np.ndarray,
+    *,
+    diameter=None,
+    pixel_size: float | None = None,
+    path=None,
+    device: str = "cpu",
+) -> tuple[float, str]:
     """The zoom for one image, and a few words on where it came from.
 
     ``diameter``: a number of pixels (given by the user), ``"none"`` (the
@@ -210,7 +222,7 @@ def _crop_for_estimate(plane: np.ndarray, max_side: int) -> np.ndarray:
     if max(h, w) <= max_side:
         return plane
     y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
-    return plane[y0:y0 + max_side, x0:x0 + max_side]
+    return plane[y0 : y0 + max_side, x0 : x0 + max_side]
 
 
 def estimate_diameter(

@@ -59,8 +59,11 @@ class Segmentation:
             if c.name == name:
                 t = c.threshold if threshold is None else threshold
                 return binary_mask(
-                    self.probabilities[k], threshold=t, fill_holes=c.fill_holes,
-                    min_size=self._min_size(c), largest_only=c.largest_only,
+                    self.probabilities[k],
+                    threshold=t,
+                    fill_holes=c.fill_holes,
+                    min_size=self._min_size(c),
+                    largest_only=c.largest_only,
                 )
         raise KeyError(f"no predicted class {name!r}; classes are {', '.join(self.names)}")
 
@@ -82,7 +85,9 @@ class Segmentation:
         border = boundary_channels(self.classes).get(name)
         dist = distance_channels(self.classes).get(name)
         return instances(
-            m, min_size=self._min_size(spec), method=getattr(spec, "separate", "components"),
+            m,
+            min_size=self._min_size(spec),
+            method=getattr(spec, "separate", "components"),
             h=getattr(spec, "split_depth", 2.0) * float(np.sqrt(self.scale)),
             boundary=None if border is None else self.probabilities[border],
             distance=None if dist is None else self.probabilities[dist],
@@ -162,8 +167,14 @@ def segment(
         batch_size = 1 if device == "cpu" else 4
     predictor = augmented(bundle.predictor(device), tta)
     probs, scale = yield from predict(
-        x, predictor, cfg, tile=tile, overlap=overlap, batch_size=batch_size,
-        fit=fit, out_shape=plane.shape[:2],
+        x,
+        predictor,
+        cfg,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        fit=fit,
+        out_shape=plane.shape[:2],
     )
     return Segmentation(probs, cfg.classes, cfg.derived, scale, zoom)
 

@@ -16,7 +16,9 @@ from scipy import ndimage as ndi
 def _blob(rng: np.random.Generator, radius: float, elong: float) -> tuple[np.ndarray, np.ndarray]:
     """Polygon (rows, cols) of an irregular, elongated ellipse centred at 0."""
     t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
-    r = radius * (1 + sum(rng.normal(0, 0.12 / k) * np.cos(k * t + rng.uniform(0, 6.3)) for k in (2, 3, 4, 6)))
+    r = radius * (
+        1 + sum(rng.normal(0, 0.12 / k) * np.cos(k * t + rng.uniform(0, 6.3)) for k in (2, 3, 4, 6))
+    )
     a = rng.uniform(0, np.pi)
     y, x = r * np.sin(t), elong * r * np.cos(t)
     return y * np.cos(a) + x * np.sin(a), -y * np.sin(a) + x * np.cos(a)

@@ -84,8 +84,9 @@ def seed_range(value) -> range:
     )
 
 
-def generate(kind: str, seed: int, *, shape=(1040, 1392), rgb: bool = True,
-             density: float = 1.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def generate(
+    kind: str, seed: int, *, shape=(1040, 1392), rgb: bool = True, density: float = 1.0
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One synthetic image and its exact masks by class name.
 
     Parameters

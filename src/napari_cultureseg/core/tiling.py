@@ -62,8 +62,9 @@ def tile_starts(size: int, tile: int, overlap: float, align: int = 1) -> list[in
     return sorted(set(starts))
 
 
-def fit_tile(shape: tuple[int, int], tile: int, overlap: float, align: int = 1,
-             grow: float = 1.25) -> tuple[int, float]:
+def fit_tile(
+    shape: tuple[int, int], tile: int, overlap: float, align: int = 1, grow: float = 1.25
+) -> tuple[int, float]:
     """The tile side, at most ``grow`` × ``tile``, that covers ``shape`` with the fewest pixels.
 
     A 1024² image in 512² tiles overlapping by 128 px needs 3 × 3 tiles
@@ -106,7 +107,7 @@ def gaussian_weight(tile: int, sigma_scale: float = 0.125, floor: float = 1e-3) 
 
 
 def _pad_to(x: np.ndarray, tile: int, align: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad ``(C, H, W)`` at the bottom/right: sides at least ``tile``, multiples of ``align``."""
+    """Reflect-pad ``(C, H, W)`` at the bottom/right: sides >= ``tile``, multiples of ``align``."""
     h, w = x.shape[-2:]
     ph, pw = max(0, tile - h, (-h) % align), max(0, tile - w, (-w) % align)
     if ph == 0 and pw == 0:
@@ -185,8 +186,11 @@ def predict_tiled(
         raise ValueError(f"tile {tile} must be a multiple of the model's stride {align}")
     x, (h, w) = _pad_to(np.asarray(image, np.float32), tile, align)
     hp, wp = x.shape[-2:]
-    positions = [(y, x0) for y in tile_starts(hp, tile, overlap, align)
-                 for x0 in tile_starts(wp, tile, overlap, align)]
+    positions = [
+        (y, x0)
+        for y in tile_starts(hp, tile, overlap, align)
+        for x0 in tile_starts(wp, tile, overlap, align)
+    ]
     weight = gaussian_weight(tile)
     acc: np.ndarray | None = None
     norm = np.zeros((hp, wp), np.float32)

@@ -58,18 +58,24 @@ def saved_sample(key: str, spec, classes, *, root: str | Path | None = None) -> 
     ws = Workspace.open(key, root=root)
     what = f"saved workspace {key} ({ws.image_name})"
     if not ws.image_path:
-        raise WorkspaceError(f"{what} was made from an image without a file: open that image "
-                             "in napari to learn from its corrections")
+        raise WorkspaceError(
+            f"{what} was made from an image without a file: open that image "
+            "in napari to learn from its corrections"
+        )
     try:
         data = read_array(ws.image_path)
         index = tuple(int(i) for i in re.findall(r"-p(\d+)", key))
         plane = as_plane(np.asarray(data[index]) if index else data, source=ws.image_path)
     except (ImageError, IndexError) as exc:
-        raise WorkspaceError(f"{what}: its image cannot be read again ({exc}); open the image "
-                             "in napari to learn from its corrections") from exc
+        raise WorkspaceError(
+            f"{what}: its image cannot be read again ({exc}); open the image "
+            "in napari to learn from its corrections"
+        ) from exc
     if plane.shape[:2] != ws.shape:
-        raise WorkspaceError(f"{what}: the image is now {plane.shape[:2]}, the workspace "
-                             f"{ws.shape}; the file changed since it was corrected")
+        raise WorkspaceError(
+            f"{what}: the image is now {plane.shape[:2]}, the workspace "
+            f"{ws.shape}; the file changed since it was corrected"
+        )
     return ws.samples(to_model_input(plane, spec), classes=classes)
 
 
@@ -83,19 +89,28 @@ def versions_of(name: str) -> list[str]:
     """The base model and all its installed versions, oldest first."""
     base = base_name(name)
     found = [n for n in list_bundles() if base_name(n) == base]
-    return sorted(found, key=lambda n: int(_VERSION.match(n).group("n")) if _VERSION.match(n) else 1)
+    return sorted(
+        found, key=lambda n: int(_VERSION.match(n).group("n")) if _VERSION.match(n) else 1
+    )
 
 
 def next_version_name(name: str) -> str:
     """The first free ``<base>.v<N>`` (N ≥ 2) for a model and its versions."""
     base = base_name(name)
-    taken = {int(m.group("n")) for n in list_bundles() if (m := _VERSION.match(n)) and m["base"] == base}
-    taken |= {int(m.group("n")) for p in user_models_dir().glob(f"{base}.v*") if (m := _VERSION.match(p.name))}
+    taken = {
+        int(m.group("n")) for n in list_bundles() if (m := _VERSION.match(n)) and m["base"] == base
+    }
+    taken |= {
+        int(m.group("n"))
+        for p in user_models_dir().glob(f"{base}.v*")
+        if (m := _VERSION.match(p.name))
+    }
     return f"{base}.v{max(taken | {1}) + 1}"
 
 
-def split_reviewed(sample: Sample, *, fraction: float = 0.2, block: int = 64, seed: int = 0
-                   ) -> tuple[Sample, Sample]:
+def split_reviewed(
+    sample: Sample, *, fraction: float = 0.2, block: int = 64, seed: int = 0
+) -> tuple[Sample, Sample]:
     """Hold out a random ``fraction`` of ``block``×``block`` squares of the reviewed pixels.
 
     The training sample keeps the other squares' reviewed pixels valid, the
@@ -166,7 +181,11 @@ def fine_tune_job(
     name = safe_name(next_version_name(parent_name), what="model version name")
     config = with_parent_loss(parent, config)
     net = parent.build()
-    parent_dice, _ = validate(net, val, parent.config, tile=parent.config.tile, device="cpu") if val else ({}, {})
+    parent_dice, _ = (
+        validate(net, val, parent.config, tile=parent.config.tile, device="cpu")
+        if val
+        else ({}, {})
+    )
     gen = fine_tune(parent, train, val, config, preview=preview, preview_every=preview_every)
     command = None
     try:
@@ -179,5 +198,11 @@ def fine_tune_job(
     lin.setdefault("metrics", {})["parent_val_dice"] = parent_dice
     new = new.with_config(lineage=lin, name=name)
     path = new.save(user_models_dir() / name)
-    return JobResult(path, name, parent_dice, lin["metrics"].get("val_dice", {}), lin.get("steps", 0),
-                     lin.get("seconds", 0.0))
+    return JobResult(
+        path,
+        name,
+        parent_dice,
+        lin["metrics"].get("val_dice", {}),
+        lin.get("steps", 0),
+        lin.get("seconds", 0.0),
+    )

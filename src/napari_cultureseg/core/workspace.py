@@ -70,9 +70,16 @@ class JournalEntry:
     model: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"time": self.time, "class": self.cls, "kind": self.kind,
-                           "bbox": list(self.bbox) if self.bbox else None,
-                           "changed": self.changed, "model": self.model})
+        return json.dumps(
+            {
+                "time": self.time,
+                "class": self.cls,
+                "kind": self.kind,
+                "bbox": list(self.bbox) if self.bbox else None,
+                "changed": self.changed,
+                "model": self.model,
+            }
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> JournalEntry:
@@ -142,7 +149,7 @@ def _bbox(changed: np.ndarray) -> Box | None:
     rows = np.flatnonzero(changed.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(changed[rows[0]:rows[-1] + 1].any(axis=0))
+    cols = np.flatnonzero(changed[rows[0] : rows[-1] + 1].any(axis=0))
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
@@ -184,8 +191,10 @@ def read_journal(path: str | Path) -> list[JournalEntry]:
             if line.strip():
                 entries.append(JournalEntry.from_dict(json.loads(line)))
         except (ValueError, KeyError, TypeError) as exc:
-            raise WorkspaceError(f"{path} line {i + 1} is not a journal entry ({exc}). The masks "
-                                 f"do not depend on it: move {path.name} aside to go on.") from exc
+            raise WorkspaceError(
+                f"{path} line {i + 1} is not a journal entry ({exc}). The masks "
+                f"do not depend on it: move {path.name} aside to go on."
+            ) from exc
     return entries
 
 
@@ -195,7 +204,7 @@ def _append_journal(path: Path, entries: list[JournalEntry]) -> None:
         f.seek(max(0, end - 65536))
         tail = f.read()
         if tail and not tail.endswith(b"\n"):  # set the unfinished line aside, then append
-            fragment = tail[tail.rfind(b"\n") + 1:]
+            fragment = tail[tail.rfind(b"\n") + 1 :]
             with open(path.with_name(path.name + ".partial"), "ab") as g:
                 g.write(fragment + b"\n")
             f.truncate(end - len(fragment))
@@ -239,9 +248,16 @@ class Workspace:
         self._meta_dirty = False
 
     @classmethod
-    def open(cls, key: str, *, root: str | Path | None = None, image_name: str | None = None,
-             image_path: str | Path | None = None, shape: tuple[int, int] | None = None,
-             classes: Iterable = ()) -> Workspace:
+    def open(
+        cls,
+        key: str,
+        *,
+        root: str | Path | None = None,
+        image_name: str | None = None,
+        image_path: str | Path | None = None,
+        shape: tuple[int, int] | None = None,
+        classes: Iterable = (),
+    ) -> Workspace:
         """Restore workspace ``key``, or create it (in memory: it reaches disk with its first edit).
 
         Parameters
@@ -264,8 +280,10 @@ class Workspace:
             A file is unreadable or the shape differs; nothing on disk is changed.
         """
         if not _KEY.match(str(key)):
-            raise WorkspaceError(f"workspace key {key!r} is not a plain folder name; "
-                                 "use key_for_path(...) or key_for_array(...)")
+            raise WorkspaceError(
+                f"workspace key {key!r} is not a plain folder name; "
+                "use key_for_path(...) or key_for_array(...)"
+            )
         folder = Path(root if root is not None else default_root()) / key
         image_path = str(image_path) if image_path is not None else None
         new = not (folder / META).is_file()
@@ -275,21 +293,30 @@ class Workspace:
                 raise WorkspaceError(
                     f"workspace {folder} belongs to an image of shape {ws.shape}, but this image "
                     f"is {tuple(shape)}. Open it with another key, or move {folder} away to "
-                    "start afresh (its corrections stay there).")
+                    "start afresh (its corrections stay there)."
+                )
             for attr, value in (("image_name", image_name), ("image_path", image_path)):
                 if value is not None and value != getattr(ws, attr):
                     setattr(ws, attr, value)
                     ws._meta_dirty = True
         elif folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir()):
-            raise WorkspaceError(f"{folder} holds files but no {META}; move it away "
-                                 "(nothing was changed) and open the image again")
+            raise WorkspaceError(
+                f"{folder} holds files but no {META}; move it away "
+                "(nothing was changed) and open the image again"
+            )
         elif shape is None or len(shape) != 2 or min(shape) < 1:
-            raise WorkspaceError(f"there is no workspace {key!r} yet; to create one give "
-                                 f"shape=(H, W) of the image, got {shape!r}")
+            raise WorkspaceError(
+                f"there is no workspace {key!r} yet; to create one give "
+                f"shape=(H, W) of the image, got {shape!r}"
+            )
         else:
             now = _now()
-            meta = {"image": {"name": image_name or key, "path": image_path, "shape": shape},
-                    "classes": [], "created": now, "modified": now}
+            meta = {
+                "image": {"name": image_name or key, "path": image_path, "shape": shape},
+                "classes": [],
+                "created": now,
+                "modified": now,
+            }
             ws = cls(folder, meta, {}, {})
         for c in classes:
             name, colour = (c, "#ff4040") if isinstance(c, str) else (str(c[0]), str(c[1]))
@@ -308,18 +335,22 @@ class Workspace:
             files = {c["name"]: Path(c["file"]).name for c in meta["classes"]}  # no ../
             workspace = cls(folder, meta, {}, {})
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise WorkspaceError(f"{folder / META} is not a valid workspace file ({exc}). "
-                                 f"{advice}") from exc
+            raise WorkspaceError(
+                f"{folder / META} is not a valid workspace file ({exc}). {advice}"
+            ) from exc
         for name, file in files.items():
             path = folder / file
             try:
                 data = tifffile.imread(path)
             except Exception as exc:  # tifffile and its codecs raise many kinds
-                raise WorkspaceError(f"{path} (class {name!r}) cannot be read: "
-                                     f"{type(exc).__name__}: {exc}. {advice}") from exc
+                raise WorkspaceError(
+                    f"{path} (class {name!r}) cannot be read: {type(exc).__name__}: {exc}. {advice}"
+                ) from exc
             if data.shape != (2, *shape):
-                raise WorkspaceError(f"{path} holds an array of shape {data.shape}, expected "
-                                     f"{(2, *shape)} (mask and reviewed of the image). {advice}")
+                raise WorkspaceError(
+                    f"{path} holds an array of shape {data.shape}, expected "
+                    f"{(2, *shape)} (mask and reviewed of the image). {advice}"
+                )
             workspace._masks[name] = (data[0] != 0).view(np.uint8)
             workspace._reviewed[name] = data[1] != 0
             workspace._counts[name] = int(np.count_nonzero(data[1]))
@@ -365,8 +396,10 @@ class Workspace:
     # ------------------------------------------------------------- edits
     def _need(self, cls: str) -> None:
         if cls not in self._masks:
-            raise WorkspaceError(f"no class {cls!r} in this workspace; it has {self.class_names}."
-                                 " Add it with Workspace.open(key, classes=[...])")
+            raise WorkspaceError(
+                f"no class {cls!r} in this workspace; it has {self.class_names}."
+                " Add it with Workspace.open(key, classes=[...])"
+            )
 
     def _check(self, cls: str, mask, kind: str) -> np.ndarray:
         self._need(cls)
@@ -474,9 +507,18 @@ class Workspace:
             if force or first or name in self._dirty or name in self._unsaved:
                 pages = np.stack([self._masks[name].view(bool), self._reviewed[name]])
                 desc = json.dumps({"class": name, "pages": ["mask", "reviewed"]})
-                _atomic_write(self.folder / _class_file(name), lambda f, p=pages, d=desc: (
-                    tifffile.imwrite(f, p, photometric="minisblack", compression="zlib",
-                                     compressionargs={"level": 6}, description=d, metadata=None)))
+                _atomic_write(
+                    self.folder / _class_file(name),
+                    lambda f, p=pages, d=desc: tifffile.imwrite(
+                        f,
+                        p,
+                        photometric="minisblack",
+                        compression="zlib",
+                        compressionargs={"level": 6},
+                        description=d,
+                        metadata=None,
+                    ),
+                )
                 self._counts[name] = int(np.count_nonzero(pages[1]))
                 self._dirty.discard(name)
                 self._unsaved.discard(name)
@@ -485,10 +527,18 @@ class Workspace:
             self._pending = []
         self.modified = _now()
         image = {"name": self.image_name, "path": self.image_path, "shape": list(self.shape)}
-        meta = {"format": FORMAT, "key": self.key, "image": image,
-                "classes": [{"name": n, "colour": c, "file": _class_file(n),
-                             "reviewed_pixels": self._counts[n]} for n, c in self.colours.items()],
-                "models": self.models, "created": self.created, "modified": self.modified}
+        meta = {
+            "format": FORMAT,
+            "key": self.key,
+            "image": image,
+            "classes": [
+                {"name": n, "colour": c, "file": _class_file(n), "reviewed_pixels": self._counts[n]}
+                for n, c in self.colours.items()
+            ],
+            "models": self.models,
+            "created": self.created,
+            "modified": self.modified,
+        }
         text = json.dumps(meta, indent=2) + "\n"
         _atomic_write(self.folder / META, lambda f: f.write(text.encode()))
         if os.name == "posix":  # make the renames themselves durable
@@ -515,8 +565,10 @@ class Workspace:
         img = np.asarray(image_input, dtype=np.float32)
         img = img[None] if img.ndim == 2 else img
         if img.ndim != 3 or img.shape[1:] != self.shape:
-            raise WorkspaceError(f"image input has shape {img.shape}; expected (C, *{self.shape}) "
-                                 "from images.to_model_input of this workspace's image")
+            raise WorkspaceError(
+                f"image input has shape {img.shape}; expected (C, *{self.shape}) "
+                "from images.to_model_input of this workspace's image"
+            )
         names = self.class_names if classes is None else [getattr(c, "name", c) for c in classes]
         # Border channels of ``boundary`` classes stay unknown (valid False): the
         # workspace keeps one binary mask per class, where touching objects are one.
@@ -542,10 +594,18 @@ def list_workspaces(root: str | Path | None = None) -> list[WorkspaceSummary]:
         try:
             meta = json.loads((folder / META).read_text())
             image, classes = meta["image"], meta["classes"]
-            out.append(WorkspaceSummary(
-                folder.name, folder, image["name"], image.get("path"), tuple(image["shape"]),
-                tuple(c["name"] for c in classes),
-                {c["name"]: int(c.get("reviewed_pixels", 0)) for c in classes}, meta["modified"]))
+            out.append(
+                WorkspaceSummary(
+                    folder.name,
+                    folder,
+                    image["name"],
+                    image.get("path"),
+                    tuple(image["shape"]),
+                    tuple(c["name"] for c in classes),
+                    {c["name"]: int(c.get("reviewed_pixels", 0)) for c in classes},
+                    meta["modified"],
+                )
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             out.append(WorkspaceSummary(folder.name, folder, error=f"{type(exc).__name__}: {exc}"))
     return sorted(out, key=lambda s: s.modified, reverse=True)
@@ -574,9 +634,14 @@ class Autosaver:
         Where ``now`` comes from when not given (monotonic seconds).
     """
 
-    def __init__(self, workspace: Workspace, *, interval: float = 1.0,
-                 before_save: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        interval: float = 1.0,
+        before_save: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.workspace, self.interval = workspace, float(interval)
         self.before_save, self._clock = before_save, clock
         self._touched, self._last = False, -math.inf

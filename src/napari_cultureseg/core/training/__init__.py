@@ -16,8 +16,8 @@ Model settings (architecture, classes, input, tiling, scale) live in
 """
 
 from .config import Report, TrainConfig
-from .losses import lr_factor, masked_loss
 from .loop import fine_tune, run_training
+from .losses import lr_factor, masked_loss
 from .recipes import (
     LOSS_FIELDS,
     Recipe,

@@ -30,20 +30,36 @@ from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
 from .validation import Validation, resize_samples, score
 
-LINEAGE_FIELDS = ("lr", "betas", "weight_decay", "schedule", "batch_size", "patch_size", "seed",
-                  "class_weighting", "fg_weight_factor", "dice_weight", "steps", "val_every",
-                  "adversarial", "select_by")
+LINEAGE_FIELDS = (
+    "lr",
+    "betas",
+    "weight_decay",
+    "schedule",
+    "batch_size",
+    "patch_size",
+    "seed",
+    "class_weighting",
+    "fg_weight_factor",
+    "dice_weight",
+    "steps",
+    "val_every",
+    "adversarial",
+    "select_by",
+)
 
 
 def _model_config(model: Bundle | BundleConfig) -> tuple[Bundle | None, BundleConfig]:
     if isinstance(model, BundleConfig):
         return None, model
     if isinstance(model, Bundle):
-        card = {k: v for k, v in model.config.card.items() if k not in ("validation_ids",
-                                                                          "test_ids")}
+        card = {
+            k: v for k, v in model.config.card.items() if k not in ("validation_ids", "test_ids")
+        }
         return model, replace(model.config, lineage={}, card=card)
-    raise TypeError("fine_tune trains a Bundle (fine-tuning) or a BundleConfig (a new model), "
-                    f"not {type(model).__name__}")
+    raise TypeError(
+        "fine_tune trains a Bundle (fine-tuning) or a BundleConfig (a new model), "
+        f"not {type(model).__name__}"
+    )
 
 
 def _check(samples: Sequence[Sample], cfg: BundleConfig, what: str) -> None:
@@ -85,7 +101,7 @@ def fine_tune(
     model: Bundle | BundleConfig,
     train: Sequence[Sample],
     val: Sequence[Sample],
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig = TrainConfig(),  # noqa: B008  (frozen: immutable)
     *,
     preview: Callable | None = None,
     preview_every: int = 0,
@@ -160,10 +176,13 @@ def fine_tune(
     objects = config.select_by == "objects"
     try:
         torch.manual_seed(config.seed)  # the fresh network's initial weights
-        net = _train_mode((bundle if bundle is not None else Bundle(cfg)).build().to(device),
-                          config.freeze_norm)
+        net = _train_mode(
+            (bundle if bundle is not None else Bundle(cfg)).build().to(device), config.freeze_norm
+        )
         opt = torch.optim.AdamW(
-            net.parameters(), lr=config.lr, betas=tuple(config.betas),
+            net.parameters(),
+            lr=config.lr,
+            betas=tuple(config.betas),
             weight_decay=config.weight_decay,
         )
         adversary = None
@@ -171,12 +190,18 @@ def fine_tune(
             from ..adversarial import Adversary
 
             adversary = Adversary(
-                cfg.input.channels, cfg.n_outputs, lr=config.disc_lr, betas=tuple(config.betas),
-                lam=tuple(config.adversarial_lambda), device=device, **config.disc_params,
+                cfg.input.channels,
+                cfg.n_outputs,
+                lr=config.disc_lr,
+                betas=tuple(config.betas),
+                lam=tuple(config.adversarial_lambda),
+                device=device,
+                **config.disc_params,
                 state=None if bundle is None else bundle.aux.get("discriminator"),
                 lambda_steps=config.adversarial_lambda_steps,
-                step0=0 if bundle is None else
-                int(bundle.config.lineage.get("adversarial", {}).get("lambda_step", 0)),
+                step0=0
+                if bundle is None
+                else int(bundle.config.lineage.get("adversarial", {}).get("lambda_step", 0)),
             )
         soft = soft_channels(cfg.classes)
         sampler = PatchSampler(
@@ -186,18 +211,26 @@ def fine_tune(
             positive_fraction=config.positive_fraction,
             negative_fraction=config.negative_fraction,
             augment=config.augment,
-            soft={ch: cfg.class_names.index(name)
-                  for name, ch in distance_channels(cfg.classes).items()},
+            soft={
+                ch: cfg.class_names.index(name)
+                for name, ch in distance_channels(cfg.classes).items()
+            },
         )
         per_class = config.per_class_batches and cfg.architecture == "per-class-unets"
         if per_class and adversary is not None:
-            raise ValueError("adversarial training needs one prediction of all classes per batch; "
-                             "set per_class_batches: false to train per-class-unets adversarially")
+            raise ValueError(
+                "adversarial training needs one prediction of all classes per batch; "
+                "set per_class_batches: false to train per-class-unets adversarially"
+            )
 
         def loss_of(logits, t, v, channels=None):
             return masked_loss(
-                logits, t, v, class_weighting=config.class_weighting,
-                weight_clip=config.weight_clip, dice_weight=config.dice_weight,
+                logits,
+                t,
+                v,
+                class_weighting=config.class_weighting,
+                weight_clip=config.weight_clip,
+                dice_weight=config.dice_weight,
                 fg_weight_factor=config.fg_weight_factor,
                 soft=soft if channels is None else (),
             )
@@ -205,8 +238,15 @@ def fine_tune(
         val_tile = config.val_tile or cfg.tile
 
         def validation() -> Validation:
-            v = score(net, val, cfg, tile=val_tile, device=device,
-                      batch_size=config.val_batch_size, objects=objects)
+            v = score(
+                net,
+                val,
+                cfg,
+                tile=val_tile,
+                device=device,
+                batch_size=config.val_batch_size,
+                objects=objects,
+            )
             _train_mode(net, config.freeze_norm)
             return v
 
@@ -214,9 +254,15 @@ def fine_tune(
             return {k: w.detach().cpu().clone() for k, w in net.state_dict().items()}
 
         start = time.perf_counter()
-        best = {"score": -math.inf, "step": 0, "state": None, "val": Validation({}, {}),
-                "disc": None if adversary is None or bundle is None
-                else bundle.aux.get("discriminator")}
+        best = {
+            "score": -math.inf,
+            "step": 0,
+            "state": None,
+            "val": Validation({}, {}),
+            "disc": None
+            if adversary is None or bundle is None
+            else bundle.aux.get("discriminator"),
+        }
         history, since_best, stopped, step = [], 0, "steps", 0
         if config.keep_parent_if_better and bundle is not None and val:
             v = validation()
@@ -233,10 +279,14 @@ def fine_tune(
             for group in opt.param_groups:
                 group["lr"] = lr
             if per_class:
-                loss = torch.stack([
-                    loss_of(*_class_batch(net, c, sampler, config.batch_size, device), channels=c)
-                    for c in range(len(net.nets))
-                ]).mean()
+                loss = torch.stack(
+                    [
+                        loss_of(
+                            *_class_batch(net, c, sampler, config.batch_size, device), channels=c
+                        )
+                        for c in range(len(net.nets))
+                    ]
+                ).mean()
             else:
                 x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
                 logits = net(x)
@@ -252,8 +302,10 @@ def fine_tune(
                 d = adversary.step(x, logits, t, v)
                 adv = {"lambda": lam, "generator": float(g.detach()), "discriminator": d}
             loss_value = float(loss.detach())
-            for what, value in (("loss", float(total.detach())),
-                                ("discriminator's loss", adv["discriminator"] if adv else 0.0)):
+            for what, value in (
+                ("loss", float(total.detach())),
+                ("discriminator's loss", adv["discriminator"] if adv else 0.0),
+            ):
                 if not math.isfinite(value):
                     raise FloatingPointError(
                         f"the {what} became {value} at step {step}; lower the learning rate"
@@ -280,7 +332,15 @@ def fine_tune(
                 _train_mode(net, config.freeze_norm)
             elapsed = time.perf_counter() - start
             command = yield Report(
-                step, config.steps, loss_value, lr, elapsed, dice, is_best, shown, adversarial=adv,
+                step,
+                config.steps,
+                loss_value,
+                lr,
+                elapsed,
+                dice,
+                is_best,
+                shown,
+                adversarial=adv,
                 val_objects=sa,
             )
             if command == "stop":
@@ -331,10 +391,15 @@ def _objects(v: Validation) -> dict:
 
 def _recipe(config: TrainConfig, cfg: BundleConfig) -> dict:
     """The training settings as JSON gives them back (lists, not tuples), for the lineage."""
-    keys = LINEAGE_FIELDS + (
-        ("adversarial_lambda", "adversarial_lambda_steps", "disc_lr", "disc_params")
-        if config.adversarial else ()
-    ) + (("per_class_batches",) if cfg.architecture == "per-class-unets" else ())
+    keys = (
+        LINEAGE_FIELDS
+        + (
+            ("adversarial_lambda", "adversarial_lambda_steps", "disc_lr", "disc_params")
+            if config.adversarial
+            else ()
+        )
+        + (("per_class_batches",) if cfg.architecture == "per-class-unets" else ())
+    )
     out = {k: list(v) if isinstance(v := getattr(config, k), tuple) else v for k in keys}
     out["augment"] = config.augment.to_dict()
     return out

@@ -35,8 +35,17 @@ from ..models import resolve_device
 from .config import Report, TrainConfig
 from .loop import run_training
 
-MODEL_KEYS = ("architecture", "params", "classes", "derived", "input", "tile", "overlap",
-              "modality", "description")
+MODEL_KEYS = (
+    "architecture",
+    "params",
+    "classes",
+    "derived",
+    "input",
+    "tile",
+    "overlap",
+    "modality",
+    "description",
+)
 
 
 @dataclass
@@ -61,16 +70,33 @@ def finetune_config(**overrides) -> TrainConfig:
     on the held-out corrected pixels, and all CPU cores but one (the GUI's).
     ``overrides`` set any field.
     """
-    base = dict(lr=3e-4, batch_size=4, patch_size=256, schedule="cosine", warmup=0.0,
-                early_stop_patience=None, freeze_norm=True, keep_parent_if_better=True,
-                threads=max(1, (os.cpu_count() or 1) - 1),
-                data_description="user corrections (napari)")
+    base = dict(
+        lr=3e-4,
+        batch_size=4,
+        patch_size=256,
+        schedule="cosine",
+        warmup=0.0,
+        early_stop_patience=None,
+        freeze_norm=True,
+        keep_parent_if_better=True,
+        threads=max(1, (os.cpu_count() or 1) - 1),
+        data_description="user corrections (napari)",
+    )
     return TrainConfig(**{**base, **overrides})
 
 
-LOSS_FIELDS = ("class_weighting", "weight_clip", "fg_weight_factor", "dice_weight", "adversarial",
-               "adversarial_lambda", "adversarial_lambda_steps", "disc_lr", "disc_params")
-"""The parts of the parent's training recipe a fine-tuning run keeps (see :func:`with_parent_loss`)."""
+LOSS_FIELDS = (
+    "class_weighting",
+    "weight_clip",
+    "fg_weight_factor",
+    "dice_weight",
+    "adversarial",
+    "adversarial_lambda",
+    "adversarial_lambda_steps",
+    "disc_lr",
+    "disc_params",
+)
+"""What a fine-tuning run keeps of its parent's training recipe (see :func:`with_parent_loss`)."""
 
 
 def with_parent_loss(parent, config: TrainConfig) -> TrainConfig:
@@ -82,7 +108,9 @@ def with_parent_loss(parent, config: TrainConfig) -> TrainConfig:
     the objective. Parents without a recorded recipe keep ``config``'s.
     """
     recorded = parent.config.lineage.get("training", {})
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in LOSS_FIELDS}
+    kw = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in LOSS_FIELDS
+    }
     return replace(config, **kw)
 
 
@@ -117,8 +145,9 @@ def train_config(y: dict, **overrides) -> TrainConfig:
     return TrainConfig(**{**t, **overrides})
 
 
-def split3(samples, test_fraction: float, val_fraction: float, seed: int, by: str
-           ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+def split3(
+    samples, test_fraction: float, val_fraction: float, seed: int, by: str
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
     """``(train, val, test)``: the test images first, then validation from the rest.
 
     ``by``: ``random``, ``group`` (whole experiments) or ``stratified`` (every
@@ -128,8 +157,11 @@ def split3(samples, test_fraction: float, val_fraction: float, seed: int, by: st
     if by not in ("random", "group", "stratified"):
         raise ValueError(f"split by must be random, group or stratified, not {by!r}")
     kw = {"by_group": by == "group", "stratify": by == "stratified"}
-    rest, test = split(samples, test_fraction, seed, **kw) if test_fraction else (
-        sorted(samples, key=lambda s: s.name), [])
+    rest, test = (
+        split(samples, test_fraction, seed, **kw)
+        if test_fraction
+        else (sorted(samples, key=lambda s: s.name), [])
+    )
     share = val_fraction / (1.0 - test_fraction) if test_fraction else val_fraction
     train, val = split(rest, min(share, 0.9), seed + 1 if test_fraction else seed, **kw)
     return train, val, test
@@ -187,12 +219,15 @@ def prepare_from_config(
     sc = dict(y.get("scale") or {})
     unknown = set(sc) - {"reference", "diameter", "per"}
     if unknown:
-        raise ValueError(f"scale has unknown key(s) {sorted(unknown)}; it takes reference, "
-                         "diameter, per")
+        raise ValueError(
+            f"scale has unknown key(s) {sorted(unknown)}; it takes reference, diameter, per"
+        )
     reference = sc.get("reference")
     if reference is not None and reference not in model.class_names:
-        raise ValueError(f"scale reference {reference!r} is not a class of this model "
-                         f"({', '.join(model.class_names)})")
+        raise ValueError(
+            f"scale reference {reference!r} is not a class of this model "
+            f"({', '.join(model.class_names)})"
+        )
     sp = dict(y.get("split", {}))
     parts: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     described = []
@@ -201,13 +236,18 @@ def prepare_from_config(
         samples = [s for s in samples if s.group not in exclude_groups]
         use = entry.get("use", "split")
         if use not in ("train", "val", "test", "split"):
-            raise ValueError(f"data entry {what}: use must be train, val, test or split, "
-                             f"not {use!r}")
+            raise ValueError(
+                f"data entry {what}: use must be train, val, test or split, not {use!r}"
+            )
         described.append(f"{what} ({len(samples)} images, {use})")
         if use == "split":
-            tr, va, te = split3(samples, float(sp.get("test_fraction", 0.0)),
-                                float(sp.get("val_fraction", 0.2)), int(sp.get("seed", 0)),
-                                sp.get("by", "random"))
+            tr, va, te = split3(
+                samples,
+                float(sp.get("test_fraction", 0.0)),
+                float(sp.get("val_fraction", 0.2)),
+                int(sp.get("seed", 0)),
+                sp.get("by", "random"),
+            )
             parts["train"] += tr
             parts["val"] += va
             parts["test"] += te
@@ -220,21 +260,22 @@ def prepare_from_config(
     if histogram_match:
         from ..datasets import match_to_brightest
 
-        train, val, spec = match_to_brightest(parts["train"], parts["val"] + parts["test"],
-                                              model.input)
+        train, val, spec = match_to_brightest(
+            parts["train"], parts["val"] + parts["test"], model.input
+        )
         n_val = len(parts["val"])
         parts.update(train=train, val=val[:n_val], test=val[n_val:])
         model = replace(model, input=spec)
         described.append("histograms matched to the brightest training image (seed 004)")
     if reference is not None:
-        model = replace(model, scale=_learnt_scale(parts["train"], model, reference,
-                                                   sc.get("diameter")))
+        model = replace(
+            model, scale=_learnt_scale(parts["train"], model, reference, sc.get("diameter"))
+        )
     config = train_config(y, data_description="; ".join(described))
     return Recipe(model, config, parts["train"], parts["val"], parts["test"], y)
 
 
-def _learnt_scale(train: list[Sample], model: BundleConfig, reference: str,
-                  diameter) -> ScaleSpec:
+def _learnt_scale(train: list[Sample], model: BundleConfig, reference: str, diameter) -> ScaleSpec:
     """The scale the model learns: median object diameters of its training data, as seen."""
     from ..scale import object_diameters
 
@@ -242,18 +283,23 @@ def _learnt_scale(train: list[Sample], model: BundleConfig, reference: str,
     for c, spec in enumerate(model.classes):
         if not spec.instances and spec.name != reference:
             continue
-        d = [object_diameters(s.labels[c] if s.labels and c in s.labels else s.target[c] > 0)
-             for s in train if s.valid[c].all()]
+        d = [
+            object_diameters(s.labels[c] if s.labels and c in s.labels else s.target[c] > 0)
+            for s in train
+            if s.valid[c].all()
+        ]
         d = np.concatenate(d) if d else np.zeros(0)
         if d.size:
             diameters[spec.name] = round(float(np.median(d)), 2)
     measured = diameters.get(reference)
-    return ScaleSpec(diameter=float(diameter) if diameter else measured, reference=reference,
-                     diameters=diameters)
+    return ScaleSpec(
+        diameter=float(diameter) if diameter else measured, reference=reference, diameters=diameters
+    )
 
 
-def _load_data_entry(entry: dict, root: Path, model: BundleConfig, reference: str | None,
-                     sc: dict) -> tuple[list[Sample], str]:
+def _load_data_entry(
+    entry: dict, root: Path, model: BundleConfig, reference: str | None, sc: dict
+) -> tuple[list[Sample], str]:
     """The samples of one ``data:`` entry of a training YAML, and a short description of it."""
     classes, spec = model.classes, model.input
     if "synthetic" in entry:
@@ -268,8 +314,13 @@ def _load_data_entry(entry: dict, root: Path, model: BundleConfig, reference: st
         kind, seeds = entry["synthetic"], seed_range(entry.get("seeds"))
         shape = tuple(int(v) for v in entry.get("shape", (1040, 1392)))
         samples = synthetic_samples(
-            kind, seeds, classes=classes, spec=spec, shape=shape,
-            rgb=bool(entry.get("rgb", kind == "culture")), density=float(entry.get("density", 1.0)),
+            kind,
+            seeds,
+            classes=classes,
+            spec=spec,
+            shape=shape,
+            rgb=bool(entry.get("rgb", kind == "culture")),
+            density=float(entry.get("density", 1.0)),
         )
         size = "x".join(map(str, shape))
         return samples, f"synthetic {kind} seeds {seeds.start}-{seeds.stop - 1} ({size})"
@@ -283,7 +334,9 @@ def _load_data_entry(entry: dict, root: Path, model: BundleConfig, reference: st
     if reference is not None and sc.get("diameter"):
         zooms, _ = scale_zooms(folder, reference, float(sc["diameter"]), per=sc.get("per", "group"))
         z = np.array(list(zooms.values()) or [1.0])
-        what += f" (resampled x{z.min():.2f}-{z.max():.2f} to {reference} diameter {sc['diameter']} px)"
+        what += (
+            f" (resampled x{z.min():.2f}-{z.max():.2f} to {reference} diameter {sc['diameter']} px)"
+        )
     samples = load_folder(folder, classes, spec, max_side=entry.get("max_side"), zoom=zooms)
     return samples, what
 
@@ -330,11 +383,18 @@ def train_from_config(
     r = prepare_from_config(path, data_root=data_root)
     config = replace(r.training, threads=threads) if threads else r.training
     bundle = run_training(r.model, config, r.train, r.val, on_report=on_report)
-    card = {**r.yaml.get("card", {}), "validation_ids": [s.name for s in r.val],
-            "test_ids": [s.name for s in r.test], "config_file": path.name,
-            "command": f"cultureseg train --config configs/{path.name}",
-            "trained_on": f"{platform.machine()} CPU, {config.threads or os.cpu_count()} threads"
-            if resolve_device(config.device) == "cpu" else resolve_device(config.device)}
+    card = {
+        **r.yaml.get("card", {}),
+        "validation_ids": [s.name for s in r.val],
+        "test_ids": [s.name for s in r.test],
+        "config_file": path.name,
+        "command": f"cultureseg train --config configs/{path.name}",
+        "trained_on": f"{platform.machine()} CPU, {config.threads or os.cpu_count()} threads"
+        if resolve_device(config.device) == "cpu"
+        else resolve_device(config.device),
+    }
     bundle = bundle.with_config(card=card, storage_dtype="float16")
-    dest = Path(out_dir) if out_dir else bundled_dir() if r.yaml.get("bundle") else user_models_dir()
+    dest = (
+        Path(out_dir) if out_dir else bundled_dir() if r.yaml.get("bundle") else user_models_dir()
+    )
     return bundle.save(dest / r.model.name, overwrite=True)

@@ -43,7 +43,7 @@ class Validation:
 def validate(
     net, val: Sequence[Sample], cfg: BundleConfig, *, tile: int, device: str, batch_size: int = 4
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """``(pooled Dice, mean per-image Dice)`` per class of ``net`` on ``val`` (see :func:`score`)."""
+    """``(pooled Dice, mean per-image Dice)`` per class of ``net`` on ``val`` (:func:`score`)."""
     v = score(net, val, cfg, tile=tile, device=device, batch_size=batch_size)
     return v.dice, v.per_image
 
@@ -95,8 +95,9 @@ def score(
         if cfg.input.resize_to:  # as segment() predicts: the whole image in one pass
             gen = predict_whole(s.image, predict, align=stride)
         else:
-            gen = predict_tiled(s.image, predict, tile=t, overlap=cfg.overlap,
-                                batch_size=batch_size, align=stride)
+            gen = predict_tiled(
+                s.image, predict, tile=t, overlap=cfg.overlap, batch_size=batch_size, align=stride
+            )
         prob = run_to_end(gen)
         seg = Segmentation(prob, cfg.classes, cfg.derived) if objects else None
         for c, spec in enumerate(cfg.classes):
@@ -105,8 +106,13 @@ def score(
                 continue
             m = prob[c] > spec.threshold
             if getattr(spec, "largest_only", False):  # scored as seed 003 scores it: cleaned
-                m = binary_mask(prob[c], threshold=spec.threshold, fill_holes=spec.fill_holes,
-                                min_size=spec.min_size, largest_only=True)
+                m = binary_mask(
+                    prob[c],
+                    threshold=spec.threshold,
+                    fill_holes=spec.fill_holes,
+                    min_size=spec.min_size,
+                    largest_only=True,
+                )
             m, truth = m & v, (s.target[c] > 0) & v
             i, p, q = np.count_nonzero(m & truth), np.count_nonzero(m), np.count_nonzero(truth)
             sums[:, c] += (i, p, q)
@@ -120,8 +126,11 @@ def score(
             i, p, q = sums[:, c]
             pooled[spec.name] = float(2 * i / (p + q)) if p + q else 1.0
             mean[spec.name] = float(np.mean(per_image[c]))
-    sa = {name: float(M.segmentation_accuracy(preds, trues, 0.5))
-          for name, (preds, trues) in matched.items() if preds}
+    sa = {
+        name: float(M.segmentation_accuracy(preds, trues, 0.5))
+        for name, (preds, trues) in matched.items()
+        if preds
+    }
     return Validation(pooled, mean, sa)
 
 
@@ -150,6 +159,7 @@ def resize_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
             continue
         target = resize_planes(s.target.astype(np.float32), shape) >= 0.5
         valid = resize_planes(s.valid.astype(np.float32), shape) > 0.999
-        out.append(Sample(s.name, resize_planes(s.image, shape), target.astype(np.uint8), valid,
-                          s.group))
+        out.append(
+            Sample(s.name, resize_planes(s.image, shape), target.astype(np.uint8), valid, s.group)
+        )
     return out
