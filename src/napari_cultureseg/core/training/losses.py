@@ -17,8 +17,12 @@ pixel (zero if none).
 
 *Soft* channels (normalised distances, :func:`targets.distances`) have
 targets between 0 and 1: they take the BCE against that value (its gradient,
-``sigmoid(logit) − target``, vanishes exactly at the target), no class
-weight and no Dice term.
+``sigmoid(logit) − target``, vanishes exactly at the target) minus its floor,
+so 0 means exact, and no Dice term. Their pixels inside objects weigh
+``clip(N_outside / N_inside, 1, 50)`` whatever ``class_weighting`` says:
+otherwise the background, where the distance is trivially 0, would drown
+the objects where it is learnt (measured: after 800 steps an unweighted
+distance channel was a flat 0.4 over every nucleus).
 """
 
 from __future__ import annotations
@@ -84,6 +88,12 @@ def masked_loss(
         w = v * (1 + (w_fg.view(1, -1, 1, 1) - 1) * t)
     else:
         w = v
+    if soft:  # a distance lives on its objects: they weigh as much as the background around
+        inside = (t > 0).float() * v
+        n_in = inside.sum(dims)
+        w_in = torch.where(n_in > 0, (n_valid - n_in) / n_in.clamp(min=1), torch.ones_like(n_in))
+        w_soft = v * (1 + (w_in.clamp(1.0, 50.0).view(1, -1, 1, 1) - 1) * inside)
+        w = torch.where(hard.view(1, -1, 1, 1), w, w_soft)
     has = n_valid > 0
     if not bool(has.any()):
         return logits.sum() * 0.0
