@@ -138,7 +138,8 @@ def main(argv=None) -> int:
                 except StopIteration as stop:
                     result = stop.value
                     break
-            after = scores(Bundle.load(result.path), evaluation)
+            # no new version when fine-tuning did not beat the parent: the parent is what remains
+            after = scores(Bundle.load(result.path), evaluation) if result.path else before
             row = {
                 "k": k,
                 "seconds": seconds,

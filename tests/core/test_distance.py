@@ -88,6 +88,5 @@ def test_the_loss_of_a_distance_channel_is_zero_at_its_target_and_has_no_dice():
     exact = torch.logit(target.clamp(1e-6, 1 - 1e-6))
     kw = dict(class_weighting=True, dice_weight=1.0, soft=(1,))
     at_target = masked_loss(exact, target, valid, **kw)
-    off = masked_loss(exact + torch.cat([torch.zeros_like(m), 0.5 + 0 * d], 1), target, valid,
-                      **kw)
+    off = masked_loss(exact + torch.cat([torch.zeros_like(m), 0.5 + 0 * d], 1), target, valid, **kw)
     assert float(at_target) < 1e-3 and float(off) > float(at_target) + 1e-3

@@ -58,7 +58,7 @@ def test_evaluate_cli_prints_a_table_and_writes_json(tiny_bundle, tmp_path, caps
     assert "Dice" in text and "mSA" in text and "cell" in text
     saved = json.loads(out.read_text())
     assert saved["images"] == 2 and "msa" in saved["classes"]["cell"]
-    # a model without a validation list refuses --split val with advice
+    # a model without a test list refuses the default --split test with advice
     assert main(["evaluate", str(data), "--model", "tiny", "--quiet"]) == 2
     assert "--split all" in capsys.readouterr().err
 
@@ -74,7 +74,7 @@ def test_record_puts_metrics_in_config_and_card(tiny_bundle, tmp_path, capsys):
         == 0
     )
     path = find_bundle("tiny")
-    ev = Bundle.load(path).config.card["evaluation"]
+    ev = Bundle.load(path).config.card["evaluations"]["all"]
     assert ev["images"] == 1 and "dice" in ev["classes"]["cell"]
     card = (path / "card.md").read_text()
     assert "# tiny" in card and "| cell |" in card and "object F1" in card

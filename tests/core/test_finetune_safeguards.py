@@ -72,26 +72,44 @@ def test_fine_tuning_keeps_the_loss_the_parent_was_trained_with(parent):
     assert with_parent_loss(bare, cfg) == cfg
 
 
-def test_fine_tune_job_saves_a_new_version_with_the_parents_score(parent, cultureseg_home):
+def _finish(gen):
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_fine_tune_job_saves_a_better_version_with_the_parents_score(cultureseg_home):
+    from napari_cultureseg.core.bundles import user_models_dir
+
+    torch.manual_seed(0)
+    Bundle(MODEL).save(user_models_dir() / "discs")  # untrained: fine-tuning beats it
+    base = Bundle.load(user_models_dir() / "discs")
+    samples = [replace(s, valid=np.ones_like(s.valid)) for s in TRAIN[:3]]
+    assert next_version_name("discs") == "discs.v2"
+    cfg = finetune_config(
+        steps=30, val_every=10, threads=1, patch_size=64, batch_size=4, lr=3e-3, freeze_norm=False
+    )
+    result = _finish(fine_tune_job(base, "discs", samples, cfg))
+    assert result.path is not None, result
+    assert result.name == "discs.v2" and next_version_name("discs") == "discs.v3"
+    saved = Bundle.load(result.path)
+    assert saved.config.lineage["parent"] == "discs"
+    assert "disc" in saved.config.lineage["metrics"]["parent_val_dice"]
+    assert np.mean(list(result.dice.values())) > np.mean(list(result.parent_dice.values()))
+
+
+def test_fine_tune_job_saves_nothing_when_the_parent_stays_better(parent, cultureseg_home):
     from napari_cultureseg.core.bundles import user_models_dir
 
     parent.save(user_models_dir() / "discs")
     base = Bundle.load(user_models_dir() / "discs")
     samples = [replace(s, valid=np.ones_like(s.valid)) for s in TRAIN[:2]]
-    assert next_version_name("discs") == "discs.v2"
-    gen = fine_tune_job(
-        base,
-        "discs",
-        samples,
-        finetune_config(steps=4, val_every=2, threads=1, patch_size=64, batch_size=2),
+    wild = finetune_config(
+        steps=6, val_every=3, threads=1, patch_size=64, batch_size=2, lr=0.3, schedule="constant"
     )
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-    assert result.name == "discs.v2" and next_version_name("discs") == "discs.v3"
-    saved = Bundle.load(result.path)
-    assert saved.config.lineage["parent"] == "discs"
-    assert "disc" in saved.config.lineage["metrics"]["parent_val_dice"]
+    result = _finish(fine_tune_job(base, "discs", samples, wild))
+    assert result.path is None and result.parent == "discs"
+    assert next_version_name("discs") == "discs.v2"  # nothing was saved
+    assert not (user_models_dir() / "discs.v2").exists()

@@ -63,11 +63,16 @@ def test_zoom_for_a_diameter_or_pixel_size_and_absurd_zooms_refused():
 
 def test_pixel_size_is_read_from_ome_and_resolution_tags(tmp_path):
     img = np.zeros((16, 16), np.uint16)
-    tifffile.imwrite(tmp_path / "ome.ome.tif", img, ome=True,
-                     metadata={"PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65})
+    tifffile.imwrite(
+        tmp_path / "ome.ome.tif",
+        img,
+        ome=True,
+        metadata={"PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65},
+    )
     assert pixel_size_of(tmp_path / "ome.ome.tif") == pytest.approx(0.65)
-    tifffile.imwrite(tmp_path / "res.tif", img, resolution=(1 / 0.25, 1 / 0.25),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "res.tif", img, resolution=(1 / 0.25, 1 / 0.25), resolutionunit="CENTIMETER"
+    )
     assert pixel_size_of(tmp_path / "res.tif") == pytest.approx(0.25 * 1e4)
     tifffile.imwrite(tmp_path / "plain.tif", img)
     assert pixel_size_of(tmp_path / "plain.tif") is None
@@ -80,9 +85,12 @@ class ExactModel:
 
     def __init__(self, diameter: float):
         self.config = BundleConfig(
-            name="exact", architecture="unet",
+            name="exact",
+            architecture="unet",
             classes=(ClassSpec("cell", instances=True, fill_holes=False, min_size=0),),
-            params={"encoder_depth": 3}, tile=64, overlap=0.25,
+            params={"encoder_depth": 3},
+            tile=64,
+            overlap=0.25,
             input=InputSpec(normalisation=Normalisation(kind="none")),
             scale=ScaleSpec(diameter=diameter, reference="cell"),
         )
@@ -94,7 +102,7 @@ class ExactModel:
 @pytest.mark.parametrize("radius", [5, 10, 20])
 def test_estimate_finds_the_objects_size_when_the_predictions_are_exact(radius):
     model = ExactModel(diameter=20.0)
-    image = (discs(shape=(240, 240), radius=radius, step=4 * radius, offset=2 * radius) > 0)
+    image = discs(shape=(240, 240), radius=radius, step=4 * radius, offset=2 * radius) > 0
     est = estimate_diameter(model, image.astype(np.float32), method="objects")
     assert est.zoom == pytest.approx(10 / radius, rel=0.1)
     assert est.diameter == pytest.approx(2 * radius, rel=0.1) and est.objects > 0
@@ -160,8 +168,10 @@ def test_fine_tuning_shows_corrections_at_the_models_training_size(tiny_bundle, 
     from napari_cultureseg.core.datasets import Sample
     from napari_cultureseg.core.versions import fine_tune_job, finetune_config
 
-    parent = Bundle(replace(tiny_bundle.config, scale=ScaleSpec(diameter=20.0, reference="cell")),
-                    tiny_bundle.state_dict())
+    parent = Bundle(
+        replace(tiny_bundle.config, scale=ScaleSpec(diameter=20.0, reference="cell")),
+        tiny_bundle.state_dict(),
+    )
     lab = discs(shape=(128, 128), radius=5)
     t = np.stack([lab > 0, np.zeros_like(lab)]).astype(np.uint8)
     s = Sample("s", (lab > 0).astype(np.float32)[None], t, np.ones_like(t, bool))
@@ -185,8 +195,13 @@ def test_fine_tuning_shows_corrections_at_the_models_training_size(tiny_bundle, 
 
 
 def test_bundle_scale_round_trips(tmp_path):
-    cfg = BundleConfig("m", "unet", (ClassSpec("cell", instances=True),), params=TINY_PARAMS,
-                       scale=ScaleSpec(16.0, "cell", {"cell": 16.0}, 0.65))
+    cfg = BundleConfig(
+        "m",
+        "unet",
+        (ClassSpec("cell", instances=True),),
+        params=TINY_PARAMS,
+        scale=ScaleSpec(16.0, "cell", {"cell": 16.0}, 0.65),
+    )
     b = Bundle(cfg)
     b.save(tmp_path / "m")
     assert Bundle.load(tmp_path / "m").config.scale == cfg.scale

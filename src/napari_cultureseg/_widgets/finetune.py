@@ -203,9 +203,9 @@ class FinetuneWidget(Container):
         self.start_button.enabled, self.stop_button.enabled = False, True
         self._t0 = time.perf_counter()
         self._stopped = False
-        from napari.qt.threading import create_worker
+        from ._jobs import start_job
 
-        self.worker = create_worker(
+        self.worker = start_job(
             fine_tune_job,
             bundle,
             name,
@@ -213,15 +213,11 @@ class FinetuneWidget(Container):
             config,
             preview=preview,
             preview_every=every if preview else 0,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_report,
-                "returned": self._on_done,
-                "errored": self._error,
-                "finished": self._on_finished,
-            },
+            yielded=self._on_report,
+            returned=self._on_done,
+            errored=self._error,
+            finished=self._on_finished,
         )
-        self.worker.start()
 
     def _preview(self, bundle):
         """A function predicting the visible region with the network being trained."""
@@ -313,12 +309,19 @@ class FinetuneWidget(Container):
         parts = []
         for cls, d in result.dice.items():
             p = result.parent_dice.get(cls)
-            parts.append(f"{cls} Dice {d:.3f}" + (f" (was {p:.3f})" if p is not None else ""))
-        self.result_label.value = (
-            f"{result.name}: "
-            + ", ".join(parts)
-            + f" — {result.steps} steps, {result.seconds:.0f} s, on held-out corrected pixels"
+            parts.append(f"{cls} Dice {d:.3f}" + (f" (parent {p:.3f})" if p is not None else ""))
+        scores = ", ".join(parts) + (
+            f" — {result.steps} steps, {result.seconds:.0f} s, on held-out corrected pixels"
         )
+        if result.path is None:  # no better than its parent: nothing saved, nothing selected
+            self.result_label.value = (
+                f"No new version: after fine-tuning, {result.parent} was not beaten on the "
+                f"held-out corrected pixels ({scores}). {result.parent} stays selected; "
+                "correct more of the image, or train longer."
+            )
+            show_info(f"Fine-tuning did not beat {result.parent}; no new version was saved.")
+            return
+        self.result_label.value = f"{result.name}: {scores}"
         self.versions.reset_choices()
         self.versions.value = result.name
         self.use_version()

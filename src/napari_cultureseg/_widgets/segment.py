@@ -89,15 +89,6 @@ def prepare_model(request: SegmentRequest):
     return bundle
 
 
-class SegmentFailed(Exception):
-    """An error inside the worker, re-raised as a non-RuntimeError.
-
-    superqt treats a RuntimeError escaping a worker as "the worker was
-    deleted" and never emits ``finished``; torch reports out-of-memory and
-    most failures as RuntimeError, which would leave the widget busy forever.
-    """
-
-
 def run_segmentation(request: SegmentRequest, plane: np.ndarray):
     """The job the worker runs: segment (a region of) the plane with the prepared model.
 
@@ -113,28 +104,25 @@ def run_segmentation(request: SegmentRequest, plane: np.ndarray):
     if request.box is not None:
         y0, x0, y1, x1 = request.box
         plane = plane[y0:y1, x0:x1]
-    try:
-        zoom, how = choose_zoom(
-            bundle,
-            plane,
-            diameter=request.diameter,
-            pixel_size=request.pixel_size,
-            path=request.path,
-            device=request.device,
-        )
-        result = yield from segment(
-            bundle,
-            plane,
-            device=request.device,
-            tile=request.tile,
-            overlap=request.overlap,
-            fit=request.fit_tile,
-            zoom=zoom,
-            tta=request.tta,
-        )
-        return replace(result, note=how)
-    except RuntimeError as exc:
-        raise SegmentFailed(f"{type(exc).__name__}: {exc}") from exc
+    zoom, how = choose_zoom(
+        bundle,
+        plane,
+        diameter=request.diameter,
+        pixel_size=request.pixel_size,
+        path=request.path,
+        device=request.device,
+    )
+    result = yield from segment(
+        bundle,
+        plane,
+        device=request.device,
+        tile=request.tile,
+        overlap=request.overlap,
+        fit=request.fit_tile,
+        zoom=zoom,
+        tta=request.tta,
+    )
+    return replace(result, note=how)
 
 
 def flush_all(corrections: dict) -> None:
@@ -386,23 +374,17 @@ class SegmentWidget(Container):
         if os.environ.get("CULTURESEG_NOTHREADS") == "1":
             self._run_inline(run_segmentation(req, plane), on_result)
             return
-        from napari.qt.threading import create_worker
+        from ._jobs import start_job
 
-        # handlers passed at creation: without an `errored` handler there, napari
-        # re-raises worker errors into the Qt event loop
-        self.worker = create_worker(
+        self.worker = start_job(
             run_segmentation,
             req,
             plane,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_progress,
-                "returned": on_result,
-                "errored": self._show_error,
-                "finished": self._on_finished,
-            },
+            yielded=self._on_progress,
+            returned=on_result,
+            errored=self._show_error,
+            finished=self._on_finished,
         )
-        self.worker.start()
 
     def _run_inline(self, job, on_result):
         try:

@@ -31,6 +31,13 @@ _METRICS = [
 ]
 
 
+_TITLES = {
+    "test": "Same experiments: test images",
+    "val": "Validation images (they picked the kept weights: optimistic)",
+    "all": "All images of the data set (training images included)",
+}
+
+
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -49,6 +56,16 @@ def render_card(cfg: BundleConfig) -> str:
         + (", 3×3 median" if cfg.input.median3 else "")
         + (", histogram matching" if cfg.input.histogram_reference else ""),
         f"- tiles: {cfg.tile} px, overlap {cfg.overlap}",
+        *(
+            [
+                f"- scale: learnt at a median {cfg.scale.reference} diameter of "
+                f"{cfg.scale.diameter:g} px (all counted classes: "
+                + ", ".join(f"{k} {v:g} px" for k, v in cfg.scale.diameters.items())
+                + "); new images are resampled to it (object diameter auto, or given)"
+            ]
+            if cfg.scale.diameter
+            else []
+        ),
         "",
         "## Classes",
         "",
@@ -72,7 +89,14 @@ def render_card(cfg: BundleConfig) -> str:
     if card.get("validation_ids"):
         ids = card["validation_ids"]
         lines.append(
-            f"- validation split ({len(ids)} images, never used for training): {', '.join(ids)}"
+            f"- validation split ({len(ids)} images, never trained on; they picked the kept "
+            f"weights): {', '.join(ids)}"
+        )
+    if card.get("test_ids"):
+        ids = card["test_ids"]
+        lines.append(
+            f"- test split ({len(ids)} images, seen by no choice: not training, not early "
+            f"stopping, not thresholds or post-processing): {', '.join(ids)}"
         )
     lines += ["", "## Training", ""]
     if lin.get("steps"):
@@ -95,11 +119,16 @@ def render_card(cfg: BundleConfig) -> str:
         lines.append(f"- parent: {lin.get('parent') or 'none (trained from scratch)'}")
     else:
         lines.append("- UNTRAINED: random weights.")
-    ev = card.get("evaluation")
-    if ev:
+    evaluations = dict(card.get("evaluations") or {})
+    if card.get("evaluation") and not evaluations:  # cards written before test splits
+        evaluations[card["evaluation"].get("split", "val")] = card["evaluation"]
+    for split in ("test", "val", "all"):
+        ev = evaluations.get(split)
+        if not ev:
+            continue
         lines += [
             "",
-            f"## Validation ({ev.get('images')} images, `{ev.get('command', '')}`)",
+            f"## {_TITLES[split]} ({ev.get('images')} images, `{ev.get('command', '')}`)",
             "",
             "| class | " + " | ".join(label for _, label in _METRICS) + " |",
             "|---|" + "---|" * len(_METRICS),
@@ -110,6 +139,13 @@ def render_card(cfg: BundleConfig) -> str:
                 + " | ".join(_fmt(m[k]) if k in m else "—" for k, _ in _METRICS)
                 + " |"
             )
+    if card.get("new_experiments"):
+        lines += [
+            "",
+            "## New experiments (never seen in training)",
+            "",
+            str(card["new_experiments"]).strip(),
+        ]
     for key, title in (
         ("benchmark", "Benchmark"),
         ("choice", "Why this model"),
@@ -141,7 +177,9 @@ def record_evaluation(bundle_dir: str | Path, result: dict) -> None:
     """Store an evaluation result in the bundle's config card (atomically); re-render the card."""
     bundle_dir = Path(bundle_dir)
     d = json.loads((bundle_dir / CONFIG).read_text())
-    d.setdefault("card", {})["evaluation"] = result
+    card = d.setdefault("card", {})
+    card.setdefault("evaluations", {})[result.get("split", "all")] = result
+    card.pop("evaluation", None)
     tmp = bundle_dir / f".{CONFIG}.tmp"
     tmp.write_text(json.dumps(d, indent=2) + "\n")
     os.replace(tmp, bundle_dir / CONFIG)

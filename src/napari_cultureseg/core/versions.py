@@ -132,7 +132,8 @@ class JobResult:
     """What a fine-tuning job made."""
 
     path: Path | None
-    """The saved version, or None if the run was stopped before any weights were kept."""
+    """The saved version, or None when no version was saved: the fine-tuned weights did not
+    beat the parent on the held-out corrected pixels (``parent`` is kept)."""
     name: str
     parent_dice: dict[str, float]
     """Validation Dice of the parent on the same held-out pixels."""
@@ -140,6 +141,8 @@ class JobResult:
     """Validation Dice of the new version."""
     steps: int
     seconds: float
+    parent: str = ""
+    """The model fine-tuned."""
 
 
 def fine_tune_job(
@@ -196,6 +199,20 @@ def fine_tune_job(
     lin = dict(new.config.lineage)
     lin["parent"] = parent_name
     lin.setdefault("metrics", {})["parent_val_dice"] = parent_dice
+    dice = lin["metrics"].get("val_dice", {})
+    kept = lin.get("best_step") == 0 or (
+        parent_dice and dice and np.mean(list(dice.values())) <= np.mean(list(parent_dice.values()))
+    )
+    if kept:  # never hand back (or select) a version that is no better than its parent
+        return JobResult(
+            None,
+            parent_name,
+            parent_dice,
+            dice,
+            lin.get("steps", 0),
+            lin.get("seconds", 0.0),
+            parent_name,
+        )
     new = new.with_config(lineage=lin, name=name)
     path = new.save(user_models_dir() / name)
     return JobResult(
@@ -205,4 +222,5 @@ def fine_tune_job(
         lin["metrics"].get("val_dice", {}),
         lin.get("steps", 0),
         lin.get("seconds", 0.0),
+        parent_name,
     )

@@ -345,6 +345,15 @@ def fine_tune(
             )
             if command == "stop":
                 stopped = "user"
+                if val and dice is None:  # judge the weights the user stopped at, too
+                    v = validation()
+                    history.append({"step": step, "val_dice": v.dice, **_objects(v)})
+                    if v.score(config.select_by) > best["score"]:
+                        best.update(
+                            score=v.score(config.select_by), step=step, state=snapshot(), val=v
+                        )
+                        if adversary is not None:
+                            best["disc"] = adversary.state_dict()
                 break
             if out_of_time:
                 stopped = "time"
