@@ -123,3 +123,18 @@ def test_segmenting_only_the_visible_region(setup, qtbot):
     # the new result lands in the segmented region only; outside it nothing changed
     np.testing.assert_array_equal(after[inside], w.result.mask("cell", 0.05).ravel())
     assert not after[~inside].any()
+
+
+def test_the_edit_kind_is_the_one_at_the_stroke_not_at_the_save(setup, qtbot):
+    viewer, w, img = setup
+    segment_now(qtbot, w)
+    layer = viewer.layers["field · cell"]
+    corr = next(iter(w.corrections.values()))
+    qtbot.waitUntil(lambda: not corr.autosaver.pending, timeout=3_000)
+    layer.mode = "paint"
+    layer.brush_size = 5
+    layer.paint((60, 60), 1)
+    layer.mode = "erase"  # the user switches tools before the autosave runs
+    qtbot.waitUntil(lambda: not corr.autosaver.pending, timeout=3_000)
+    kinds = [e.kind for e in Workspace.open(corr.ws.key).journal()]
+    assert kinds[-1] == "paint", kinds

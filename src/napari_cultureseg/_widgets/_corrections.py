@@ -56,6 +56,7 @@ class Corrections:
         self.layers: dict[str, Labels] = {}
         self.derived: dict[str, tuple] = {}
         self._dirty: set[str] = set()
+        self._kinds: dict[str, set[str]] = {}  # edit kinds seen per class since the last sync
 
     def ensure_classes(self, classes) -> None:
         """Add classes a (new) model predicts that this workspace does not have yet."""
@@ -94,12 +95,16 @@ class Corrections:
         layer.editable = editable
         if editable and cls not in self.layers:
             for event in (layer.events.paint, layer.events.data, layer.events.labels_update):
-                event.connect(lambda _e, c=cls: self._mark(c))
+                event.connect(lambda _e, c=cls, lay=layer: self._mark(c, lay))
         if editable:
             self.layers[cls] = layer
         return layer
 
-    def _mark(self, cls: str) -> None:
+    def _mark(self, cls: str, layer=None) -> None:
+        # the kind is read now, at the edit: the layer's mode may change before the next save
+        mode = str(getattr(layer, "mode", "paint"))
+        kind = {"erase": "erase", "fill": "fill"}.get(mode, "paint")
+        self._kinds.setdefault(cls, set()).add(kind)
         self._dirty.add(cls)
         self.autosaver.touch()
 
@@ -108,9 +113,11 @@ class Corrections:
         for cls in sorted(self._dirty):
             layer = self.layers.get(cls)
             if layer is not None and layer.data.shape == self.ws.shape:
-                kind = {"erase": "erase", "fill": "fill"}.get(str(layer.mode), "paint")
+                kinds = self._kinds.get(cls) or {"paint"}
+                kind = next(iter(kinds)) if len(kinds) == 1 else "edit"
                 self.ws.apply_edit(cls, np.asarray(layer.data) > 0, kind=kind, margin=REVIEW_MARGIN)
         self._dirty.clear()
+        self._kinds.clear()
         self.update_derived()
 
     def restore(self) -> list[str]:

@@ -81,7 +81,14 @@ def read_image(path: str | Path, *, plane: int | None = None) -> np.ndarray:
 def read_array(path: str | Path) -> np.ndarray:
     """Read a file's pixels as stored (a stack stays a stack); errors as :class:`ImageError`."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as exc:  # e.g. a name or path too long for the file system
+        raise ImageError(
+            f"{str(path)[:80]}…: cannot be opened ({exc.strerror or exc}); "
+            "shorten the file name or its folders' names"
+        ) from exc
+    if not exists:
         raise ImageError(f"{path}: no such file. Check the path.")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:

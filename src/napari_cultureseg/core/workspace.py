@@ -47,7 +47,8 @@ from .datasets import Sample, experiment_of
 FORMAT = "cultureseg-workspace/1"
 META = "workspace.json"
 JOURNAL = "journal.jsonl"
-KINDS = ("paint", "erase", "fill", "accept_view", "segment", "threshold")
+KINDS = ("paint", "erase", "fill", "edit", "accept_view", "segment", "threshold")
+"""``edit``: several kinds of hand edit (e.g. paint then erase) saved together."""
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1), half-open: rows y0:y1, columns x0:x1
 
