@@ -225,34 +225,103 @@ class BundleConfig:
                     "scale": ScaleSpec.from_dict(d.get("scale")),
                 }
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"config.json is not a valid bundle config: {exc}") from exc
         cfg.check()
         return cfg
 
     def check(self) -> None:
-        """Refuse names that are not plain names (they become file names) or repeat.
+        """Refuse a config that cannot be what it says, with one line saying which key is wrong.
+
+        Names must be plain names (they become file names) and unique; the
+        architecture must be a registered one, with only the parameters it takes,
+        and an encoder named plainly (a hub reference such as
+        ``tu-hf-hub:org/model`` would make the loader reach the internet);
+        thresholds lie in [0, 1]; the tile is a positive multiple of the network's
+        stride, at most 4096; the overlap in [0, 0.9]; percentiles low < high.
 
         Raises
         ------
         BundleError
-            Saying which name is wrong.
         """
         try:
-            safe_name(self.name, what="model name")
-            names = [*self.class_names, *(d.name for d in self.derived)]
-            for n in names:
-                safe_name(n, what="class name")
-        except ValueError as exc:
+            self._check()
+        except BundleError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
             raise BundleError(f"config.json: {exc}") from None
+
+    def _check(self) -> None:
+        import inspect
+        import math
+
+        from .models import _factory, architectures, output_stride
+
+        def bad(key: str, why: str):
+            raise BundleError(f"config.json: {key} {why}")
+
+        safe_name(self.name, what="model name")
+        names = [*self.class_names, *(d.name for d in self.derived)]
+        for n in names:
+            safe_name(n, what="class name")
         if len(set(names)) != len(names) or not names:
-            raise BundleError(f"config.json: class names must be unique and not empty, got {names}")
+            bad("classes", f"must have unique names and not be empty, got {names}")
+        if self.architecture not in architectures():
+            bad("architecture", f"{self.architecture!r} is not one of {', '.join(architectures())}")
+        if not isinstance(self.params, dict):
+            bad("params", "must be a mapping")
+        takes = set(inspect.signature(_factory(self.architecture)).parameters)
+        unknown = set(self.params) - (takes - {"in_channels", "classes"}) - {"stride"}
+        if unknown:
+            bad("params", f"has unknown key(s) {sorted(unknown)} for {self.architecture!r}")
+        encoder = self.params.get("encoder")
+        if encoder is not None and not re.fullmatch(r"(tu-)?[A-Za-z0-9_.]{1,64}", str(encoder)):
+            bad(
+                "params.encoder",
+                f"{encoder!r} is not a plain encoder name: a model's weights "
+                "come from its bundle only, never from a hub",
+            )
         for c in self.classes:
+            key = f"classes[{c.name}]"
+            for field_, lo, hi in (("threshold", 0.0, 1.0), ("seed_threshold", 0.0, 1.0)):
+                v = getattr(c, field_)
+                if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
+                    bad(f"{key}.{field_}", f"must be a number in [{lo:g}, {hi:g}], not {v!r}")
+            if not (isinstance(c.min_size, int) and 0 <= c.min_size <= 10**8):
+                bad(f"{key}.min_size", f"must be a whole number of pixels >= 0, not {c.min_size!r}")
             if c.separate not in SEPARATE:
-                raise BundleError(
-                    f"config.json: class {c.name!r} has separate {c.separate!r}; "
-                    f"use one of {', '.join(SEPARATE)}"
-                )
+                bad(f"{key}.separate", f"{c.separate!r}: use one of {', '.join(SEPARATE)}")
+            if not re.fullmatch(r"#[0-9A-Fa-f]{6}", str(c.colour)):
+                bad(f"{key}.colour", f"{c.colour!r} is not a colour like #39ff14")
+        for d in self.derived:
+            for ref in (d.base, *d.minus):
+                if ref not in self.class_names:
+                    bad(f"derived[{d.name}]", f"refers to {ref!r}, which is not a class")
+        stride = output_stride(self.architecture, self.params)
+        if not (isinstance(self.tile, int) and 0 < self.tile <= 4096 and self.tile % stride == 0):
+            bad("tile", f"must be a positive multiple of {stride} up to 4096, not {self.tile!r}")
+        if not (isinstance(self.overlap, (int, float)) and 0.0 <= self.overlap <= 0.9):
+            bad("overlap", f"must be in [0, 0.9], not {self.overlap!r}")
+        inp = self.input
+        if inp.channels not in (1, 3):
+            bad("input.channels", f"must be 1 or 3, not {inp.channels!r}")
+        norm = inp.normalisation
+        if norm.kind not in ("percentile", "none"):
+            bad("input.normalisation.kind", f"{norm.kind!r}: use percentile or none")
+        if not 0.0 <= norm.low < norm.high <= 100.0:
+            bad(
+                "input.normalisation",
+                f"percentiles must satisfy 0 <= low < high <= 100, got {norm.low}, {norm.high}",
+            )
+        if norm.flatten is not None and not 0 < norm.flatten <= 10000:
+            bad("input.normalisation.flatten", f"must be a width in pixels, not {norm.flatten}")
+        if inp.resize_to is not None and not 16 <= inp.resize_to <= 4096:
+            bad("input.resize_to", f"must be 16-4096 pixels, not {inp.resize_to}")
+        sc = self.scale
+        if sc.diameter is not None and not (math.isfinite(sc.diameter) and sc.diameter > 0):
+            bad("scale.diameter", f"must be a positive number of pixels, not {sc.diameter}")
+        if sc.reference is not None and sc.reference not in self.class_names:
+            bad("scale.reference", f"{sc.reference!r} is not a class")
 
 
 class Bundle:
@@ -387,9 +456,15 @@ class Bundle:
                 f"{CONFIG} and {WEIGHTS}; see `cultureseg models` for the installed ones."
             )
         try:
-            config = BundleConfig.from_dict(json.loads((path / CONFIG).read_text()))
-        except json.JSONDecodeError as exc:
+            d = json.loads((path / CONFIG).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path / CONFIG} is not valid JSON: {exc}") from exc
+        if not isinstance(d, dict):
+            raise BundleError(
+                f"{path / CONFIG} holds a {type(d).__name__}, not a bundle config "
+                "(a JSON object with format, name, architecture, classes, ...)"
+            )
+        config = BundleConfig.from_dict(d)
         weights = path / WEIGHTS
         if not weights.is_file():
             raise BundleError(f"{path} has no {WEIGHTS}; the bundle is incomplete.")

@@ -122,7 +122,7 @@ def model_config(y: dict) -> BundleConfig:
     )
     section = dict(y.get("input") or {})
     section.pop("histogram_match", None)  # a training step, not part of the model's input
-    return BundleConfig(
+    cfg = BundleConfig(
         name=safe_name(str(y["name"]), what="model name"),
         architecture=y.get("architecture", "unet"),
         classes=classes,
@@ -134,6 +134,8 @@ def model_config(y: dict) -> BundleConfig:
         modality=y.get("modality", ""),
         description=y.get("description", ""),
     )
+    cfg.check()
+    return cfg
 
 
 def train_config(y: dict, **overrides) -> TrainConfig:
