@@ -153,3 +153,20 @@ def test_median_and_histogram_matching_options():
     np.testing.assert_allclose(np.quantile(x, [0, 0.5, 1]), [0, 0.5, 1], atol=0.05)
     spec2 = InputSpec.from_dict(spec.to_dict())
     assert spec2 == spec
+
+
+def test_a_channels_last_stack_is_a_stack_of_its_channels():
+    a = np.zeros((256, 256, 16), np.uint16)
+    a[..., 3] = 7
+    with pytest.raises(ImageError, match="16 planes"):
+        as_plane(a)
+    p = as_plane(a, plane=3)
+    assert p.shape == (256, 256) and p.max() == 7
+
+
+def test_floats_beyond_float32_are_scaled_not_emptied():
+    rng = np.random.default_rng(0)
+    b = rng.random((64, 64)) * 1e300
+    b[10:20, 10:20] = 5e300
+    x = to_model_input(b)
+    assert np.isfinite(x).all() and x[0, 15, 15] > 0.9 and x.std() > 0.05

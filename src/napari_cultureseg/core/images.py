@@ -138,6 +138,11 @@ def as_plane(data, *, plane: int | None = None, source: str = "image") -> np.nda
     """
     shape = tuple(getattr(data, "shape", ()))
     ndim = len(shape)
+    if ndim == 3 and 4 < shape[-1] <= 64 and shape[-1] * 4 <= min(shape[:2]):
+        # (H, W, C) with many channels (a spectral or multi-channel image saved
+        # channels-last): its planes are the channels, not rows of a stack
+        data = np.moveaxis(np.asarray(data), -1, 0)
+        shape = tuple(data.shape)
     is_colour = ndim >= 3 and shape[-1] in (3, 4)
     spatial = ndim - 1 if is_colour else ndim
     if spatial > 3:
@@ -181,9 +186,21 @@ def as_plane(data, *, plane: int | None = None, source: str = "image") -> np.nda
 # ---------------------------------------------------------------- model input
 
 
+def _fits_float32(plane: np.ndarray) -> np.ndarray:
+    """A float64 plane whose values would overflow float32, scaled by its largest magnitude
+    (normalisation removes the scale anyway); anything else unchanged."""
+    plane = np.asarray(plane)
+    if plane.dtype.kind == "f" and plane.dtype.itemsize > 4:
+        finite = plane[np.isfinite(plane)]
+        top = float(np.abs(finite).max()) if finite.size else 0.0
+        if top > 1e37:
+            return plane / top
+    return plane
+
+
 def to_gray(plane: np.ndarray) -> np.ndarray:
     """Float32 luminance of an RGB(A) plane (alpha dropped); gray planes pass as float32."""
-    plane = np.asarray(plane)
+    plane = _fits_float32(plane)
     if plane.ndim == 2:
         return plane.astype(np.float32, copy=False)
     rgb = plane[..., :3].astype(np.float32)
@@ -195,6 +212,7 @@ def to_channels(plane: np.ndarray, channels: int) -> np.ndarray:
     if channels == 1:
         return to_gray(plane)[None]
     if channels == 3:
+        plane = _fits_float32(plane)
         if plane.ndim == 2:
             g = plane.astype(np.float32, copy=False)
             return np.stack([g, g, g])
