@@ -170,3 +170,33 @@ def test_floats_beyond_float32_are_scaled_not_emptied():
     b[10:20, 10:20] = 5e300
     x = to_model_input(b)
     assert np.isfinite(x).all() and x[0, 15, 15] > 0.9 and x.std() > 0.05
+
+
+def test_an_image_too_big_for_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from napari_cultureseg.core import images
+
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, np.zeros((2000, 3000), np.uint16), compression="zlib")
+    monkeypatch.setattr(images, "available_memory", lambda: 50 * 2**20)  # 50 MiB left
+
+    def no_read(*a, **k):
+        raise AssertionError("the pixels were read")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", no_read)
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", no_read)
+    with pytest.raises(ImageError, match=r"2000 x 3000 .*GiB.*Crop it"):
+        images.read_image(path)
+    monkeypatch.setattr(images, "available_memory", lambda: 8 * 2**30)
+    monkeypatch.undo()
+    assert images.read_image(path).shape == (2000, 3000)
+
+
+def test_normalise_makes_no_float64_copy_of_the_image():
+    import tracemalloc
+
+    x = np.random.default_rng(0).random((1, 2000, 2000), dtype=np.float32)
+    tracemalloc.start()
+    y = normalise(x)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert y.dtype == np.float32 and peak < 1.5 * x.nbytes

@@ -13,6 +13,7 @@ Everything a model sees goes through two steps:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def read_array(path: str | Path) -> np.ndarray:
             f"{path.name}: unsupported file type {suffix!r}; "
             f"save the image as one of {', '.join(SUFFIXES)}."
         )
+    check_fits(path)
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile
@@ -115,6 +117,67 @@ def read_array(path: str | Path) -> np.ndarray:
             f"{path.name}: could not be read as an image ({type(exc).__name__}: {exc}). "
             "The file may be corrupt or not an image; re-export it from the acquisition software."
         ) from exc
+
+
+WORKING_BYTES_PER_PIXEL = 48
+"""What segmenting one pixel of a plane needs at the peak, roughly: the float32 input,
+zoomed and normalised copies, the tiled probabilities and their weights, masks and labels."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (Linux: MemAvailable), or a large guess."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def stored_shape(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of the pixels a file holds, from its header alone (None: unknown)."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return tuple(series.shape), np.dtype(series.dtype)
+        import imageio.v3 as iio
+
+        props = iio.improps(path)
+        return tuple(props.shape), np.dtype(props.dtype)
+    except Exception:  # an unreadable header is reported by the read itself
+        return None
+
+
+def check_fits(path: Path) -> None:
+    """Refuse, before reading, a file whose pixels and segmentation would not fit in memory.
+
+    Raises
+    ------
+    ImageError
+        With the size, the memory it would need and what to do instead.
+    """
+    found = stored_shape(path)
+    if found is None:
+        return
+    shape, dtype = found
+    pixels = int(np.prod(shape, dtype=np.float64))
+    plane = int(np.prod([n for n in shape if n > 4][-2:], dtype=np.float64))
+    need = pixels * dtype.itemsize + plane * WORKING_BYTES_PER_PIXEL
+    have = available_memory()
+    if need > have:
+        raise ImageError(
+            f"{path.name}: {' x '.join(map(str, shape))} pixels of {dtype} would need about "
+            f"{need / 2**30:.1f} GiB to read and segment, and {have / 2**30:.1f} GiB are "
+            "available. Crop it or downsample it first (e.g. in Fiji), or split a mosaic into "
+            "fields; for a stack, save the plane you want on its own."
+        )
 
 
 def _squeeze_axes(data: np.ndarray, axes: str) -> np.ndarray:
@@ -245,11 +308,12 @@ def normalise(x: np.ndarray, norm: Normalisation = Normalisation()) -> np.ndarra
             ch = flatten_background(ch, norm.flatten)
         # percentiles of a subsample: identical in effect, 20× faster on mosaics
         step = max(1, int(np.sqrt(ch.size / 1e6)))
-        lo, hi = np.percentile(ch[::step, ::step], [norm.low, norm.high])
+        lo, hi = (float(v) for v in np.percentile(ch[::step, ::step], [norm.low, norm.high]))
         if hi - lo <= 1e-12 * max(1.0, abs(hi)):
             out[c] = 0.0
-        else:
-            out[c] = (ch - lo) / (hi - lo)
+        else:  # in float32 and in place: no float64 temporary the size of the image
+            np.subtract(ch, np.float32(lo), out=out[c], dtype=np.float32)
+            out[c] *= np.float32(1.0 / (hi - lo))
     return out
 
 
