@@ -139,7 +139,16 @@ def main(argv=None) -> int:
         default="auto,none,truth",
         help="how the test fields are scaled: auto, none, truth",
     )
+    ap.add_argument(
+        "--table",
+        default=None,
+        metavar="VARIANT",
+        help="print the markdown table of a variant's results and exit",
+    )
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.out).read_text())["runs"], args.table))
+        return 0
     os.environ.setdefault("CULTURESEG_HOME", tempfile.mkdtemp(prefix="loeo-home-"))
     import torch
 
@@ -181,6 +190,46 @@ def main(argv=None) -> int:
         if config != Path(args.config):
             config.unlink(missing_ok=True)
     return 0
+
+
+def table(rows: list[dict], variant: str, diameter: str = "auto") -> str:
+    """The leave-one-experiment-out table of one variant, in markdown."""
+    cols = [
+        ("nucleus_dice", "nucleus Dice"),
+        ("nucleus_object_f1", "nucleus F1@0.5"),
+        ("nucleus_sa_0.5", "nucleus SA(0.5)"),
+        ("cell_dice", "cell Dice"),
+        ("cell_object_f1", "cell F1@0.5"),
+    ]
+    out = [
+        "| held-out experiment | fields | "
+        + " | ".join(c for _, c in cols)
+        + " | zoom (auto) | training |",
+        "|---|---|" + "---|" * len(cols) + "---|---|",
+    ]
+    runs = [r for r in rows if r["variant"] == variant and diameter in r]
+    for r in sorted(runs, key=lambda r: r["experiment"]):
+        m = r[diameter]
+        zooms = list(m.get("zooms", {}).values())
+        z = f"{min(zooms):.2f}-{max(zooms):.2f}" if zooms else "–"
+        t = r["training"]
+        out.append(
+            f"| {r['experiment']} | {r['fields']} | "
+            + " | ".join(f"{m[k]:.3f}" if k in m else "–" for k, _ in cols)
+            + f" | {z} | {t['steps']} steps, {t['seconds'] / 60:.0f} min |"
+        )
+    if runs:
+        out.append(
+            "| **mean** | | "
+            + " | ".join(
+                f"**{sum(r[diameter][k] for r in runs) / len(runs):.3f}**"
+                if all(k in r[diameter] for r in runs)
+                else "–"
+                for k, _ in cols
+            )
+            + " | | |"
+        )
+    return "\n".join(out)
 
 
 def merge(path: Path, row: dict) -> None:

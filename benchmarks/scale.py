@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test", choices=["test", "val", "all"])
     ap.add_argument("--limit", type=int, default=8, help="at most this many test images")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--estimators", default="objects,confidence")
+    ap.add_argument("--estimators", default="objects,all-objects,confidence")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scale.json"))
     args = ap.parse_args(argv)
 

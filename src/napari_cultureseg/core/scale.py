@@ -15,6 +15,9 @@ bundle knows its own), or is estimated (:func:`estimate_diameter`):
     Segment the image at its own scale, measure the median diameter of the
     reference class's objects, resample by the zoom this gives and measure
     again (cellpose's size model refines its estimate the same way).
+``all-objects``
+    The same with every counted class whose training size the model records
+    (nuclei and cells), their zooms averaged (geometric mean, by object count).
 ``confidence``
     Segment a crop at a few zooms and keep the one where the model is most
     certain (the mean of ``|p - 0.5|`` over the pixels it calls foreground).
@@ -34,7 +37,7 @@ from scipy import ndimage as ndi
 ZOOM_LIMITS = (0.25, 4.0)
 """Zooms outside this range are refused: the image would lose its objects or explode."""
 
-ESTIMATORS = ("objects", "confidence")
+ESTIMATORS = ("objects", "all-objects", "confidence")
 
 
 def object_diameters(mask: np.ndarray, *, min_area: int = 4) -> np.ndarray:
@@ -265,16 +268,29 @@ def estimate_diameter(
         return ScaleEstimate(None, 1.0, method)
     crop = _crop_for_estimate(plane, max_side)
     lo, hi = ZOOM_LIMITS
-    if method == "objects":
+    if method in ("objects", "all-objects"):
+        # the reference class alone, or every counted class the model knows the size of
+        # (each gives a zoom, their geometric mean weighted by object counts is taken)
+        classes = [sc.reference]
+        if method == "all-objects":
+            classes += [c for c in sc.diameters if c != sc.reference]
         zoom, d, n = 1.0, None, 0
         for _ in range(max(1, iterations)):
             seg = run_to_end(segment(bundle, crop, device=device, zoom=zoom))
-            # instances on the image's grid: diameters in image pixels whatever the zoom
-            diam = object_diameters(seg.instances(sc.reference))
-            if diam.size == 0:
+            logs, weights = [], []
+            for c in classes:
+                # instances on the image's grid: diameters in image pixels whatever the zoom
+                diam = object_diameters(seg.instances(c))
+                trained = sc.diameter if c == sc.reference else sc.diameters[c]
+                if diam.size:
+                    logs.append(np.log(trained / np.median(diam)))
+                    weights.append(diam.size)
+                    if c == sc.reference:
+                        n = int(diam.size)
+            if not logs:
                 break
-            d, n = float(np.median(diam)), int(diam.size)
-            new = float(np.clip(sc.diameter / d, lo, hi))
+            new = float(np.clip(np.exp(np.average(logs, weights=weights)), lo, hi))
+            d = float(sc.diameter / new)
             done = abs(np.log(new / zoom)) < np.log(1.1)  # within 10 %: done
             zoom = new
             if done:
