@@ -4,6 +4,7 @@
 # e.g. `--screenshot demo.png` (segment, save a screenshot of the window, exit) or
 # `--sample synthetic`. Without a display it runs on Xvfb.
 set -euo pipefail
+export CULTURESEG_CWD="$PWD"   # --screenshot and --sample paths are relative to where you are
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh all
 if [ -n "${DISPLAY:-}" ]; then

@@ -10,7 +10,13 @@ def phase_cells():
     """scikit-image's ``cell``: a real phase-contrast image shipped with the package."""
     from skimage import data
 
-    return [(data.cell(), {"name": "cell"}, "image")]
+    return [(data.cell(), {"name": "cell", "metadata": _model("phase-cells")}, "image")]
+
+
+def _model(name: str) -> dict:
+    """Layer metadata naming the bundled model that fits a sample (the Segment widget selects
+    it when the sample is opened)."""
+    return {"cultureseg": {"model": name}}
 
 
 def synthetic_culture():
@@ -19,7 +25,7 @@ def synthetic_culture():
 
     image, labels = phase_culture((512, 512), seed=0)
     return [
-        (image, {"name": "synthetic culture"}, "image"),
+        (image, {"name": "synthetic culture", "metadata": _model("phase-cells")}, "image"),
         (labels, {"name": "synthetic culture · truth", "visible": False}, "labels"),
     ]
 
@@ -33,7 +39,8 @@ def tumour_culture():
     from .core.synth_culture import CLASSES, culture
 
     image, masks = culture(seed=0, rgb=True)
-    layers = [(image, {"name": "tumour culture", "rgb": True}, "image")]
+    meta = {"name": "tumour culture", "rgb": True, "metadata": _model("culture-multilabel")}
+    layers = [(image, meta, "image")]
     for name, colour, _ in CLASSES:
         layers.append(
             (
@@ -56,7 +63,7 @@ def spheroid_well():
 
     image, mask = well(1080, seed=0, difficulty="hard")
     return [
-        (image, {"name": "spheroid well"}, "image"),
+        (image, {"name": "spheroid well", "metadata": _model("spheroid-multiscale")}, "image"),
         (
             mask.astype("uint8"),
             {"name": "spheroid well · spheroid (truth)", "visible": False, "opacity": 0.5},

@@ -431,8 +431,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ._demo import main as demo
+    from ._demo import has_display, main as demo, rerun_under_xvfb
 
+    if not has_display():
+        return rerun_under_xvfb(sys.argv[1:])
     return demo(sample=args.sample, model=args.model, screenshot=args.screenshot)
 
 
@@ -540,9 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample",
         default="synthetic",
         help="'synthetic' (a generated phase-contrast culture, default), 'cell' "
-        "(scikit-image's real phase-contrast cell, high magnification) or an image path",
+        "(scikit-image's real phase-contrast cell, high magnification), 'tumour' (a synthetic "
+        "culture on vessels, six classes), 'spheroid' (a synthetic bright-field well) or an "
+        "image path; each sample selects the model that fits it",
     )
-    p.add_argument("--model", default=None, help="model to select (default: the default model)")
+    p.add_argument("--model", default=None, help="model to select (default: the sample's)")
     p.add_argument(
         "--screenshot", default=None, help="segment, save a window screenshot here, exit"
     )

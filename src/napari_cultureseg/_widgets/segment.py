@@ -232,6 +232,7 @@ class SegmentWidget(Container):
         self.corrections: dict[str, Corrections] = {}
         self.model.changed.connect(self._on_model_changed)
         self.image.changed.connect(self._restore_corrections)
+        self.image.changed.connect(self._model_of_sample)
         self.viewer.layers.events.inserted.connect(
             lambda e: self._restore_corrections(e.value) if isinstance(e.value, Image) else None
         )
@@ -269,9 +270,11 @@ class SegmentWidget(Container):
         )
         self.diameter.enabled = bool(cfg.scale.diameter)
         self.pixel_size.enabled = bool(cfg.scale.pixel_size)
-        self.status.value = (
-            f"{cfg.name}: {', '.join(cfg.class_names)} ({cfg.modality}){trained}{scale}"
+        names = ", ".join(  # abbreviated class names spelt out (S = single cells …)
+            f"{c.name} = {c.description}" if len(c.name) <= 3 and c.description else c.name
+            for c in cfg.classes
         )
+        self.status.value = f"{cfg.name}: {names} ({cfg.modality}){trained}{scale}"
 
     def corrections_for(self, layer: Image, classes=()) -> Corrections:
         """The workspace of the plane of ``layer`` on screen (opened once, then reused)."""
@@ -282,6 +285,14 @@ class SegmentWidget(Container):
         else:
             self.corrections[key].ensure_classes(classes)
         return self.corrections[key]
+
+    def _model_of_sample(self, layer):
+        """A sample image names the bundled model that fits it: select that model."""
+        meta = getattr(layer, "metadata", None) or {}
+        name = (meta.get("cultureseg") or {}).get("model") if isinstance(meta, dict) else None
+        if name and name in list_bundles() and self.model.value != name:
+            self.model.reset_choices()
+            self.model.value = name
 
     def _restore_corrections(self, layer):
         """Opening an image that has saved corrections shows them again."""
@@ -538,6 +549,7 @@ class SegmentWidget(Container):
                 max=0.95,
                 step=0.01,
                 value=previous.get(spec.name, spec.threshold),
+                tooltip=f"{spec.name}: {spec.description}" if spec.description else None,
             )
             s.changed.connect(lambda _v, n=spec.name: self.rethreshold(n))
             self.thresholds.append(s)
