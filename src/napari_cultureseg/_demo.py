@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-
 SAMPLES = {
     "synthetic": "synthetic_culture",
     "cell": "phase_cells",

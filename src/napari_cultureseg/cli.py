@@ -431,7 +431,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ._demo import has_display, main as demo, rerun_under_xvfb
+    from ._demo import has_display, rerun_under_xvfb
+    from ._demo import main as demo
 
     if not has_display():
         return rerun_under_xvfb(sys.argv[1:])
