@@ -57,3 +57,25 @@ def start_job(
     worker = create_worker(guarded, job, *args, **kwargs, _start_thread=False, _connect=connect)
     worker.start()
     return worker
+
+
+def collapsible(title: str, widgets, *, expanded: bool = False):
+    """A magicgui Container of ``widgets`` inside a collapsible section (superqt).
+
+    Returns ``(container, section)``: keep the container to read the values, add
+    ``section`` (a QWidget) to the dock's layout. Collapsed, the settings most
+    users never change leave the room to the controls they use, so both docks fit
+    a 1920×1080 screen.
+    """
+    from magicgui.widgets import Container
+    from superqt import QCollapsible
+
+    box = Container(widgets=list(widgets), labels=True)
+    box.margins = (0, 0, 0, 0)
+    section = QCollapsible(title)
+    section.addWidget(box.native)
+    if expanded:
+        section.expand(animate=False)
+    else:
+        section.collapse(animate=False)
+    return box, section

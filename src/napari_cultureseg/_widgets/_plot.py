@@ -25,7 +25,7 @@ class LinePlot(QWidget):
         super().__init__(parent)
         self.title = title
         self.series: dict[str, tuple[str, list[float], list[float], bool]] = {}
-        self.setMinimumHeight(140)
+        self.setMinimumHeight(120)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
 
     def add_series(self, name: str, colour: str, *, unit_range: bool = False) -> None:

@@ -34,6 +34,7 @@ from ..core.training import TrainConfig
 from ..core.versions import JobResult, fine_tune_job, finetune_config, saved_sample, versions_of
 from ..core.workspace import list_workspaces
 from ._plot import LinePlot
+from .segment import _row
 
 CLASS_COLOURS = ["#39ff14", "#ff3b30", "#30b0ff", "#ffd040", "#ff00ff", "#00ffff"]
 
@@ -62,9 +63,11 @@ class FinetuneWidget(Container):
         )
         self.sources = Label(label="learn from", value="")
         self.saved = Select(label="and saved workspaces", choices=self._saved_choices)
-        self.saved.native.setMaximumHeight(90)
+        self.saved.native.setMaximumHeight(56)
         self.start_button = PushButton(text="Fine-tune")
-        self.stop_button = PushButton(text="Stop (keep best so far)", enabled=False)
+        self.stop_button = PushButton(
+            text="Stop", enabled=False, tooltip="End after this batch and keep the best weights"
+        )
         self.progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self.eta = Label(label="", value="")
         self.result_label = Label(label="result", value="")
@@ -72,25 +75,30 @@ class FinetuneWidget(Container):
             label="versions", choices=lambda _: versions_of(self.model.value or "")
         )
         self.use_button = PushButton(text="Use this version for Segment")
+        from ._jobs import collapsible
+
+        self.settings, section = collapsible(
+            "training settings", [self.lr, self.batch, self.patch, self.preview_every]
+        )
         self.extend(
             [
                 self.model,
                 self.steps,
-                self.lr,
-                self.batch,
-                self.patch,
-                self.preview_every,
                 self.sources,
                 self.saved,
-                self.start_button,
-                self.stop_button,
+                _row(self.start_button, self.stop_button),
                 self.progress,
                 self.eta,
+                self.result_label,
+                self.versions,
+                self.use_button,
             ]
         )
         self.plot = LinePlot("loss (log) and validation Dice")
-        self.native.layout().addWidget(self.plot)
-        self.extend([self.result_label, self.versions, self.use_button])
+        # native widgets by position: the plot under the progress, the settings under steps
+        layout = self.native.layout()
+        layout.insertWidget(list(self).index(self.eta) + 1, self.plot)
+        layout.insertWidget(list(self).index(self.steps) + 1, section)
         for label in (self.sources, self.eta, self.result_label):
             label.native.setWordWrap(True)
         self.native.setMaximumWidth(480)

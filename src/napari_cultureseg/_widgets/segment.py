@@ -125,6 +125,15 @@ def run_segmentation(request: SegmentRequest, plane: np.ndarray):
     return replace(result, note=how)
 
 
+def _row(*widgets):
+    """Widgets side by side in one row (buttons that belong together)."""
+    from magicgui.widgets import Container
+
+    row = Container(widgets=list(widgets), layout="horizontal", labels=False)
+    row.margins = (0, 0, 0, 0)
+    return row
+
+
 def flush_all(corrections: dict) -> None:
     """Save every workspace now (on closing the widget or quitting napari)."""
     for corr in list(corrections.values()):
@@ -199,30 +208,41 @@ class SegmentWidget(Container):
         self.status = Label(label="", value="")
         self.thresholds = Container(label="thresholds", labels=True)
         self._sliders: dict[str, FloatSlider] = {}
-        self.accept_button = PushButton(text="Accept this view (mark it reviewed)")
-        self.count_button = PushButton(text="Count objects (of the corrected masks)")
-        self.extend(
+        self.accept_button = PushButton(
+            text="Accept this view", tooltip="Mark the visible region reviewed: correct as it is"
+        )
+        self.count_button = PushButton(
+            text="Count objects", tooltip="Label the objects of the corrected masks, per class"
+        )
+        from ._jobs import collapsible
+
+        self.advanced, section = collapsible(
+            "more settings",
             [
-                self.image,
-                self.model,
                 self.device,
-                self.diameter,
                 self.pixel_size,
                 self.tta,
                 self.tile,
                 self.overlap,
                 self.fit_tile,
-                self.view_only,
                 self.show_prob,
-                self.run_button,
-                self.stop_button,
+            ],
+        )
+        self.extend(
+            [
+                self.image,
+                self.model,
+                self.diameter,
+                self.view_only,
+                _row(self.run_button, self.stop_button),
                 self.progress,
                 self.status,
                 self.thresholds,
-                self.accept_button,
-                self.count_button,
+                _row(self.accept_button, self.count_button),
             ]
         )
+        # the settings most users never change, folded under the object size
+        self.native.layout().insertWidget(list(self).index(self.view_only) + 1, section)
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(480)  # leave the canvas most of the window
         self.worker = None
