@@ -173,3 +173,25 @@ def test_saved_workspaces_of_closed_images_can_be_learnt_from(
     ft.start()
     assert ft.worker is None and "open the image" in ft.eta.value
     assert len(viewer.layers) == 0
+
+
+def test_fine_tune_learns_from_corrections_without_the_segment_dock(
+    make_napari_viewer, tiny_bundle
+):
+    """The session, not the Segment dock, holds the open workspaces."""
+    from napari_cultureseg._widgets._session import session_for
+
+    viewer = make_napari_viewer()
+    img, truth = phase_culture((96, 96), seed=3)
+    layer = viewer.add_image(img, name="field")
+    from napari_cultureseg._widgets.segment import current_plane
+    from napari_cultureseg.core.bundles import ClassSpec
+
+    plane, index = current_plane(viewer, layer)
+    ft = FinetuneWidget(viewer)
+    corr = session_for(viewer).corrections_for(layer, plane, index, [ClassSpec("cell")])
+    corr.ws.set_mask("cell", truth > 0, kind="segment")
+    corr.ws.accept_region("cell", (0, 0, 96, 96))
+    ft.describe_sources()
+    assert "field" in ft.sources.value
+    assert len(ft.samples(load_bundle("tiny"))) == 1

@@ -22,9 +22,22 @@ def test_both_docks_fit_a_full_hd_screen(make_napari_viewer, tiny_bundle, qtbot)
     qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
     qtbot.wait(200)
     assert window.height() <= 1080, window.height()
-    controls = [seg.image, seg.model, seg.diameter, seg.run_button, seg.stop_button,
-                seg.accept_button, seg.count_button, *seg._sliders.values(), ft.model,
-                ft.steps, ft.start_button, ft.stop_button, ft.versions, ft.use_button]
+    controls = [
+        seg.image,
+        seg.model,
+        seg.diameter,
+        seg.run_button,
+        seg.stop_button,
+        seg.accept_button,
+        seg.count_button,
+        *seg._sliders.values(),
+        ft.model,
+        ft.steps,
+        ft.start_button,
+        ft.stop_button,
+        ft.versions,
+        ft.use_button,
+    ]
     for w in controls:
         assert not w.native.visibleRegion().isEmpty(), w
         bottom = w.native.mapTo(window, w.native.rect().bottomLeft()).y()

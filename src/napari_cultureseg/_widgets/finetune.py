@@ -110,11 +110,14 @@ class FinetuneWidget(Container):
         self.use_button.changed.connect(self.use_version)
         self.model.changed.connect(lambda _: self.versions.reset_choices())
         self.viewer.layers.events.inserted.connect(lambda _e: self.describe_sources())
+        from ._session import session_for
+
+        session_for(self.viewer).attach(self)
         self.describe_sources()
 
     # ----------------------------------------------------------- data
     def segment_widget(self):
-        """The Segment widget of this viewer, which holds the open workspaces (or None)."""
+        """The Segment widget of this viewer (or None): its last zoom, and the model it uses."""
         from .segment import SegmentWidget
 
         for widget in self.viewer.window.dock_widgets.values():
@@ -125,12 +128,14 @@ class FinetuneWidget(Container):
         return None
 
     def corrections(self):
-        seg = self.segment_widget()
-        if seg is None:
-            return []
-        for corr in seg.corrections.values():
+        """The workspaces of the open images (the viewer's session, with or without the
+        Segment dock), their latest edits handed over first."""
+        from ._session import session_for
+
+        opened = session_for(self.viewer).open()  # the same session as at __init__
+        for corr in opened:
             corr.sync()
-        return [c for c in seg.corrections.values() if c.image_name in self.viewer.layers]
+        return opened
 
     def _saved_choices(self, _widget=None) -> list[tuple[str, str]]:
         """Saved workspaces of images that are not open, with reviewed pixels: (label, key)."""

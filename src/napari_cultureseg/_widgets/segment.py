@@ -134,15 +134,6 @@ def _row(*widgets):
     return row
 
 
-def flush_all(corrections: dict) -> None:
-    """Save every workspace now (on closing the widget or quitting napari)."""
-    for corr in list(corrections.values()):
-        try:
-            corr.flush()
-        except Exception as exc:  # a closing viewer may have lost its layers already
-            print(f"napari-cultureseg: could not save corrections of {corr.image_name}: {exc}")
-
-
 AUTO_COUNT_PIXELS = 4096 * 4096
 """Objects are counted after every Segment up to this image size; larger: on request."""
 
@@ -249,7 +240,11 @@ class SegmentWidget(Container):
         self._finished_run = True
         self.result: Segmentation | None = None
         self._result_for: tuple | None = None  # (image name, plane index, box) of self.result
-        self.corrections: dict[str, Corrections] = {}
+        from ._session import session_for
+
+        self.session = session_for(napari_viewer)
+        """The viewer's open workspaces, autosaved, shared with the Fine-tune dock."""
+        self.corrections: dict[str, Corrections] = self.session.corrections
         self.model.changed.connect(self._on_model_changed)
         self.image.changed.connect(self._restore_corrections)
         self.image.changed.connect(self._model_of_sample)
@@ -261,15 +256,12 @@ class SegmentWidget(Container):
         self.accept_button.changed.connect(self.accept_view)
         self.count_button.changed.connect(self.count_objects)
         self._on_model_changed(self.model.value)
+        # autosave errors of the session, shown here (the session's timer does the saving)
         self._timer = QTimer(self.native)  # a child: stops and goes with the widget
         self._timer.setInterval(500)
-        self._timer.timeout.connect(self.autosave)
+        self._timer.timeout.connect(self._show_session_errors)
         self._timer.start()
-        corrections = self.corrections  # not `self`: the wrapper may be gone when Qt destroys it
-        self.native.destroyed.connect(lambda *_: flush_all(corrections))
-        from qtpy.QtWidgets import QApplication
-
-        QApplication.instance().aboutToQuit.connect(lambda: flush_all(corrections))
+        self.session.attach(self)  # closing the dock saves; the last dock ends the session
         self._restore_corrections(self.image.value)
 
     # ----------------------------------------------------------- models and corrections
@@ -299,12 +291,7 @@ class SegmentWidget(Container):
     def corrections_for(self, layer: Image, classes=()) -> Corrections:
         """The workspace of the plane of ``layer`` on screen (opened once, then reused)."""
         plane, index = current_plane(self.viewer, layer)
-        key = workspace_key(layer, plane, index)
-        if key not in self.corrections:
-            self.corrections[key] = Corrections(self.viewer, layer, plane, index, classes)
-        else:
-            self.corrections[key].ensure_classes(classes)
-        return self.corrections[key]
+        return self.session.corrections_for(layer, plane, index, classes)
 
     def _model_of_sample(self, layer):
         """A sample image names the bundled model that fits it: select that model."""
@@ -335,12 +322,13 @@ class SegmentWidget(Container):
         show_info(self.status.value)
 
     def autosave(self):
-        """Timer tick: save workspaces with changes (at most once a second each)."""
-        for corr in list(self.corrections.values()):
-            try:
-                corr.tick()
-            except Exception as exc:
-                self._show_error(f"could not save corrections of {corr.image_name}: {exc}")
+        """Save workspaces with changes now (the session's timer does it every 0.5 s)."""
+        self.session.autosave()
+        self._show_session_errors()
+
+    def _show_session_errors(self):
+        while self.session.errors:
+            self._show_error(self.session.errors.pop(0))
 
     def accept_view(self):
         layer = self.image.value
