@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core.images import SUFFIXES, ImageError, read_array
+import numpy as np
+
+from .core.images import SUFFIXES, ImageError, channels_last, read_array
 
 
 def get_reader(path):
@@ -29,6 +31,13 @@ def read_layers(path):
     data = read_array(path)
     if data.ndim < 2 or min(data.shape[:2]) < 1:
         raise ImageError(f"{Path(path).name}: shape {data.shape} is not an image.")
+    if data.dtype.kind not in "uifb":
+        raise ImageError(
+            f"{Path(path).name}: pixels of type {data.dtype} are not intensities; "
+            "save the image as integers or floats."
+        )
+    if channels_last(data.shape):  # (H, W, C): one plane per channel, as the engine reads it
+        data = np.moveaxis(data, -1, 0)
     rgb = data.ndim >= 3 and data.shape[-1] in (3, 4) and data.dtype.kind in "uif"
     meta = {"name": Path(path).stem, "rgb": rgb, "metadata": {"path": str(Path(path).resolve())}}
     return [(data, meta, "image")]

@@ -58,7 +58,11 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
     classes = classes or []
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # a path the file system cannot even look up: reading it will say so
+            is_dir = False
+        if is_dir:
             files = sorted(
                 f
                 for f in p.iterdir()

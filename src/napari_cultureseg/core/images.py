@@ -192,6 +192,16 @@ def _squeeze_axes(data: np.ndarray, axes: str) -> np.ndarray:
     return data
 
 
+def channels_last(shape) -> bool:
+    """Whether ``(H, W, C)`` is an image with C channels last (2, or 5-64), not a stack."""
+    shape = tuple(shape)
+    return (
+        len(shape) == 3
+        and (shape[-1] == 2 or 4 < shape[-1] <= 64)
+        and shape[-1] * 4 <= min(shape[:2])
+    )
+
+
 def as_plane(data, *, plane: int | None = None, source: str = "image") -> np.ndarray:
     """Validate an array as one 2-D plane (gray or RGB/RGBA), choosing ``plane`` in a stack.
 
@@ -201,7 +211,7 @@ def as_plane(data, *, plane: int | None = None, source: str = "image") -> np.nda
     """
     shape = tuple(getattr(data, "shape", ()))
     ndim = len(shape)
-    if ndim == 3 and 4 < shape[-1] <= 64 and shape[-1] * 4 <= min(shape[:2]):
+    if ndim == 3 and channels_last(shape):
         # (H, W, C) with many channels (a spectral or multi-channel image saved
         # channels-last): its planes are the channels, not rows of a stack
         data = np.moveaxis(np.asarray(data), -1, 0)
