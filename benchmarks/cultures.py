@@ -1,4 +1,4 @@
-"""Seed 000's Tables 2-3 for the two six-class models, on held-out synthetic cultures.
+"""Rahkonen et al.'s Tables 2-3 for the two six-class models, on held-out synthetic cultures.
 
     python benchmarks/cultures.py [MULTILABEL PER_CLASS] [--n-test 8]
 
@@ -6,10 +6,10 @@ Two bundles (names or folders; default culture-multilabel and culture-per-class,
 trained from configs/culture-*.yaml) segment held-out synthetic cultures
 (synth_culture, 1040×1392 RGB, seeds 1000, 1001, ... reserved for tests and never
 used for training or validation). For each model and class, pooled over the test
-images, as in seed 000's Tables 2-3: sensitivity, specificity, AUC with its 95 %
+images, as in Rahkonen et al.'s Tables 2-3: sensitivity, specificity, AUC with its 95 %
 interval (Hanley-McNeil, optimistic for pixels) and DSC at threshold 0.5, and
 sensitivity, specificity and DSC at the threshold chosen on the model's own
-VALIDATION seeds (Youden's J on their ROC; seed 000 had no validation set and
+VALIDATION seeds (Youden's J on their ROC; Rahkonen et al. 2020 had no validation set and
 wished it had), applied unchanged to the test seeds. Youden's J ignores how rare a
 class is and picks thresholds near 0 for I, IP and R (thousands of false positives
 for a few true ones), so the threshold that maximises DSC on the same validation
@@ -88,7 +88,7 @@ def _clean(v):
 
 
 def class_rows(bundle, val, test) -> dict:
-    """Seed 000's table for one model: ``{class: figures}`` pooled over the test images."""
+    """Rahkonen et al.'s table for one model: ``{class: figures}`` pooled over the test images."""
     from napari_cultureseg.core import metrics
 
     (pv, tv), (pt, tt) = val, test
@@ -157,7 +157,7 @@ def seconds(bundle, image, threads: int, repeats: int = 3) -> dict:
 
 
 def format_table(name: str, rows: dict) -> str:
-    """Seed 000's Table 2 layout, with the validation-chosen threshold's columns added."""
+    """Rahkonen et al.'s Table 2 layout, with the validation-chosen threshold's columns added."""
 
     def f(v):
         return "  n/a" if v is None else f"{v:.3f}"

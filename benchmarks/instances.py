@@ -38,7 +38,12 @@ CACHE = ROOT / "benchmarks" / "results" / "cache" / "instances"
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
-    ap.add_argument("--separate", required=True, choices=["distance", "boundary", "watershed"])
+    ap.add_argument("--separate", default=None, choices=["distance", "boundary", "watershed"])
+    ap.add_argument(
+        "--bundle",
+        default=None,
+        help="score this trained model (e.g. a bundled one) instead of training a variant",
+    )
     ap.add_argument("--seconds", type=float, default=1200)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "instances.json"))
@@ -59,8 +64,14 @@ def main(argv=None) -> int:
     recipe = prepare_from_config(args.config)
     k = next(i for i, c in enumerate(recipe.model.classes) if c.instances)
     spec = recipe.model.classes[k]
-    name = f"{recipe.model.name}-{args.separate}-{int(args.seconds)}s"
-    path = CACHE / name
+    if args.bundle:
+        path = Path(args.bundle)
+        name = f"{recipe.model.name}-bundled"
+    else:
+        if args.separate is None:
+            ap.error("give --separate (to train a variant) or --bundle (to score a model)")
+        name = f"{recipe.model.name}-{args.separate}-{int(args.seconds)}s"
+        path = CACHE / name
     if not (path / "config.json").is_file():
         classes = list(recipe.model.classes)
         classes[k] = replace(spec, separate=args.separate)

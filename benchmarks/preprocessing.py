@@ -1,4 +1,4 @@
-"""Seed 004's preprocessing, measured: does a 3x3 median or histogram matching help?
+"""Aydın et al.'s (2022) preprocessing, measured: does a 3x3 median or histogram matching help?
 
     python benchmarks/preprocessing.py [--variants none,median,hist,median+hist]
                                        [--seconds 480] [--threads 1]
@@ -9,7 +9,7 @@ Trains one `fluorescence-nuclei` model per variant from ``configs/fluorescence-n
   none          percentile normalisation alone
   median        + 3x3 median filter before normalisation (the bundled model's setting)
   hist          + every image matched to the brightest training image's histogram
-  median+hist   both, in seed 004's order (median, normalise, match)
+  median+hist   both, in Aydın et al.'s (2022) order (median, normalise, match)
 
 Every variant gets the same time budget (``--seconds``, shorter than the bundled
 model's) and is scored on the same held-out validation images (Dice, object F1 and

@@ -9,7 +9,8 @@ the median equivalent diameter of the reference class's objects in the
 image's own mask times the zoom. Each estimator of :mod:`napari_cultureseg.core.scale`
 then estimates it from the resampled image alone; the relative error
 ``|estimate - truth| / truth`` is reported per estimator (median, worst) with
-the seconds it took. Results are merged into ``benchmarks/results/scale.json``.
+the seconds it took. Results are merged into ``benchmarks/results/scale.json``
+under "MODEL (SPLIT)".
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     print(json.dumps(summary, indent=1))
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.is_file() else {}
-    data[args.model] = {
+    data[f"{args.model} ({args.split})"] = {
         "data": os.path.relpath(args.data, ROOT),
         "split": args.split,
         "images": len(truths),

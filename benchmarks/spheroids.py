@@ -1,10 +1,10 @@
-"""Seed 003's Table 2 on synthetic spheroid wells: adversarial vs plain network vs U-Net.
+"""Sadanandan et al.'s Table 2 on synthetic spheroid wells: adversarial vs plain network vs U-Net.
 
     python benchmarks/spheroids.py [--seconds 1350] [--n-test 50] [--threads 1]
                                    [--bundle adv=PATH] [--bundle base=PATH] [--bundle unet=PATH]
 
 Trains three models on the training wells of ``configs/spheroid-multiscale.yaml``
-with the same time budget each, as seed 003 compares them:
+with the same time budget each, as Sadanandan et al. 2017 compares them:
 
   adv    the multiscale network with the adversarial loss (the config as it is)
   base   the same network without the adversarial loss ("Base")
@@ -13,10 +13,10 @@ with the same time budget each, as seed 003 compares them:
          parameters against the multiscale network's 4.0 M (base 32)
 
 then segments held-out easy and hard test wells (seeds 1000 onwards, never used for
-training or validation) at 1080², with seed 003's post-processing for all three
+training or validation) at 1080², with Sadanandan et al.'s post-processing for all three
 (threshold 120/255, fill holes, drop objects < 64 px at 480², keep the largest),
 and reports mean ± std over images of the F-score, precision and recall
-(``core.metrics.per_image_prf``). Seed 003 averages five folds; we train each
+(``core.metrics.per_image_prf``). Sadanandan et al. (2017) averages five folds; we train each
 model once. Trained bundles are cached in ``benchmarks/results/cache/`` (keyed by
 variant, budget and config), or given with ``--bundle``. Writes
 ``benchmarks/results/spheroids.json`` and prints the table.
@@ -41,7 +41,7 @@ CACHE = ROOT / "benchmarks" / "results" / "cache"
 VARIANTS = ("adv", "base", "unet")
 LABELS = {"adv": "Adver", "base": "Base", "unet": "U-Net*"}
 UNET = {"encoder": "mobilenet_v2", "encoder_depth": 5, "decoder_channels": [128, 64, 32, 16, 16]}
-PAPER = {  # seed 003, Table 2: mean ± std of F-score, precision, recall (%)
+PAPER = {  # Sadanandan et al. 2017, Table 2: mean ± std of F-score, precision, recall (%)
     "easy": {
         "adv": [(77.09, 6.89), (82.16, 6.00), (73.07, 7.40)],
         "base": [(68.79, 19.72), (73.02, 20.15), (65.67, 19.47)],
@@ -130,7 +130,7 @@ def test_wells(n: int, size: int) -> dict[str, list[tuple[np.ndarray, np.ndarray
 
 
 def evaluate(bundle, wells, paper_spec, threads: int) -> dict:
-    """Per-image P/R/F of ``bundle`` with seed 003's post-processing, per test set."""
+    """Per-image P/R/F of ``bundle`` with Sadanandan et al.'s post-processing, per test set."""
     import torch
 
     from napari_cultureseg.core.metrics import mean_std_records, per_image_prf
@@ -170,7 +170,7 @@ def table(results: dict) -> str:
                 mean, std = r["test"][level][k]
                 cells.append(f"{mean:>9.2f} ± {std:5.2f}")
         lines.append(f"{LABELS[v]:<8}" + "".join(cells))
-    lines.append("seed 003 (their data):")
+    lines.append("Sadanandan et al. 2017 (their data):")
     for v in VARIANTS:
         cells = [f"{m:>9.2f} ± {s:5.2f}" for level in ("easy", "hard") for m, s in PAPER[level][v]]
         lines.append(f"{LABELS[v]:<8}" + "".join(cells))
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     print()
     print(table(results))
     out = {
-        "what": "seed 003 Table 2 on synthetic wells: mean ± std over test images (%)",
+        "what": "Sadanandan et al. 2017, Table 2, on synthetic wells: mean ± std over images (%)",
         "config": Path(args.config).name,
         "budget_seconds_per_model": seconds,
         "threads": args.threads,

@@ -1,4 +1,4 @@
-"""Tiled inference: our scheme against seed 000's and MONAI's, in one run.
+"""Tiled inference: our scheme against Rahkonen et al.'s and MONAI's, in one run.
 
     python benchmarks/tiling.py [--model NAME] [--image PATH]
 
@@ -30,7 +30,7 @@ SHARED = ROOT.parent / "shared" / "data" / "phase_usiigaci" / "set01_image.tif"
 def seed000_tiled(
     x: np.ndarray, predict, tile: int = 512, n: int = 30, batch: int = 2
 ) -> np.ndarray:
-    """Seed 000's scheme: n×n tiles at linearly spaced positions, outputs averaged uniformly."""
+    """Rahkonen et al.'s scheme: n×n tiles, linearly spaced, outputs averaged uniformly."""
     _, h, w = x.shape
     ys = np.linspace(0, h - tile, n).round().astype(int)
     xs = np.linspace(0, w - tile, n).round().astype(int)

@@ -5,7 +5,7 @@
 Writes docs/images/segment.png and docs/images/finetune.png: the synthetic
 culture sample segmented with the default model, a correction painted by hand,
 and a short fine-tuning run (30 steps) on it; and docs/images/culture_classes.jpg:
-the synthetic tumour culture (seed 000's six classes) segmented with
+the synthetic tumour culture (Rahkonen et al.'s six classes) segmented with
 `culture-multilabel` (or, where that model is not installed, its truth layers).
 With ``cultures`` as argument only the last one is made.
 """

@@ -1,4 +1,4 @@
-"""Seed 003's multiscale adversarial spheroid network, its training aids and post-processing."""
+"""Sadanandan et al.'s multiscale adversarial spheroid network, training aids, post-processing."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_spheroid_mask_keeps_the_largest_filled_object_and_resizes_exactly():
     m = spheroid_mask(prob, (96, 96))
     assert m.dtype == bool and np.array_equal(m, np.kron(expected, np.ones((2, 2), bool)))
     assert np.array_equal(spheroid_mask(prob, (48, 48)), expected)
-    # 8-bit maps as seed 003 stores them: 120 is background, 121 foreground
+    # 8-bit maps as Sadanandan et al. 2017 stores them: 120 is background, 121 foreground
     p8 = np.zeros((48, 48), np.uint8)
     p8[10:20, 10:20] = 121
     p8[30:40, 30:40] = 120

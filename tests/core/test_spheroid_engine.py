@@ -1,4 +1,4 @@
-"""Seed 003's spheroid model through the engine: bundles, segment(), adversarial fine_tune."""
+"""Sadanandan et al.'s spheroid model in the engine: bundles, segment(), adversarial fine_tune."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_shipped_bundles_still_load_and_build():
     for path in found:
         bundle = Bundle.load(path)
         whole = bundle.config.architecture == "spheroid-multiscale"
-        # the new fields default off for the tiled models and are set for seed 003's
+        # the new fields default off for the tiled models and are set for Sadanandan et al.'s
         assert bundle.config.input.resize_to == (480 if whole else None)
         assert any(c.largest_only for c in bundle.config.classes) == whole
         bundle.build()  # strict load of the weights
@@ -232,7 +232,7 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     assert again.config.lineage["adversarial"]["discriminator"].startswith("resumed")
     for k, w in loaded.aux["discriminator"].items():
         assert torch.equal(w, again.aux["discriminator"][k])
-    # with seed 003's per-step rate λ grows by (0.1 - 8.3e-6) / 12000 a step, however
+    # with Sadanandan et al.'s per-step rate λ grows by (0.1 - 8.3e-6) / 12000 a step, however
     # short the run, and a resumed run continues from the step its parent reached
     paced = replace(ADV, steps=3, adversarial_lambda_steps=12000)
     first = []

@@ -1,4 +1,4 @@
-"""Synthetic six-class cultures (seed 000) and bright-field spheroid wells (seed 003)."""
+"""Synthetic six-class cultures (Rahkonen 2020), spheroid wells (Sadanandan 2017)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,18 @@
-"""Seed 003's adversarial training step, for :func:`training.fine_tune`.
+"""Sadanandan et al.'s adversarial training step, for :func:`training.fine_tune`.
 
 A discriminator (:func:`spheroid.make_discriminator`) learns to tell the
 ground truth from the segmenter's output, each shown multiplied with the
 image; the segmenter is trained on its usual loss plus ``λ`` times the
-discriminator's verdict that its output is real (Luc et al. 2016; seed 003,
+discriminator's verdict that its output is real (Luc et al. 2016; Sadanandan et al. 2017,
 eqs. 2-3)::
 
     segmenter:      L_s = L_seg + λ · BCE(D(I, s(I)), real)      λ: 8.3e-6 → 0.1, linear
     discriminator:  L_a = BCE(D(I, T), real) + BCE(D(I, s(I)), fake)
 
-The two are updated alternately, each with its own Adam optimiser (seed 003:
+The two are updated alternately, each with its own Adam optimiser (Sadanandan et al. 2017:
 learning rates 1e-4 and 1e-3, betas (0.5, 0.99)).
 
-Seed 003 raises λ "linearly from 8.3e-6 to 0.1 with every iteration" over its
+Sadanandan et al. (2017) raises λ "linearly from 8.3e-6 to 0.1 with every iteration" over its
 12 000 iterations, i.e. by 8.3e-6 a step. With ``lambda_steps`` that rate is
 kept, however short the run (a CPU run of ~220 steps ends at λ ≈ 0.002); without
 it the rise is stretched over the run's progress, which for a short run makes it
@@ -68,7 +68,7 @@ class Adversary:
     in_channels, classes
         Image channels and segmentation channels (all the model's outputs).
     lr, betas
-        Adam settings of the discriminator (seed 003: 1e-3, (0.5, 0.99)); its
+        Adam settings of the discriminator (Sadanandan et al. 2017: 1e-3, (0.5, 0.99)); its
         learning rate stays constant.
     lam
         ``(start, end)`` of the linear λ schedule over the run's progress.

@@ -34,7 +34,7 @@ CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 AUX = ("discriminator",)
 """Extra networks a bundle may carry beside its model, each as ``<name>.safetensors``:
-the ``discriminator`` of an adversarially trained model (seed 003), so that
+the ``discriminator`` of an adversarially trained model (Sadanandan et al. 2017), so that
 fine-tuning it goes on against the discriminator it was trained with."""
 DEFAULT_MODEL = "phase-cells"
 
@@ -73,7 +73,7 @@ class ClassSpec:
     """Objects smaller than this many pixels are removed (pixels at the network's
     resolution: for a model that resizes its input, see ``InputSpec.resize_to``)."""
     largest_only: bool = False
-    """Keep only the largest object (seed 003: one spheroid per image)."""
+    """Keep only the largest object (Sadanandan et al. 2017: one spheroid per image)."""
     instances: bool = False
     """Whether objects of this class are counted (instance labels are written)."""
     separate: str = "components"
@@ -157,7 +157,7 @@ class ScaleSpec:
 
 @dataclass(frozen=True)
 class DerivedClass:
-    """A class computed from others, e.g. cytoplasm = cell minus nucleus (seed 002)."""
+    """A class computed from others, e.g. cytoplasm = cell minus nucleus (MIDL 2019)."""
 
     name: str
     base: str

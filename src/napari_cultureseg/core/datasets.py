@@ -315,7 +315,7 @@ def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int):
 def match_to_brightest(
     train: Sequence[Sample], val: Sequence[Sample], spec: InputSpec, *, n_quantiles: int = 256
 ) -> tuple[list[Sample], list[Sample], InputSpec]:
-    """Seed 004's histogram matching: every image onto the brightest training image.
+    """Aydın et al.'s (2022) histogram matching: every image onto the brightest training image.
 
     The reference is the training image with the highest mean intensity (after
     the spec's median filter and normalisation), stored as ``n_quantiles``
@@ -446,7 +446,7 @@ def _window(a: np.ndarray, y0: int, x0: int, side: int, fill=None) -> np.ndarray
 
 
 class PatchSampler:
-    """Draws training patches with positives and negatives of every class (seed 000).
+    """Draws training patches with positives and negatives of every class (Rahkonen et al. 2020).
 
     Each patch is, with probability ``positive_fraction``, placed so that it
     contains a random *positive* pixel of a random class (class first, then an
@@ -526,7 +526,7 @@ class PatchSampler:
     def draw(self, for_class: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One patch: image ``(C, P, P)`` float32, target ``(K, P, P)``, valid bool.
 
-        ``for_class``: positives and negatives of this class only (seed 000 draws
+        ``for_class``: positives and negatives of this class only (Rahkonen et al. 2020 draws
         each per-class network's patches for its own class).
         """
         u = self.rng.random()

@@ -3,9 +3,9 @@
 Per class, over a list of images:
 
 * pixels (pooled over all images): sensitivity, specificity, Dice, AUC with a
-  95 % confidence interval (seed 000), and the Dice at the threshold chosen on
+  95 % confidence interval (Rahkonen et al. 2020), and the Dice at the threshold chosen on
   the ROC (Youden's J);
-* per image: precision, recall, F-score and their mean ± std (seed 003);
+* per image: precision, recall, F-score and their mean ± std (Sadanandan et al. 2017);
 * objects (classes with ``instances``): precision / recall / F1 at IoU 0.5,
   SA(0.5) = TP / (TP + FP + FN) pooled over images, and mSA over
   τ = 0.50:0.05:0.95 (Data Science Bowl / StarDist matching score).

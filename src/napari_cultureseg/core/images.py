@@ -348,14 +348,14 @@ def flatten_background(ch: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def median3(x: np.ndarray) -> np.ndarray:
-    """3×3 median filter per channel (seed 004's denoising step)."""
+    """3×3 median filter per channel (Aydın et al.'s (2022) denoising step)."""
     from scipy.ndimage import median_filter
 
     return np.stack([median_filter(c, size=3, mode="reflect") for c in x]).astype(np.float32)
 
 
 def match_histogram(x: np.ndarray, reference_quantiles: np.ndarray) -> np.ndarray:
-    """Map each channel's intensity quantiles onto ``reference_quantiles`` (seed 004).
+    """Map each channel's intensity quantiles onto ``reference_quantiles`` (Aydın et al. 2022).
 
     ``reference_quantiles`` is a 1-D array of intensities at evenly spaced
     quantiles (0…1) of the training data, stored in the bundle.
@@ -380,7 +380,7 @@ class InputSpec:
     histogram_reference: tuple[float, ...] | None = None
     resize_to: int | None = None
     """None (default): the model sees the image's own pixels, tile by tile. A size
-    (seed 003: 480): the whole image is resized so its longer side has this many
+    (Sadanandan et al. 2017: 480): the whole image is resized so its longer side has this many
     pixels (aspect ratio kept; a square image becomes ``resize_to``²), segmented in
     one pass, and the probabilities resized back (see :func:`fit_shape`). Applied by
     ``segment`` and ``fine_tune`` to whole images, not by :func:`to_model_input`,
@@ -428,7 +428,7 @@ def resize_planes(
     """Resize ``(C, H, W)`` to ``(C, *shape)`` float32, range preserved.
 
     Bilinear (``order`` 1) and area-averaging (anti-aliased) when shrinking, as
-    seed 003 downsamples its images; ``order`` 0 is nearest neighbour.
+    Sadanandan et al. 2017 downsamples its images; ``order`` 0 is nearest neighbour.
     ``anti_alias`` False: plain bilinear also when shrinking (for masks).
     """
     from skimage.transform import resize

@@ -8,7 +8,7 @@ may overlap. Build one with :func:`create_model`::
 
 torch and segmentation-models-pytorch are imported only when a model is
 built, so importing this module is cheap. Architectures defined in other
-modules of the package (seed 003's ``spheroid-multiscale`` in
+modules of the package (Sadanandan et al.'s ``spheroid-multiscale`` in
 :mod:`.spheroid`) are registered on first use: a bundle names its
 architecture, and nobody has to import that module first.
 """
@@ -99,7 +99,7 @@ def per_class_unets(
     encoder_depth: int = 5,
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
 ):
-    """Seed 000's method: one binary U-Net per class, each with a two-way softmax.
+    """Rahkonen et al.'s method: one binary U-Net per class, each with a two-way softmax.
 
     Each network outputs (background, class) scores; the class logit is their
     difference, so ``sigmoid(logit)`` equals the network's softmax probability

@@ -50,7 +50,7 @@ def binary_mask(
     min_size
         Remove connected objects smaller than this many pixels.
     largest_only
-        Keep only the largest connected object (seed 003's spheroids).
+        Keep only the largest connected object (Sadanandan et al.'s spheroids).
 
     Returns
     -------
@@ -202,7 +202,7 @@ def _distance_watershed(
 
 
 def measure(labels: np.ndarray) -> list[dict]:
-    """Per-object area, perimeter, major/minor diameters and roundness (seed 000's features).
+    """Per-object area, perimeter, major/minor diameters and roundness (Rahkonen et al.'s features).
 
     Roundness is ``4π·area / perimeter²`` (1 for a disc).
     """

@@ -109,11 +109,11 @@ def segment(
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
-    A bundle whose input spec has ``resize_to`` (seed 003's spheroid model: 480)
+    A bundle whose input spec has ``resize_to`` (Sadanandan et al.'s spheroid model: 480)
     sees the whole image resized to that size instead, in one pass
     (:func:`predict_whole`), and its probabilities are resized back
     (bilinearly) to the image's shape; masks are then cleaned at full size
-    with ``min_size`` scaled by the area ratio: the same objects seed 003 gets
+    with ``min_size`` scaled by the area ratio: the same objects Sadanandan et al. 2017 gets
     by cleaning at 480² (``spheroid.spheroid_mask``, ``upsample="prob"``),
     with smoother outlines.
 

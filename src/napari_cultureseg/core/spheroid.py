@@ -1,4 +1,4 @@
-"""Seed 003's multiscale deep adversarial network for bright-field spheroids.
+"""Sadanandan et al.'s multiscale deep adversarial network for bright-field spheroids.
 
 Kecheril Sadanandan, Karlsson & Wählby (2017) segment one spheroid per image:
 inputs downsampled to 480², a segmentation network with two deep feature paths
@@ -40,7 +40,7 @@ import numpy as np
 
 from .models import register
 
-LAMBDA_START, LAMBDA_END = 8.3e-6, 0.1  # seed 003, section 2.4
+LAMBDA_START, LAMBDA_END = 8.3e-6, 0.1  # Sadanandan et al. 2017, section 2.4
 THRESHOLD_8BIT = 120  # probabilities stored as 8-bit, thresholded at 120 (section 2.5)
 MIN_SIZE = 64  # pixels at the network's 480² resolution
 INPUT_SIZE = 480
@@ -118,12 +118,12 @@ def _layers():
 
 @register("spheroid-multiscale", stride=16)
 def spheroid_multiscale(*, in_channels: int, classes: int, base: int = 60, blocks: int = 9):
-    """Seed 003's segmentation network: ``(B, C, H, W)`` → ``(B, classes, H, W)`` logits.
+    """Sadanandan et al.'s segmentation network: ``(B, C, H, W)`` → ``(B, classes, H, W)`` logits.
 
     Parameters
     ----------
     in_channels, classes
-        Input channels and output classes (seed 003: 1 bright-field channel, 1 class).
+        Input channels and output classes (Sadanandan et al. 2017: 1 bright-field channel, 1 class).
     base
         Feature maps of the first dilated convolution (60 in the paper).
     blocks
@@ -173,7 +173,7 @@ def spheroid_multiscale(*, in_channels: int, classes: int, base: int = 60, block
 
 
 def make_discriminator(in_channels: int, classes: int, *, base: int = 8, depth: int = 6):
-    """Seed 003's fully convolutional adversarial network.
+    """Sadanandan et al.'s fully convolutional adversarial network.
 
     ``forward(image, seg)`` takes the image ``(B, C, H, W)`` and a segmentation
     ``(B, K, H, W)`` in [0, 1] (sigmoid probabilities, or the 0/1 ground truth)
@@ -228,7 +228,7 @@ def make_discriminator(in_channels: int, classes: int, *, base: int = 8, depth: 
 
 
 def adversarial_losses(disc, image, logits, target, weights, lam):
-    """Seed 003's losses (eqs. 2 and 3) for one batch.
+    """Sadanandan et al.'s losses (eqs. 2 and 3) for one batch.
 
     Returns ``(segmentation_loss, discriminator_loss)``: the weighted
     cross-entropy of the logits plus ``lam`` × BCE(disc(image, s(image)), real);
@@ -253,7 +253,7 @@ def adversarial_losses(disc, image, logits, target, weights, lam):
 
 
 def weighted_labels(mask: np.ndarray, *, fg_factor: float = 3.0) -> np.ndarray:
-    """Per-pixel loss weights of seed 003 (eq. 1, then the foreground × 3).
+    """Per-pixel loss weights of Sadanandan et al. 2017 (eq. 1, then the foreground × 3).
 
     ``W_bg = 1`` and ``W_fg = fg_factor · N_bg / N_fg``, so foreground and
     background contribute equally before the extra factor. Counted over the
@@ -284,10 +284,10 @@ def adversarial_lambda(step: int, total: int) -> float:
 
 
 def downsample_input(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """Resize an ``(H, W)`` or ``(H, W, C)`` image to ``size × size`` as seed 003 does.
+    """Resize an ``(H, W)`` or ``(H, W, C)`` image to ``size × size`` as Sadanandan et al. do.
 
     Area-averaging (anti-aliased) resize in float32, range preserved. The
-    aspect ratio is not kept (seed 003's images are square);
+    aspect ratio is not kept (Sadanandan et al.'s images are square);
     :func:`spheroid_mask` maps the result back to the original shape.
     """
     from skimage.transform import resize
@@ -321,7 +321,7 @@ def spheroid_mask(
     min_size: int = MIN_SIZE,
     upsample: str = "mask",
 ) -> np.ndarray:
-    """Seed 003's post-processing: one spheroid mask at the original size.
+    """Sadanandan et al.'s post-processing: one spheroid mask at the original size.
 
     Threshold (``prob > 120/255``; a uint8 map is compared with 120), fill
     holes, drop objects under ``min_size`` pixels, keep the largest, then
@@ -330,7 +330,7 @@ def spheroid_mask(
     Parameters
     ----------
     prob
-        ``(h, w)`` probabilities at the network's resolution (480² in seed 003),
+        ``(h, w)`` probabilities at the network's resolution (480² in Sadanandan et al. 2017),
         float in [0, 1] or uint8 in [0, 255].
     original_shape
         Shape of the image before :func:`downsample_input`.

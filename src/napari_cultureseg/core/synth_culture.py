@@ -1,6 +1,6 @@
-"""Seeded synthetic cancer-cell cultures on vascular structures (seed 000's six classes).
+"""Seeded synthetic cancer-cell cultures on vascular structures (Rahkonen et al.'s six classes).
 
-Seed 000 images PC3 / LNCaP cells on decellularised vascular networks with a
+Rahkonen et al. (2020) images PC3 / LNCaP cells on decellularised vascular networks with a
 Cell-IQ phase-contrast microscope (8-bit RGB, 1392×1040, six overlapping
 classes); no public images with such masks exist, so the six-class model starts
 from this generator. Structures are drawn analytically (star-shaped blobs,
@@ -27,8 +27,8 @@ from scipy import ndimage as ndi
 CLASSES: list[tuple[str, str, str]] = [
     ("S", "#ff2020", "non-invasively growing single cells"),
     ("I", "#ffffff", "invasive cells: elongated, often along vessels"),
-    # Black in seed 000; black labels vanish on napari's dark canvas, so a light gray.
-    ("IP", "#a0a0a0", "invasive spikes growing from spheroid edges (black in seed 000)"),
+    # Black in Rahkonen et al. 2020; black labels vanish on napari's dark canvas, so a light gray.
+    ("IP", "#a0a0a0", "invasive spikes growing from spheroid edges (black in Rahkonen 2020)"),
     ("P", "#2050ff", "vascular structures"),
     ("O", "#80d0ff", "spheroids (LNCaP)"),
     ("R", "#ffe020", "cell matter around spheroids"),
@@ -426,7 +426,7 @@ def culture(
     Parameters
     ----------
     shape
-        Image size (H, W); seed 000's frames are 1040×1392. Object sizes are in
+        Image size (H, W); Rahkonen et al.'s frames are 1040×1392. Object sizes are in
         pixels (the magnification stays), object counts scale with the area.
     seed
         Random seed; the output is a pure function of the arguments, and the

@@ -34,8 +34,8 @@ from .datasets import Sample, borders
 from .images import InputSpec, to_model_input
 
 KINDS = ("culture", "spheroid-easy", "spheroid-hard")
-"""Generators: ``culture`` (seed 000's six classes S, I, IP, P, O, R) and
-bright-field spheroid wells of seed 003 (one class ``spheroid``)."""
+"""Generators: ``culture`` (Rahkonen et al.'s six classes S, I, IP, P, O, R) and
+bright-field spheroid wells of Sadanandan et al. 2017 (one class ``spheroid``)."""
 
 TEST_SEEDS = range(1000, 2000)
 """Seeds reserved for held-out test images; training and validation must not use them."""

@@ -1,6 +1,6 @@
-"""Seeded synthetic bright-field spheroids in wells (seed 003), with exact masks.
+"""Seeded synthetic bright-field spheroids in wells (Sadanandan et al. 2017), with exact masks.
 
-Seed 003 (Kecheril Sadanandan et al. 2017) segments one spheroid per
+Sadanandan et al. (2017) segments one spheroid per
 bright-field image of a well, 1080² or 2160² pixels, in an "easy" set
 (segmentable with conventional tools) and a "hard" one. Their images are not
 public, so the spheroid default model starts from this generator.
@@ -8,7 +8,7 @@ public, so the spheroid default model starts from this generator.
 One spheroid per well: an ellipse with a low-frequency radial perturbation and
 small bumps (the cells at its surface), a darker core and granular texture,
 inside a circular well with a dark rim, vignetting towards the rim (meniscus)
-and illumination gradients. ``hard`` adds what made seed 003's second set hard:
+and illumination gradients. ``hard`` adds what made Sadanandan et al.'s second set hard:
 low contrast, debris and small cell clusters near the spheroid (not part of
 the mask), out-of-focus blur, stronger gradients, and spheroids that touch the
 well rim. The mask is exactly the drawn spheroid: one star-shaped, hence
@@ -70,12 +70,12 @@ def spheroid_well(
     Parameters
     ----------
     size
-        Side of the square image; seed 003 has 1080 and 2160 (any size >= 64
+        Side of the square image; Sadanandan et al. 2017 has 1080 and 2160 (any size >= 64
         works; object sizes scale with it).
     seed
         Random seed; the output is a pure function of the arguments.
     difficulty
-        ``"easy"`` (seed 003's dataset 1: clear, centred, even light) or
+        ``"easy"`` (Sadanandan et al.'s dataset 1: clear, centred, even light) or
         ``"hard"`` (dataset 2: low contrast, debris and cell clusters around,
         defocus, strong gradients, spheroids touching the rim).
 

@@ -23,9 +23,9 @@ class TrainConfig:
     lr: float = 1e-3
     """Peak learning rate (AdamW)."""
     betas: tuple[float, float] = (0.9, 0.999)
-    """Adam's moment decays (seed 003: (0.5, 0.99) for both networks)."""
+    """Adam's moment decays (Sadanandan et al. 2017: (0.5, 0.99) for both networks)."""
     weight_decay: float = 1e-4
-    """Decoupled L2 penalty on the weights (AdamW; seed 000 used L2 with λ = 0.001)."""
+    """Decoupled L2 penalty on the weights (AdamW; Rahkonen et al. 2020 used L2 with λ = 0.001)."""
     schedule: str = "onecycle"
     """``onecycle`` (linear warm-up then cosine to 1 % of ``lr``), ``cosine`` or ``constant``;
     see :func:`losses.lr_factor`. With ``max_seconds`` the run's progress is the larger of
@@ -51,7 +51,7 @@ class TrainConfig:
     class_weighting: bool = True
     weight_clip: tuple[float, float] = (1.0, 50.0)
     fg_weight_factor: float = 1.0
-    """Extra factor on the foreground weight of ``class_weighting`` (seed 003: 3)."""
+    """Extra factor on the foreground weight of ``class_weighting`` (Sadanandan et al. 2017: 3)."""
     dice_weight: float = 0.0
     """Weight of an added soft-Dice term (0: BCE only)."""
     positive_fraction: float = 0.5
@@ -67,21 +67,24 @@ class TrainConfig:
     exceeded, and the learning-rate schedule is stretched over it (see ``schedule``)."""
     adversarial: bool = False
     """Train a discriminator alternately with the model and add its verdict to the loss
-    (seed 003; see :mod:`..adversarial`). The discriminator is saved with the model."""
+    (Sadanandan et al. 2017; see :mod:`..adversarial`). The discriminator is saved with
+    the model."""
     adversarial_lambda: tuple[float, float] = (8.3e-6, 0.1)
-    """Weight of the adversarial term, linear from the first to the second value (seed
-    003's values) over ``adversarial_lambda_steps`` steps, or over the run's progress."""
+    """Weight of the adversarial term, linear from the first to the second value
+    (Sadanandan et al.'s values) over ``adversarial_lambda_steps`` steps, or over the
+    run's progress."""
     adversarial_lambda_steps: int | None = None
-    """Steps over which λ rises (seed 003: 12 000 iterations, so 8.3e-6 more per step);
-    None stretches the rise over this run's progress, however short it is."""
+    """Steps over which λ rises (Sadanandan et al. 2017: 12 000 iterations, so 8.3e-6 a
+    step); None stretches the rise over this run's progress, however short it is."""
     disc_lr: float = 1e-3
-    """The discriminator's (constant) Adam learning rate (seed 003); it uses ``betas``."""
+    """The discriminator's (constant) Adam learning rate (Sadanandan 2017); it uses ``betas``."""
     disc_params: dict = field(default_factory=dict)
-    """``base``, ``depth`` of :func:`spheroid.make_discriminator` (default 8, 6: seed 003)."""
+    """``base``, ``depth`` of :func:`spheroid.make_discriminator` (default 8, 6, as in
+    Sadanandan et al. 2017)."""
     per_class_batches: bool = True
     """``per-class-unets`` only: every step draws each class's network its own batch,
     centred on positives and negatives of that class, and that network learns its
-    class alone from it (seed 000 trains one binary U-Net per class on sub-images
+    class alone from it (Rahkonen et al. 2020 trains one binary U-Net per class on sub-images
     with and without its class). False: all networks share one batch and one loss."""
     val_tile: int | None = None
     """Tile for validation (None: the bundle's tile, capped at the image size)."""

@@ -7,7 +7,7 @@
         ...                     # report.val_dice every `val_every` steps
     # the new Bundle is the generator's return value (see tiling.run_to_end)
 
-With ``TrainConfig.adversarial`` (seed 003) a discriminator is trained
+With ``TrainConfig.adversarial`` (Sadanandan et al. 2017) a discriminator is trained
 alternately with the model and adds a rising adversarial term to its loss;
 see :mod:`..adversarial`. torch is imported inside functions so importing
 this module stays cheap.
@@ -143,7 +143,7 @@ def fine_tune(
 
     Notes
     -----
-    A model whose input spec has ``resize_to`` (seed 003) learns from whole
+    A model whose input spec has ``resize_to`` (Sadanandan et al. 2017) learns from whole
     images at that size, as ``segment`` will show them to it: samples of
     another size are resized first (:func:`resize_samples`).
 

@@ -8,8 +8,8 @@ class weighting, positive pixels of class k weigh
     W_fg(k) = f · clip(N_bg(k) / N_fg(k), lo, hi),   W_bg = 1,
 
 counted per batch over the valid pixels of class k: the dynamic foreground
-weight of seed 003 (eq. 1, with W_bg = 1, and f = 3 to favour the
-foreground) and the per-batch class-frequency weighting r_{l,K} of seed 000
+weight of Sadanandan et al. 2017 (eq. 1, with W_bg = 1, and f = 3 to favour the
+foreground) and the per-batch class-frequency weighting r_{l,K} of Rahkonen et al. 2020
 (eq. 2, f = 1), clipped so that a batch with a handful of positive pixels
 cannot blow the gradient up. Each class's loss is the weighted mean over its
 valid pixels; the batch loss is the mean over classes that have any valid
@@ -55,7 +55,7 @@ def masked_loss(
     weight_clip
         Bounds of that weight.
     fg_weight_factor
-        Multiplies the clipped weight (seed 003: 3, "to force the network to
+        Multiplies the clipped weight (Sadanandan et al. 2017: 3, "to force the network to
         learn more from the foreground regions").
     dice_weight
         Weight of ``1 − soft Dice`` over the valid pixels, per 0/1 channel.

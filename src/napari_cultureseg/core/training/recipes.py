@@ -200,7 +200,7 @@ def prepare_from_config(
     ``diameter`` nothing is resampled and the measured median is recorded.
 
     ``input: {histogram_match: true}`` matches every image's histogram to the
-    brightest training image (seed 004, :func:`datasets.match_to_brightest`);
+    brightest training image (Aydın et al. 2022, :func:`datasets.match_to_brightest`);
     the reference is stored in the bundle and applied to every image it segments.
 
     Raises
@@ -268,7 +268,7 @@ def prepare_from_config(
         n_val = len(parts["val"])
         parts.update(train=train, val=val[:n_val], test=val[n_val:])
         model = replace(model, input=spec)
-        described.append("histograms matched to the brightest training image (seed 004)")
+        described.append("histograms matched to the brightest training image (Aydın et al. 2022)")
     if reference is not None:
         model = replace(
             model, scale=_learnt_scale(parts["train"], model, reference, sc.get("diameter"))

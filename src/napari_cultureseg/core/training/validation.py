@@ -77,7 +77,7 @@ def score(
     from ..targets import as_labels
 
     net.eval()
-    if cfg.input.resize_to:  # the model sees whole images at this size (seed 003)
+    if cfg.input.resize_to:  # the model sees whole images at this size (Sadanandan et al. 2017)
         val = resize_samples(val, cfg.input.resize_to)
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ def score(
             if not v.any():
                 continue
             m = prob[c] > spec.threshold
-            if getattr(spec, "largest_only", False):  # scored as seed 003 scores it: cleaned
+            if getattr(spec, "largest_only", False):  # scored as in Sadanandan 2017: cleaned
                 m = binary_mask(
                     prob[c],
                     threshold=spec.threshold,
