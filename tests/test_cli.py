@@ -74,7 +74,7 @@ def test_console_script_runs_the_default_model_on_real_data(shared_data, tmp_pat
     from napari_cultureseg.core import metrics
     from napari_cultureseg.core.bundles import load_bundle
 
-    assert "set02" in load_bundle("phase-cells").config.card["validation_ids"]  # never trained on
+    assert "set02" in load_bundle("phase-cells").config.card["test_ids"]  # seen by no choice
     image = shared_data / "phase_usiigaci" / "set02_image.tif"
     out = tmp_path / "out"
     exe = [sys.executable, "-m", "napari_cultureseg.cli"]

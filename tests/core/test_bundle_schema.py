@@ -47,6 +47,7 @@ BAD = [
     ("classes", [], "empty"),
     ("scale", {"diameter": -3, "reference": "cell"}, "scale.diameter"),
     ("scale", {"diameter": 20, "reference": "mitochondria"}, "scale.reference"),
+    ("scale", {"diameter": 20, "reference": "cell", "estimator": "guess"}, "scale.estimator"),
 ]
 
 

@@ -81,6 +81,12 @@ def test_watershed_separates_touching_discs_that_components_merge():
     one[disk((30, 30), 18)] = True
     one[10:14, 28:33] = True
     assert instances(one, method="watershed").max() == 1
+    # an object thinner than twice the split depth has no h-maximum, and stays an object
+    both = np.zeros((60, 120), bool)
+    both[:, :90] = mask
+    both[disk((30, 108), 3)] = True
+    lab = instances(both, method="watershed", h=5.0)
+    assert lab.max() == 3 and ((lab > 0) == both).all()
 
 
 def test_fast_hole_filling_equals_scipy():

@@ -109,6 +109,23 @@ def test_estimate_finds_the_objects_size_when_the_predictions_are_exact(radius):
     assert estimate_diameter(model, np.zeros((64, 64), np.float32)).diameter is None
 
 
+@pytest.mark.parametrize("radius", [5, 10, 20])
+def test_the_coarse_estimate_starts_at_half_size_and_finds_the_same_size(radius):
+    model = ExactModel(diameter=20.0)
+    image = discs(shape=(240, 240), radius=radius, step=4 * radius, offset=2 * radius) > 0
+    est = estimate_diameter(model, image.astype(np.float32), method="coarse")
+    assert est.method == "coarse" and est.diameter == pytest.approx(2 * radius, rel=0.15)
+
+
+def test_a_model_measures_new_images_with_its_own_estimator():
+    model = ExactModel(diameter=20.0)
+    image = (discs(shape=(240, 240), radius=10, step=40, offset=20) > 0).astype(np.float32)
+    assert estimate_diameter(model, image).method == "objects"  # the default
+    model.config = replace(model.config, scale=replace(model.config.scale, estimator="coarse"))
+    assert estimate_diameter(model, image).method == "coarse"
+    assert estimate_diameter(model, image, method="objects").method == "objects"
+
+
 def test_the_confidence_estimate_picks_one_of_its_candidate_zooms():
     model = ExactModel(diameter=20.0)
     est = estimate_diameter(model, (discs() > 0).astype(np.float32), method="confidence")

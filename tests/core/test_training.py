@@ -266,6 +266,7 @@ def test_train_from_config_saves_a_float16_bundle_with_its_card(tmp_path):
         "derived": [{"name": "rim", "base": "disc", "minus": [], "colour": "#00ff00"}],
         "input": {"channels": 1, "median3": True},
         "tile": 64,
+        "scale": {"reference": "disc", "estimator": "coarse"},  # diameter: as in the masks
         "data_root": "data",
         "data": [{"folder": "discs", "use": "split"}],
         "split": {"val_fraction": 0.25, "seed": 0},
@@ -284,6 +285,11 @@ def test_train_from_config_saves_a_float16_bundle_with_its_card(tmp_path):
     assert b.config.derived == (DerivedClass("rim", "disc", (), "#00ff00"),)
     assert b.config.input.median3 and b.config.classes[0].instances
     assert set(b.config.card["validation_ids"]) == set(b.config.lineage["data"]["val"]["names"])
+    assert b.config.scale.estimator == "coarse" and b.config.scale.diameter > 0
+    config["scale"]["estimator"] = "guess"
+    (tmp_path / "discs.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="scale.estimator"):
+        train_from_config(tmp_path / "discs.yaml", out_dir=out)
 
 
 @pytest.mark.parametrize("name", ["phase-cells", "brightfield-nucleus-cell", "fluorescence-nuclei"])

@@ -143,6 +143,9 @@ class ScaleSpec:
     """Median diameter (px, as the network saw them) of every counted class."""
     pixel_size: float | None = None
     """Micrometres per network pixel when the training data's pixel size was known."""
+    estimator: str = "objects"
+    """How ``diameter: auto`` measures a new image (:data:`.scale.ESTIMATORS`), chosen
+    per model on its validation images (``benchmarks/scale.py``)."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ScaleSpec:
@@ -152,6 +155,7 @@ class ScaleSpec:
             reference=d.get("reference"),
             diameters={str(k): float(v) for k, v in (d.get("diameters") or {}).items()},
             pixel_size=float(d["pixel_size"]) if d.get("pixel_size") else None,
+            estimator=str(d.get("estimator") or "objects"),
         )
 
 
@@ -322,6 +326,10 @@ class BundleConfig:
             bad("scale.diameter", f"must be a positive number of pixels, not {sc.diameter}")
         if sc.reference is not None and sc.reference not in self.class_names:
             bad("scale.reference", f"{sc.reference!r} is not a class")
+        from .scale import ESTIMATORS
+
+        if sc.estimator not in ESTIMATORS:
+            bad("scale.estimator", f"{sc.estimator!r} is not one of {', '.join(ESTIMATORS)}")
 
 
 class Bundle:

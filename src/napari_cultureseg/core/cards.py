@@ -61,7 +61,8 @@ def render_card(cfg: BundleConfig) -> str:
                 f"- scale: learnt at a median {cfg.scale.reference} diameter of "
                 f"{cfg.scale.diameter:g} px (all counted classes: "
                 + ", ".join(f"{k} {v:g} px" for k, v in cfg.scale.diameters.items())
-                + "); new images are resampled to it (object diameter auto, or given)"
+                + "); new images are resampled to it (object diameter given, or auto: "
+                f"measured by the `{cfg.scale.estimator}` estimator)"
             ]
             if cfg.scale.diameter
             else []

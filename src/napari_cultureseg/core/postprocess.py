@@ -131,6 +131,9 @@ def instances(
         dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
         markers, _ = ndi.label(h_maxima(dist, h))
         labels = watershed(-dist, markers, mask=mask)
+        # an object thinner than 2h has no h-maximum: it is one object, not background
+        rest, _ = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
+        labels = np.where(rest > 0, rest + labels.max(), labels)
         n = int(labels.max())
     elif method == "boundary":
         if boundary is None or np.shape(boundary) != mask.shape:

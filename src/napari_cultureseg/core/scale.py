@@ -18,6 +18,11 @@ bundle knows its own), or is estimated (:func:`estimate_diameter`):
 ``all-objects``
     The same with every counted class whose training size the model records
     (nuclei and cells), their zooms averaged (geometric mean, by object count).
+``coarse``
+    ``objects`` whose first pass sees the image at half its size: a model that
+    cuts cells larger than its training size into pieces of that size (it
+    learnt with random zooms, so pieces of the right size look plausible to it)
+    sees such cells whole, and up to three passes refine the estimate.
 ``confidence``
     Segment a crop at a few zooms and keep the one where the model is most
     certain (the mean of ``|p - 0.5|`` over the pixels it calls foreground).
@@ -37,7 +42,7 @@ from scipy import ndimage as ndi
 ZOOM_LIMITS = (0.25, 4.0)
 """Zooms outside this range are refused: the image would lose its objects or explode."""
 
-ESTIMATORS = ("objects", "all-objects", "confidence")
+ESTIMATORS = ("objects", "all-objects", "coarse", "confidence")
 
 
 def object_diameters(mask: np.ndarray, *, min_area: int = 4) -> np.ndarray:
@@ -232,7 +237,7 @@ def estimate_diameter(
     bundle,
     plane: np.ndarray,
     *,
-    method: str = "objects",
+    method: str | None = None,
     device: str = "cpu",
     max_side: int = 2048,
     iterations: int = 2,
@@ -246,7 +251,8 @@ def estimate_diameter(
     plane
         The image (gray or RGB, any dtype).
     method
-        ``objects`` or ``confidence`` (module docstring).
+        ``objects``, ``all-objects``, ``coarse`` or ``confidence`` (module docstring);
+        None: the model's own (``scale.estimator``, chosen on its validation images).
     max_side
         Estimate on the central crop of at most this side (cost bound).
     iterations
@@ -262,20 +268,22 @@ def estimate_diameter(
     from .tiling import run_to_end
 
     sc = bundle.config.scale
+    method = method or sc.estimator
     if method not in ESTIMATORS:
         raise ValueError(f"unknown scale estimator {method!r}; use {' or '.join(ESTIMATORS)}")
     if not sc.diameter or not sc.reference:
         return ScaleEstimate(None, 1.0, method)
     crop = _crop_for_estimate(plane, max_side)
     lo, hi = ZOOM_LIMITS
-    if method in ("objects", "all-objects"):
+    if method in ("objects", "all-objects", "coarse"):
         # the reference class alone, or every counted class the model knows the size of
         # (each gives a zoom, their geometric mean weighted by object counts is taken)
         classes = [sc.reference]
         if method == "all-objects":
             classes += [c for c in sc.diameters if c != sc.reference]
-        zoom, d, n = 1.0, None, 0
-        for _ in range(max(1, iterations)):
+        zoom, d, n = (0.5, None, 0) if method == "coarse" else (1.0, None, 0)
+        passes = max(1, iterations) + (1 if method == "coarse" else 0)
+        for _ in range(passes):
             seg = run_to_end(segment(bundle, crop, device=device, zoom=zoom))
             logs, weights = [], []
             for c in classes:

@@ -219,10 +219,11 @@ def prepare_from_config(
     model = model_config(y)
     histogram_match = bool((y.get("input") or {}).get("histogram_match", False))
     sc = dict(y.get("scale") or {})
-    unknown = set(sc) - {"reference", "diameter", "per"}
+    unknown = set(sc) - {"reference", "diameter", "per", "estimator"}
     if unknown:
         raise ValueError(
-            f"scale has unknown key(s) {sorted(unknown)}; it takes reference, diameter, per"
+            f"scale has unknown key(s) {sorted(unknown)}; "
+            "it takes reference, diameter, per, estimator"
         )
     reference = sc.get("reference")
     if reference is not None and reference not in model.class_names:
@@ -271,8 +272,13 @@ def prepare_from_config(
         described.append("histograms matched to the brightest training image (Aydın et al. 2022)")
     if reference is not None:
         model = replace(
-            model, scale=_learnt_scale(parts["train"], model, reference, sc.get("diameter"))
+            model,
+            scale=replace(
+                _learnt_scale(parts["train"], model, reference, sc.get("diameter")),
+                estimator=sc.get("estimator", "objects"),
+            ),
         )
+        model.check()
     config = train_config(y, data_description="; ".join(described))
     return Recipe(model, config, parts["train"], parts["val"], parts["test"], y)
 
