@@ -32,7 +32,7 @@ def wait(app, condition, timeout=600.0):
 
 
 def quiet(viewer) -> None:
-    """Close notification toasts (e.g. napari's PyQt5 notice), which would cover the canvas."""
+    """Close notification toasts (any notice at start-up), which would cover the canvas."""
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
