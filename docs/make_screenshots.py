@@ -1,8 +1,9 @@
 """Screenshots of the widgets for the user guide, taken from a real viewer.
 
-    xvfb-run -a -s "-screen 0 1400x1000x24" python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1920x1200x24" python docs/make_screenshots.py
 
-Writes docs/images/segment.png and docs/images/finetune.png: the synthetic
+Writes docs/images/segment.png and docs/images/finetune.png, both of a 1920x1080
+window with both docks open (every control on screen): the synthetic
 culture sample segmented with the default model, a correction painted by hand,
 and a short fine-tuning run (30 steps) on it; and docs/images/culture_classes.jpg:
 the synthetic tumour culture (Rahkonen et al.'s six classes) segmented with
@@ -55,7 +56,7 @@ def cultures() -> None:
     from napari_cultureseg.core.bundles import list_bundles
 
     viewer = napari.Viewer(title="napari-cultureseg")
-    viewer.window.resize(1400, 950)
+    viewer.window.resize(1920, 1080)
     viewer.open_sample("napari-cultureseg", "tumour_culture")
     app = QApplication.instance()
     if "culture-multilabel" in list_bundles():
@@ -82,7 +83,7 @@ def main() -> int:
 
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-cultureseg")
-    viewer.window.resize(1400, 950)
+    viewer.window.resize(1920, 1080)
     viewer.open_sample("napari-cultureseg", "synthetic_culture")
     _, seg = viewer.window.add_plugin_dock_widget("napari-cultureseg", "Segment")
     _, ft = viewer.window.add_plugin_dock_widget("napari-cultureseg", "Fine-tune")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_cultureseg.core.bundles import ClassSpec, DerivedClass
 from napari_cultureseg.core.postprocess import binary_mask, instances, measure
@@ -106,3 +107,45 @@ def test_fast_hole_filling_equals_scipy():
     ring[4, 4] = False  # a hole
     ring[0, 0] = False
     assert fill_holes_fast(ring)[4, 4] and not fill_holes_fast(ring)[0, 0]
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two label images split the foreground into the same objects (ids may differ)."""
+    if not ((a > 0) == (b > 0)).all():
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+@pytest.mark.parametrize("method", ["components", "watershed", "distance"])
+def test_tiled_instances_equal_untiled_ones_for_objects_smaller_than_the_halo(method):
+    from skimage.draw import disk
+
+    from napari_cultureseg.core.targets import distances
+
+    rng = np.random.default_rng(3)
+    truth = np.zeros((300, 420), np.int32)
+    for i in range(60):  # discs and touching pairs, many across the 128-px tile borders
+        y, x, r = rng.integers(10, 290), rng.integers(10, 410), rng.integers(3, 11)
+        truth[disk((y, x), r, shape=truth.shape)] = i + 1
+        if i % 3 == 0:
+            truth[disk((y, x + int(1.6 * r)), r, shape=truth.shape)] = 100 + i
+    mask = truth > 0
+    dist = distances(truth) if method == "distance" else None
+    kw = dict(method=method, min_size=5, h=2.0, distance=dist)
+    whole = instances(mask, tile=0, **kw)
+    tiled = instances(mask, tile=128, halo=32, **kw)
+    assert whole.max() > 40 and ((whole > 0) == (tiled > 0)).all()
+    if method == "watershed":
+        # the watershed breaks ties between equal neighbours in raster order, which a
+        # crop changes: a few pixels between two touching objects may change sides
+        assert tiled.max() == whole.max()
+        for k in range(1, int(whole.max()) + 1):
+            obj = whole == k
+            best = np.bincount(tiled[obj]).argmax()
+            iou = (obj & (tiled == best)).sum() / (obj | (tiled == best)).sum()
+            assert iou > 0.75, (k, iou)
+    else:
+        assert _same_partition(whole, tiled)
+    # a mask above the size limit is tiled by default, and still one label per object
+    assert instances(mask, **kw).max() == whole.max()

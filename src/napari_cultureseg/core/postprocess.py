@@ -83,6 +83,8 @@ def instances(
     boundary: np.ndarray | None = None,
     distance: np.ndarray | None = None,
     seed_threshold: float = 0.5,
+    tile: int | None = None,
+    halo: int = 256,
 ) -> np.ndarray:
     """Label the objects of a binary mask, 0 = background.
 
@@ -117,6 +119,13 @@ def instances(
         ``(H, W)`` predicted normalised distance, for ``distance``.
     seed_threshold
         For ``distance`` (see there).
+    tile, halo
+        Masks larger than ``TILED_ABOVE`` pixels are labelled tile by tile, so memory
+        stays bounded on whole-well mosaics: each ``tile``² core (default 2048) is
+        labelled with ``halo`` pixels of context around it and keeps the objects
+        whose centre lies in it, whole, even where they reach into the next
+        core. Objects smaller than the halo come out exactly as untiled; larger
+        ones may be cut where two tiles disagree. ``tile=0`` never tiles.
 
     Returns
     -------
@@ -124,6 +133,20 @@ def instances(
         uint16 labels when there are fewer than 65 535 objects, uint32 otherwise.
     """
     mask = np.asarray(mask, bool)
+    if tile is None:
+        tile = 2048 if mask.size > TILED_ABOVE else 0
+    if tile and max(mask.shape) > tile:
+        return _tiled_instances(
+            mask,
+            tile,
+            halo,
+            min_size=min_size,
+            method=method,
+            h=h,
+            boundary=boundary,
+            distance=distance,
+            seed_threshold=seed_threshold,
+        )
     if method == "watershed":
         from skimage.morphology import h_maxima
         from skimage.segmentation import watershed
@@ -183,6 +206,71 @@ def instances(
         labels, _, _ = relabel_sequential(labels)
         n = int(labels.max())
     return labels.astype(np.uint16 if n < 65535 else np.uint32)
+
+
+TILED_ABOVE = 4096 * 4096
+"""Masks with more pixels than this are labelled tile by tile (:func:`instances`)."""
+
+
+def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
+    """:func:`instances` core by core, each with ``halo`` pixels of context (see there)."""
+    h, w = mask.shape
+    out = np.zeros(mask.shape, np.uint32)
+    boundary, distance = kw.pop("boundary"), kw.pop("distance")
+    n = 0
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            ys, ye, xs, xe = (
+                max(0, y0 - halo),
+                min(h, y1 + halo),
+                max(0, x0 - halo),
+                min(w, x1 + halo),
+            )
+            crop = (slice(ys, ye), slice(xs, xe))
+            if not mask[crop].any():
+                continue
+            lab = instances(
+                mask[crop],
+                tile=0,
+                boundary=None if boundary is None else np.asarray(boundary[crop]),
+                distance=None if distance is None else np.asarray(distance[crop]),
+                **kw,
+            ).astype(np.int64)
+            m = int(lab.max())
+            if not m:
+                continue
+            count = np.bincount(lab.ravel(), minlength=m + 1).astype(np.float64)
+            count[0] = 1.0
+            rows = np.arange(ys, ye, dtype=np.float64)[:, None]
+            cols = np.arange(xs, xe, dtype=np.float64)[None, :]
+            cy = np.bincount(lab.ravel(), np.broadcast_to(rows, lab.shape).ravel(), m + 1) / count
+            cx = np.bincount(lab.ravel(), np.broadcast_to(cols, lab.shape).ravel(), m + 1) / count
+            mine = (cy >= y0) & (cy < y1) & (cx >= x0) & (cx < x1)  # centres in this core
+            mine[0] = False
+            new_id = np.zeros(m + 1, np.uint32)
+            new_id[mine] = np.arange(n + 1, n + 1 + int(mine.sum()), dtype=np.uint32)
+            n += int(mine.sum())
+            ids = new_id[lab]
+            view = out[crop]
+            take = (ids > 0) & (view == 0)  # an object claimed by a neighbour keeps its pixels
+            view[take] = ids[take]
+    # pixels of the mask that no core claimed (two tiles disagreed): objects of their own
+    rest, k = ndi.label(mask & (out == 0), structure=np.ones((3, 3), bool))
+    if k:
+        out[rest > 0] = rest[rest > 0].astype(np.uint32) + n
+        n += k
+    from skimage.segmentation import relabel_sequential
+
+    if kw.get("min_size", 0) > 0 and k:  # leftovers below the size floor go, as untiled
+        sizes = np.bincount(out.ravel())
+        small = sizes < kw["min_size"]
+        small[0] = False
+        small[: n - k + 1] = False
+        out[small[out]] = 0
+    out, _, _ = relabel_sequential(out)
+    n = int(out.max())
+    return out.astype(np.uint16) if n < 65535 else out
 
 
 def _distance_watershed(
