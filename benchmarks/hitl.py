@@ -118,14 +118,20 @@ def main(argv=None) -> int:
     print("before", before)
 
     from napari_cultureseg.core.datasets import Sample
+    from napari_cultureseg.core.targets import targets_from_masks
 
     runs = []
     for k in ks:
         samples = []
         for t in corrected_pool[:k]:
             x = to_model_input(t.image, base.config.input)
-            target = np.stack([(t.masks[c.name] > 0).astype(np.uint8) for c in base.config.classes])
-            samples.append(Sample(t.name, x, target, np.ones(target.shape, bool), held))
+            # as the Fine-tune widget sees corrections painted in napari: the masks are
+            # known, a distance or border channel is not (touching objects are one there)
+            masks = {c.name: t.masks[c.name] > 0 for c in base.config.classes}
+            target, valid = targets_from_masks(
+                masks, base.config.classes, x.shape[1:], derived_known=False
+            )
+            samples.append(Sample(t.name, x, target, valid, held))
         for seconds in ts:
             # the Fine-tune widget's recipe (its defaults), with a time budget instead of steps
             cfg = finetune_config(

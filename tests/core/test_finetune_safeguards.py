@@ -113,3 +113,22 @@ def test_fine_tune_job_saves_nothing_when_the_parent_stays_better(parent, cultur
     assert result.path is None and result.parent == "discs"
     assert next_version_name("discs") == "discs.v2"  # nothing was saved
     assert not (user_models_dir() / "discs.v2").exists()
+
+
+def test_fine_tune_job_learns_a_distance_model_from_painted_masks(cultureseg_home):
+    """The bundled real-data models split objects by a distance channel; corrections
+    painted in napari know the mask only (Workspace.samples: distance unknown)."""
+    from napari_cultureseg.core.bundles import user_models_dir
+
+    spec = replace(MODEL.classes[0], instances=True, separate="distance")
+    torch.manual_seed(0)
+    Bundle(replace(MODEL, classes=(spec,))).save(user_models_dir() / "ddiscs")
+    base = Bundle.load(user_models_dir() / "ddiscs")
+    samples = []
+    for s in TRAIN[:2]:
+        target = np.stack([s.target[0], np.zeros_like(s.target[0])]).astype(np.float32)
+        valid = np.stack([np.ones_like(s.valid[0]), np.zeros_like(s.valid[0])])
+        samples.append(replace(s, target=target, valid=valid))
+    cfg = finetune_config(steps=4, val_every=2, threads=1, patch_size=64, batch_size=2)
+    result = _finish(fine_tune_job(base, "ddiscs", samples, cfg))
+    assert result.steps == 4 and "disc" in result.parent_dice

@@ -180,6 +180,15 @@ def test_samples_target_is_masks_and_valid_is_reviewed(tmp_path):
     np.testing.assert_array_equal(s2.target[2], ws.masks["cell"])
     with pytest.raises(WorkspaceError, match="expected"):
         ws.samples(image[:, :10])
+    # a model that splits objects by a distance map (as the bundled real-data models do)
+    # gets its distance channels too, unknown: painted masks do not know where cells touch
+    from napari_cultureseg.core.bundles import ClassSpec
+
+    specs = [ClassSpec("debris"), ClassSpec("cell", instances=True, separate="distance")]
+    s3 = ws.samples(image, classes=specs)
+    assert s3.target.shape == s3.valid.shape == (3, 24, 32)
+    np.testing.assert_array_equal(s3.target[1], ws.masks["cell"])
+    assert not s3.valid[2].any()
 
 
 def test_autosaver_saves_only_when_dirty_and_after_the_interval(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from .bundles import boundary_channels, home_dir
+from .bundles import boundary_channels, distance_channels, home_dir
 from .datasets import Sample, experiment_of
 
 FORMAT = "cultureseg-workspace/1"
@@ -571,10 +571,13 @@ class Workspace:
                 "from images.to_model_input of this workspace's image"
             )
         names = self.class_names if classes is None else [getattr(c, "name", c) for c in classes]
-        # Border channels of ``boundary`` classes stay unknown (valid False): the
-        # workspace keeps one binary mask per class, where touching objects are one.
-        n_out = len(names) + len(boundary_channels(classes or ()))
-        target = np.zeros((n_out, *self.shape), np.uint8)
+        # Border channels of ``boundary`` classes and distance channels of ``distance``
+        # classes stay unknown (valid False): the workspace keeps one binary mask per
+        # class, where touching objects are one, so their borders and distances are not known.
+        specs = [c for c in classes or () if not isinstance(c, str)]
+        soft = distance_channels(specs)
+        n_out = len(names) + len(boundary_channels(specs)) + len(soft)
+        target = np.zeros((n_out, *self.shape), np.float32 if soft else np.uint8)
         valid = np.zeros((n_out, *self.shape), bool)
         for k, name in enumerate(names):
             if name in self._masks:
