@@ -116,6 +116,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    import os
+    import tempfile
+
+    # the fine-tuned version and the workspace of these pictures must not land in the
+    # user's own model and workspace folders
+    os.environ["CULTURESEG_HOME"] = tempfile.mkdtemp(prefix="cultureseg-screenshots-")
     if sys.argv[1:] == ["cultures"]:
         cultures()
         sys.exit(0)
