@@ -63,7 +63,7 @@ def binary_mask(
     if min_size > 0 or largest_only:
         labels, n = ndi.label(mask)
         if n:
-            sizes = np.bincount(labels.ravel())
+            sizes = object_sizes(labels, n)
             sizes[0] = 0
             keep = sizes >= min_size
             if largest_only:
@@ -72,6 +72,18 @@ def binary_mask(
                     keep[int(np.argmax(sizes))] = True
             mask = keep[labels]
     return mask
+
+
+def object_sizes(labels: np.ndarray, n: int, rows: int = 512) -> np.ndarray:
+    """Pixels per label ``0..n``, counted in bands of rows.
+
+    ``np.bincount`` casts its input to 64-bit integers: on a whole-well mosaic one
+    call would copy the label image at 8 bytes a pixel.
+    """
+    sizes = np.zeros(n + 1, np.int64)
+    for r in range(0, labels.shape[0], rows):
+        sizes += np.bincount(labels[r : r + rows].ravel(), minlength=n + 1)[: n + 1]
+    return sizes
 
 
 def instances(
@@ -197,7 +209,7 @@ def instances(
             f"unknown instance method {method!r}; use 'components', 'watershed' or 'boundary'"
         )
     if min_size > 0 and n:
-        sizes = np.bincount(labels.ravel())
+        sizes = object_sizes(labels, n)
         small = sizes < min_size
         small[0] = False
         labels[small[labels]] = 0
@@ -218,6 +230,7 @@ def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
     out = np.zeros(mask.shape, np.uint32)
     boundary, distance = kw.pop("boundary"), kw.pop("distance")
     n = 0
+    seen = []  # ids that reached the image (an object may lose every pixel to a neighbour)
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
@@ -255,21 +268,35 @@ def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
             view = out[crop]
             take = (ids > 0) & (view == 0)  # an object claimed by a neighbour keeps its pixels
             view[take] = ids[take]
-    # pixels of the mask that no core claimed (two tiles disagreed): objects of their own
-    rest, k = ndi.label(mask & (out == 0), structure=np.ones((3, 3), bool))
-    if k:
-        out[rest > 0] = rest[rest > 0].astype(np.uint32) + n
-        n += k
-    from skimage.segmentation import relabel_sequential
-
-    if kw.get("min_size", 0) > 0 and k:  # leftovers below the size floor go, as untiled
-        sizes = np.bincount(out.ravel())
-        small = sizes < kw["min_size"]
-        small[0] = False
-        small[: n - k + 1] = False
-        out[small[out]] = 0
-    out, _, _ = relabel_sequential(out)
-    n = int(out.max())
+            seen.append(np.unique(ids[take]))
+    # pixels of the mask that no core claimed (two tiles disagreed): objects of their own,
+    # labelled inside their bounding boxes only (a whole-image int32 label costs 4 B/px)
+    left = mask & (out == 0)
+    if left.any():
+        rows = np.flatnonzero(left.any(axis=1))
+        band = slice(int(rows[0]), int(rows[-1]) + 1)
+        rest, k = ndi.label(left[band], structure=np.ones((3, 3), bool))
+        del left
+        if k:
+            sizes = np.bincount(rest.ravel())
+            keep = sizes >= max(1, kw.get("min_size", 0))  # leftovers below the floor go
+            keep[0] = False
+            lut = np.zeros(k + 1, np.uint32)
+            lut[keep] = np.arange(n + 1, n + 1 + int(keep.sum()), dtype=np.uint32)
+            view = out[band]
+            hit = rest > 0
+            view[hit] = lut[rest[hit]]
+            seen.append(np.arange(n + 1, n + 1 + int(keep.sum())))
+            n += int(keep.sum())
+    present = np.zeros(n + 1, bool)
+    for ids in seen:
+        present[ids] = True
+    present[0] = False
+    if not present[1:].all():  # close the gaps, one pass over the image only then
+        lut = np.zeros(n + 1, np.uint32)
+        lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
+        out = lut[out]
+        n = int(present.sum())
     return out.astype(np.uint16) if n < 65535 else out
 
 
