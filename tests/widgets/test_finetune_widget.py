@@ -195,3 +195,25 @@ def test_fine_tune_learns_from_corrections_without_the_segment_dock(
     ft.describe_sources()
     assert "field" in ft.sources.value
     assert len(ft.samples(load_bundle("tiny"))) == 1
+
+
+def test_the_sources_list_follows_corrections_made_while_the_dock_is_open(
+    make_napari_viewer, tiny_bundle, qtbot
+):
+    viewer = make_napari_viewer(show=True)
+    seg = SegmentWidget(viewer)
+    ft = FinetuneWidget(viewer)  # open first: it must not keep showing "0 px"
+    viewer.window.add_dock_widget(seg, name="Segment")
+    viewer.window.add_dock_widget(ft, name="Fine-tune")
+    seg.model.reset_choices()
+    seg.model.value = "tiny"
+    img, truth = phase_culture((96, 96), seed=3)
+    viewer.add_image(img, name="field")
+    seg.image.reset_choices()
+    seg.start()
+    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    assert "cell 0 px" in ft.sources.value, ft.sources.value  # nothing reviewed yet
+    viewer.reset_view()
+    seg.accept_view()
+    n = seg.corrections_for(viewer.layers["field"]).reviewed_pixels()["cell"]
+    assert n > 0 and f"cell {n} px" in ft.sources.value, ft.sources.value

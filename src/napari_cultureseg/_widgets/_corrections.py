@@ -194,9 +194,9 @@ class Corrections:
     def reviewed_pixels(self) -> dict[str, int]:
         return {c: int(np.count_nonzero(r)) for c, r in self.ws.reviewed.items()}
 
-    def tick(self) -> None:
+    def tick(self) -> bool:
         """Called by a Qt timer: save if something changed and the interval passed."""
-        self.autosaver.maybe_save()
+        return self.autosaver.maybe_save()
 
     def flush(self) -> None:
         self.sync()

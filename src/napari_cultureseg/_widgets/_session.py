@@ -43,6 +43,8 @@ class Session:
         QApplication.instance().aboutToQuit.connect(lambda: flush_all(corrections))
         self._docks = 0
         self._attached_once = False
+        self.listeners: list = []
+        """Called after corrections were saved (a dock showing what it would learn from)."""
 
     def attach(self, dock) -> None:
         """A dock uses this session: when the last one closes, everything is saved and the
@@ -80,11 +82,22 @@ class Session:
         """Timer tick: save workspaces with changes (at most once a second each)."""
         if self._docks <= 0 and self._attached_once:
             return
+        saved = False
         for corr in list(self.corrections.values()):
             try:
-                corr.tick()
+                saved = bool(corr.tick()) or saved
             except Exception as exc:
                 self.errors.append(f"could not save corrections of {corr.image_name}: {exc}")
+        if saved:
+            self.notify()
+
+    def notify(self) -> None:
+        """Tell the docks that the saved corrections changed."""
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except RuntimeError:  # its dock was closed and Qt deleted its widgets
+                self.listeners.remove(listener)
 
     def flush(self) -> None:
         flush_all(self.corrections)

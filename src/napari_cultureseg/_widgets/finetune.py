@@ -112,7 +112,9 @@ class FinetuneWidget(Container):
         self.viewer.layers.events.inserted.connect(lambda _e: self.describe_sources())
         from ._session import session_for
 
-        session_for(self.viewer).attach(self)
+        session = session_for(self.viewer)
+        session.attach(self)
+        session.listeners.append(self._sources_changed)  # corrections saved: show them
         self.describe_sources()
 
     # ----------------------------------------------------------- data
@@ -147,6 +149,10 @@ class FinetuneWidget(Container):
                 continue
             out.append((f"{w.image_name} ({px} px reviewed, {w.modified[:16]})", w.key))
         return out
+
+    def _sources_changed(self) -> None:
+        if self.worker is None:  # while training, the list shows what the run learns from
+            self.describe_sources()
 
     def describe_sources(self):
         rows = [

@@ -338,6 +338,7 @@ class SegmentWidget(Container):
         corr = self.corrections_for(layer)
         n = corr.accept_view()
         corr.autosaver.flush()
+        self.session.notify()
         self.status.value = (
             f"accepted the visible region of {layer.name}: {n} pixels newly reviewed"
         )
