@@ -9,18 +9,24 @@ from napari_cultureseg.core.bundles import find_bundle, load_bundle
 from napari_cultureseg.core.synth import phase_culture
 
 
+def _segment_a_field(viewer, seg, qtbot, shape, seed):
+    """Add a synthetic phase-contrast field and segment it with the tiny model."""
+    seg.model.reset_choices()
+    seg.model.value = "tiny"
+    img, truth = phase_culture(shape, seed=seed)
+    viewer.add_image(img, name="field")
+    seg.image.reset_choices()
+    seg.start()
+    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    return img, truth
+
+
 @pytest.fixture
 def widgets(make_napari_viewer, tiny_bundle, qtbot):
     viewer = make_napari_viewer(show=True)
     seg = SegmentWidget(viewer)
     viewer.window.add_dock_widget(seg, name="Segment")
-    seg.model.reset_choices()
-    seg.model.value = "tiny"
-    img, truth = phase_culture((192, 192), seed=2)
-    viewer.add_image(img, name="field")
-    seg.image.reset_choices()
-    seg.start()
-    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    img, truth = _segment_a_field(viewer, seg, qtbot, (192, 192), seed=2)
     # the user corrects the cell layer to the truth and accepts the whole view
     viewer.layers["field · cell"].data = (truth > 0).astype(np.uint8)
     viewer.reset_view()
@@ -205,13 +211,7 @@ def test_the_sources_list_follows_corrections_made_while_the_dock_is_open(
     ft = FinetuneWidget(viewer)  # open first: it must not keep showing "0 px"
     viewer.window.add_dock_widget(seg, name="Segment")
     viewer.window.add_dock_widget(ft, name="Fine-tune")
-    seg.model.reset_choices()
-    seg.model.value = "tiny"
-    img, truth = phase_culture((96, 96), seed=3)
-    viewer.add_image(img, name="field")
-    seg.image.reset_choices()
-    seg.start()
-    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    _segment_a_field(viewer, seg, qtbot, (96, 96), seed=3)
     assert "cell 0 px" in ft.sources.value, ft.sources.value  # nothing reviewed yet
     viewer.reset_view()
     seg.accept_view()
