@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from _results import class_scores, merge_result
+
     from napari_cultureseg.core.bundles import load_bundle
     from napari_cultureseg.core.evaluate import evaluate, truth_from_folder
 
@@ -80,25 +82,20 @@ def main(argv=None) -> int:
         for name, bundle in zip(models, bundles, strict=True):
             t0 = time.perf_counter()
             r = evaluate(bundle, data, device="cpu", diameter=args.diameter)
-            row = {
-                c: {k: round(float(v[k]), 4) for k in KEYS if v.get(k) is not None}
-                for c, v in r["classes"].items()
-            }
+            row = class_scores(r["classes"], KEYS)
             row["seconds"] = round(time.perf_counter() - t0, 1)
             row["zooms"] = r["zooms"]
             result.setdefault(Path(name).name, {})[str(zoom)] = row
             shown = {c: v for c, v in row.items() if c != "zooms"}
             print(name, zoom, json.dumps(shown), flush=True)
-    out = Path(args.out)
-    stored = json.loads(out.read_text()) if out.is_file() else {}
-    stored[Path(args.data).name] = {
+    entry = {
         "data": os.path.relpath(args.data, ROOT),
         "images": sorted(ids),
         "diameter": args.diameter,
         "threads": args.threads,
         "models": result,
     }
-    out.write_text(json.dumps(stored, indent=1) + "\n")
+    merge_result(args.out, Path(args.data).name, entry)
     return 0
 
 

@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from _results import class_scores, merge_result
+
     from napari_cultureseg.core.bundles import load_bundle
     from napari_cultureseg.core.evaluate import evaluate, truth_from_folder
     from napari_cultureseg.core.segment import Segmentation
@@ -79,23 +81,17 @@ def main(argv=None) -> int:
                 r = evaluate(bundle, truths, device="cpu", diameter="auto")
             finally:
                 Segmentation.spec = original
-            row = {
-                c: {k: round(float(v[k]), 4) for k in KEYS if v.get(k) is not None}
-                for c, v in r["classes"].items()
-                if c in own
-            }
+            row = class_scores(r["classes"], KEYS, only=own)
             row["seconds"] = round(time.perf_counter() - t0, 1)
             result.setdefault(split, {})[name] = row
             print(split, name, json.dumps(row), flush=True)
-    out = Path(args.out)
-    stored = json.loads(out.read_text()) if out.is_file() else {}
-    stored[cfg.name] = {
+    entry = {
         "data": os.path.relpath(args.data, ROOT),
         "own": own,
         "threads": args.threads,
         "results": result,
     }
-    out.write_text(json.dumps(stored, indent=1) + "\n")
+    merge_result(args.out, cfg.name, entry)
     return 0
 
 

@@ -55,16 +55,16 @@ def main(argv=None) -> int:
             "classes": {c: {k: m[k] for k in KEYS if k in m} for c, m in r["classes"].items()},
         }
         print(n, json.dumps(rows[str(n)]), flush=True)
-    out = Path(args.out)
-    data = json.loads(out.read_text()) if out.is_file() else {}
-    data[cfg.name] = {
+    from _results import merge_result
+
+    entry = {
         "split": args.split,
         "images": len(truths),
         "threads": args.threads,
         "diameter": args.diameter,
         "copies": rows,
     }
-    out.write_text(json.dumps(data, indent=1) + "\n")
+    merge_result(args.out, cfg.name, entry)
     return 0
 
 

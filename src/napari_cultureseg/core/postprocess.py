@@ -166,9 +166,7 @@ def instances(
         dist = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 1.0)
         markers, _ = ndi.label(h_maxima(dist, h))
         labels = watershed(-dist, markers, mask=mask)
-        # an object thinner than 2h has no h-maximum: it is one object, not background
-        rest, _ = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
-        labels = np.where(rest > 0, rest + labels.max(), labels)
+        labels = _with_leftovers(mask, labels)  # thinner than 2h: no h-maximum, one object
         n = int(labels.max())
     elif method == "boundary":
         if boundary is None or np.shape(boundary) != mask.shape:
@@ -185,8 +183,7 @@ def instances(
             tiny[0] = False
             markers[tiny[markers]] = 0
         labels = watershed(np.asarray(boundary, np.float32), markers, mask=mask)
-        rest, m = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
-        labels = np.where(rest > 0, rest + labels.max(), labels)
+        labels = _with_leftovers(mask, labels)
         from skimage.segmentation import relabel_sequential
 
         labels, _, _ = relabel_sequential(labels)
@@ -300,6 +297,12 @@ def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
     return out.astype(np.uint16) if n < 65535 else out
 
 
+def _with_leftovers(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``labels`` with the parts of ``mask`` that no seed reached as objects of their own."""
+    rest, _ = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
+    return np.where(rest > 0, rest + labels.max(), labels)
+
+
 def _distance_watershed(
     mask: np.ndarray, dist: np.ndarray, seed_threshold: float, min_size: int
 ) -> np.ndarray:
@@ -313,9 +316,7 @@ def _distance_watershed(
         tiny[0] = False
         seeds[tiny[seeds]] = 0
     labels = watershed(-dist, seeds, mask=mask) if seeds.any() else np.zeros(mask.shape, np.int32)
-    rest, _ = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
-    labels = np.where(rest > 0, rest + labels.max(), labels)
-    labels, _, _ = relabel_sequential(labels)
+    labels, _, _ = relabel_sequential(_with_leftovers(mask, labels))
     return labels
 
 
