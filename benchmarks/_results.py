@@ -15,6 +15,29 @@ def class_scores(classes: dict, keys, only=None) -> dict:
     }
 
 
+def scores_with(bundle, truths, keys, only, **patch) -> dict:
+    """Per-class scores of ``evaluate`` (object size auto) with ``Segmentation`` methods
+    replaced by ``patch`` for the call (a variant of one post-processing step), and its seconds.
+    """
+    import time
+
+    from napari_cultureseg.core.evaluate import evaluate
+    from napari_cultureseg.core.segment import Segmentation
+
+    original = {name: getattr(Segmentation, name) for name in patch}
+    t0 = time.perf_counter()
+    try:
+        for name, f in patch.items():
+            setattr(Segmentation, name, f)
+        r = evaluate(bundle, truths, device="cpu", diameter="auto")
+    finally:
+        for name, f in original.items():
+            setattr(Segmentation, name, f)
+    row = class_scores(r["classes"], keys, only=only)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
 def merge_result(path, key: str, entry: dict) -> None:
     """Store ``entry`` under ``key`` in the JSON file at ``path``, keeping the other keys."""
     path = Path(path)

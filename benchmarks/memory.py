@@ -1,12 +1,13 @@
-"""Peak memory of `cultureseg segment` on a whole-well mosaic, with and without tiled instances.
+"""Peak memory of `cultureseg segment` on a whole-well mosaic, against an earlier release.
 
     python benchmarks/memory.py [--side 8000] [--model phase-cells] [--threads 2]
 
-A real Usiigaci field (set02, 1022x1024) is repeated into a ``side``² 8-bit mosaic,
-and ``cultureseg segment`` runs on it in a fresh process, twice: as shipped
-(objects labelled tile by tile, ``postprocess.TILED_ABOVE``) and with tiling
-switched off (the baseline, as before). Peak resident memory comes from
-``/usr/bin/time -v``. Then, on a 2000² crop, the shipped tiled labelling
+A real Usiigaci field (set02, 1022x1024, 16-bit scaled to 8 bits) is repeated
+into a ``side``² mosaic, and ``cultureseg segment`` runs on it in a fresh
+process, three times: as shipped (objects labelled tile by tile,
+``postprocess.TILED_ABOVE``), with that tiling switched off, and with the code of
+an earlier release (``--baseline``, a commit: the ratio's baseline). Peak
+resident memory comes from ``/usr/bin/time -v``. Then, on a 2000² crop, the shipped tiled labelling
 (forced, 512-px cores) is compared with the untiled one on the same
 probabilities: masks must be equal and objects the same.
 Results: ``benchmarks/results/memory.json``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,11 +37,16 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def peak_rss(variant: str, image: Path, out: Path, model: str, threads: int) -> dict:
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", RUN, variant, "segment", str(image)]
+def peak_rss(
+    variant: str, image: Path, out: Path, model: str, threads: int, src: Path | None = None
+) -> dict:
+    """Peak RSS of one ``cultureseg segment`` run; ``src``: another checkout's package."""
+    mode = "untiled" if variant == "untiled" else "tiled"
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", RUN, mode, "segment", str(image)]
     cmd += ["--out", str(out), "--model", model, "--threads", str(threads), "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
     return {
@@ -80,7 +87,7 @@ def crop_agreement(model: str, side: int = 2000) -> dict:
         from napari_cultureseg.core.bundles import distance_channels
 
         k = distance_channels(seg.classes).get(spec.name)
-        dist = None if k is None else seg.probabilities[k]
+        dist = None if k is None else seg.probability(k)
         tiled = instances(mask, tile=512, halo=256, distance=dist, **base)
         untiled = instances(mask, tile=0, distance=dist, **base)
         same_objects = 0
@@ -104,6 +111,11 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="phase-cells")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
+    ap.add_argument(
+        "--baseline",
+        default="6db9e51",
+        help="commit whose code is the baseline (a git worktree of it is made and removed)",
+    )
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -111,8 +123,9 @@ def main(argv=None) -> int:
 
     from napari_cultureseg.core.images import read_image
 
-    field = read_image(FIELD)
-    field = (255 * (field - field.min()) / max(1e-9, float(np.ptp(field)))).astype(np.uint8)
+    field = read_image(FIELD).astype(np.float32)  # 16-bit: 255 * uint16 would wrap around
+    lo, hi = np.percentile(field, (0.1, 99.9))
+    field = (255 * np.clip((field - lo) / (hi - lo), 0, 1)).astype(np.uint8)
     reps = -(-args.side // min(field.shape[:2]))
     mosaic = np.tile(field, (reps, reps))[: args.side, : args.side]
     runs = []
@@ -122,6 +135,24 @@ def main(argv=None) -> int:
         for variant in ("tiled", "untiled"):
             runs.append(peak_rss(variant, image, Path(tmp) / variant, args.model, args.threads))
             print(json.dumps(runs[-1]), flush=True)
+        if args.baseline:  # the same command with an earlier release's code
+            tree = Path(tmp) / "baseline"
+            git = ["git", "-C", str(ROOT)]
+            add = [*git, "worktree", "add", "--detach", str(tree), args.baseline]
+            subprocess.run(add, check=True)
+            try:
+                base = peak_rss(
+                    f"release {args.baseline}",
+                    image,
+                    Path(tmp) / "base",
+                    args.model,
+                    args.threads,
+                    tree / "src",
+                )
+            finally:
+                subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=False)
+            runs.append(base)
+            print(json.dumps(base), flush=True)
     agreement = crop_agreement(args.model)
     print(json.dumps(agreement), flush=True)
     result = {
@@ -132,6 +163,11 @@ def main(argv=None) -> int:
         "ratio_untiled_to_tiled": (
             round(runs[1]["peak_rss_gb"] / runs[0]["peak_rss_gb"], 2)
             if runs[0]["peak_rss_gb"] and runs[1]["peak_rss_gb"]
+            else None
+        ),
+        "ratio_baseline_to_tiled": (
+            round(runs[2]["peak_rss_gb"] / runs[0]["peak_rss_gb"], 2)
+            if len(runs) > 2 and runs[0]["peak_rss_gb"] and runs[2]["peak_rss_gb"]
             else None
         ),
         "crop_2000": agreement,

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +47,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from _results import class_scores, merge_result
+    from _results import merge_result, scores_with
 
     from napari_cultureseg.core.bundles import load_bundle
-    from napari_cultureseg.core.evaluate import evaluate, truth_from_folder
+    from napari_cultureseg.core.evaluate import truth_from_folder
     from napari_cultureseg.core.segment import Segmentation
 
     bundle = load_bundle(args.model)
@@ -75,14 +74,7 @@ def main(argv=None) -> int:
                 # ... with another way of splitting its mask into objects
                 return replace(s, separate=variant[0], split_depth=variant[1])
 
-            Segmentation.spec = spec
-            t0 = time.perf_counter()
-            try:
-                r = evaluate(bundle, truths, device="cpu", diameter="auto")
-            finally:
-                Segmentation.spec = original
-            row = class_scores(r["classes"], KEYS, only=own)
-            row["seconds"] = round(time.perf_counter() - t0, 1)
+            row = scores_with(bundle, truths, KEYS, own, spec=spec)
             result.setdefault(split, {})[name] = row
             print(split, name, json.dumps(row), flush=True)
     entry = {

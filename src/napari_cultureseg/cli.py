@@ -210,7 +210,7 @@ def cmd_segment(args) -> int:
     from tqdm import tqdm
 
     from .core.bundles import load_bundle, safe_name
-    from .core.images import ImageError, read_image
+    from .core.images import ImageError, read_image, release_memory
     from .core.segment import segment
 
     _check_options(args)
@@ -267,6 +267,7 @@ def cmd_segment(args) -> int:
         try:
             plane = read_image(path, plane=args.plane)
             zoom, how = _zoom(args, bundle, plane, path)
+            release_memory()  # a mosaic's stages each start from a clean heap
             gen = segment(
                 bundle,
                 plane,
@@ -287,6 +288,8 @@ def cmd_segment(args) -> int:
                     bar.total = p.total
                     bar.update(p.done - bar.n)
             stem = stems[path]
+            del plane
+            release_memory()
             masks = result.masks()
             written = []
             for name, mask in masks.items():
@@ -294,13 +297,14 @@ def cmd_segment(args) -> int:
                 written.append(f"{stem}_{name}.tif")
                 spec = result.spec(name)
                 if getattr(spec, "instances", False):
+                    release_memory()
                     _write_tif(
                         _inside(out, f"{stem}_{name}_instances.tif"), result.instances(name, mask)
                     )
                     written.append(f"{stem}_{name}_instances.tif")
             if args.prob:
                 for k, c in enumerate(result.classes):
-                    _write_tif(_inside(out, f"{stem}_{c.name}_prob.tif"), result.probabilities[k])
+                    _write_tif(_inside(out, f"{stem}_{c.name}_prob.tif"), result.probability(k))
                     written.append(f"{stem}_{c.name}_prob.tif")
             _record_outputs(out, written)
         except (ImageError, ValueError, MemoryError, OSError) as exc:

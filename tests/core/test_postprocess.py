@@ -150,3 +150,52 @@ def test_tiled_instances_equal_untiled_ones_for_objects_smaller_than_the_halo(me
         assert _same_partition(whole, tiled)
     # a mask above the size limit is tiled by default, and still one label per object
     assert instances(mask, **kw).max() == whole.max()
+
+
+def _two_touching_discs(shape, r, centres):
+    from skimage.draw import disk
+
+    mask = np.zeros(shape, bool)
+    lab = np.zeros(shape, np.int32)
+    for i, c in enumerate(centres, 1):
+        d = disk(c, r, shape=shape)
+        mask[d] = True
+        lab[d] = i
+    return mask, lab
+
+
+@pytest.mark.parametrize("rows", [1024, 7])
+def test_labels_found_on_the_network_grid_keep_the_image_grid_outline(rows):
+    from napari_cultureseg.core.postprocess import transfer_labels
+
+    _, coarse = _two_touching_discs((40, 60), 10, [(20, 20), (20, 38)])  # network grid, ×0.5
+    mask, truth = _two_touching_discs((80, 120), 20, [(40, 40), (40, 76)])
+    mask[5:9, 100:104] = True  # drawn by the user, unknown to the network: an object
+    mask[70, 5] = True  # a speck below min_size: dropped
+    lab = transfer_labels(coarse, mask, min_size=4, rows=rows)
+    assert lab.dtype == np.uint16 and lab.max() == 3
+    assert ((lab > 0) <= mask).all() and not lab[70, 5] and (lab[5:9, 100:104] == 3).all()
+    core = mask.copy()
+    core[5:9, 100:104] = core[70, 5] = False
+    assert ((lab > 0) == core | (lab == 3)).all()  # every pixel of an object is kept
+    for i in (1, 2):  # each disc is one object, matching the truth but where they meet
+        ids = np.bincount(lab[truth == i], minlength=4)
+        assert ids[1:].argmax() + 1 == i and ids[i] >= 0.97 * (truth == i).sum()
+    whole = transfer_labels(coarse, mask, min_size=4, rows=1024)
+    assert (lab == whole).all()  # bands change nothing
+
+
+def test_a_zoomed_segmentation_separates_objects_at_the_size_the_model_learnt():
+    # two touching discs of radius 10 on the network's grid (the image was enlarged ×2
+    # for it): split_depth 3 px means 3 px there; on the image's grid (radius 5) the neck
+    # is too shallow for it and the discs would stay one object
+    mask, _ = _two_touching_discs((40, 64), 10, [(20, 20), (20, 40)])
+    raw = np.where(mask, 0.9, 0.05).astype(np.float32)[None]
+    spec = ClassSpec("cell", min_size=20, instances=True, separate="watershed", split_depth=3.0)
+    zoomed = Segmentation(raw, (spec,), zoom=2.0, shape=(20, 32))
+    assert zoomed.scale == pytest.approx(0.25) and zoomed.probabilities.shape == (1, 20, 32)
+    m = zoomed.mask("cell")
+    lab = zoomed.instances("cell")
+    assert lab.shape == (20, 32) and lab.max() == 2 and ((lab > 0) == m).all()
+    small = Segmentation(zoomed.probabilities, (spec,))  # the same map, found at image scale
+    assert small.instances("cell").max() == 1

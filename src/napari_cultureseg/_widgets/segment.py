@@ -533,7 +533,7 @@ class SegmentWidget(Container):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             self.viewer.add_image(
-                result.probabilities[k],
+                result.probability(k),
                 name=name,
                 colormap="magma",
                 contrast_limits=(0, 1),

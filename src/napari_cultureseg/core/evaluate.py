@@ -123,7 +123,7 @@ def evaluate(
                 spec.name,
                 {"prob": [], "truth": [], "pred": [], "pred_labels": [], "true_labels": []},
             )
-            acc["prob"].append(seg.probabilities[k].ravel())
+            acc["prob"].append(seg.probability(k).ravel())
             acc["truth"].append(ref.ravel())
             acc["pred"].append(masks[spec.name])
             if spec.instances:

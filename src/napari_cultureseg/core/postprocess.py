@@ -20,7 +20,7 @@ def fill_holes_fast(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, bool)
     if mask.ndim != 2 or 0 in mask.shape:
         return ndi.binary_fill_holes(mask)
-    labels, n = ndi.label(~mask)
+    labels, n = _label(~mask)
     if n == 0:
         return mask.copy()
     hole = np.ones(n + 1, bool)
@@ -61,7 +61,7 @@ def binary_mask(
     if fill_holes:
         mask = fill_holes_fast(mask)
     if min_size > 0 or largest_only:
-        labels, n = ndi.label(mask)
+        labels, n = _label(mask)
         if n:
             sizes = object_sizes(labels, n)
             sizes[0] = 0
@@ -72,6 +72,14 @@ def binary_mask(
                     keep[int(np.argmax(sizes))] = True
             mask = keep[labels]
     return mask
+
+
+def _label(mask: np.ndarray, structure=None) -> tuple[np.ndarray, int]:
+    """``ndi.label`` into uint16 while there are fewer than 65 536 parts (int32 costs twice)."""
+    try:
+        return ndi.label(mask, structure=structure, output=np.uint16)
+    except RuntimeError:  # more parts: scipy's default int32
+        return ndi.label(mask, structure=structure)
 
 
 def object_sizes(labels: np.ndarray, n: int, rows: int = 512) -> np.ndarray:
@@ -266,35 +274,122 @@ def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
             take = (ids > 0) & (view == 0)  # an object claimed by a neighbour keeps its pixels
             view[take] = ids[take]
             seen.append(np.unique(ids[take]))
-    # pixels of the mask that no core claimed (two tiles disagreed): objects of their own,
-    # labelled inside their bounding boxes only (a whole-image int32 label costs 4 B/px)
-    left = mask & (out == 0)
-    if left.any():
-        rows = np.flatnonzero(left.any(axis=1))
-        band = slice(int(rows[0]), int(rows[-1]) + 1)
-        rest, k = ndi.label(left[band], structure=np.ones((3, 3), bool))
-        del left
-        if k:
-            sizes = np.bincount(rest.ravel())
-            keep = sizes >= max(1, kw.get("min_size", 0))  # leftovers below the floor go
-            keep[0] = False
-            lut = np.zeros(k + 1, np.uint32)
-            lut[keep] = np.arange(n + 1, n + 1 + int(keep.sum()), dtype=np.uint32)
-            view = out[band]
-            hit = rest > 0
-            view[hit] = lut[rest[hit]]
-            seen.append(np.arange(n + 1, n + 1 + int(keep.sum())))
-            n += int(keep.sum())
+    # pixels of the mask that no core claimed (two tiles disagreed): objects of their own
+    out, n, extra = _label_leftovers(out, _unclaimed(mask, out), n, kw.get("min_size", 0))
+    seen.append(extra)
     present = np.zeros(n + 1, bool)
     for ids in seen:
         present[ids] = True
     present[0] = False
-    if not present[1:].all():  # close the gaps, one pass over the image only then
-        lut = np.zeros(n + 1, np.uint32)
-        lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
-        out = lut[out]
-        n = int(present.sum())
-    return out.astype(np.uint16) if n < 65535 else out
+    return _close_gaps(out, present)[0]
+
+
+def _label_leftovers(
+    out: np.ndarray, left: np.ndarray, n: int, min_size: int
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """Label the components of ``left`` into ``out`` as new objects ``n + 1...``.
+
+    In place, unless ``out`` is uint16 and they do not fit (then a uint32 copy).
+    Labelled inside the rows that hold them only; components below ``min_size``
+    pixels are dropped. Returns ``out``, the new object count and the new ids.
+    """
+    none = np.zeros(0, np.int64)
+    if not left.any():
+        return out, n, none
+    rows = np.flatnonzero(left.any(axis=1))
+    band = slice(int(rows[0]), int(rows[-1]) + 1)
+    rest, k = _label(left[band], np.ones((3, 3), bool))
+    if not k:
+        return out, n, none
+    sizes = object_sizes(rest, k)  # np.bincount would copy ``rest`` at 8 B/px
+    keep = sizes >= max(1, min_size)
+    keep[0] = False
+    m = n + int(keep.sum())
+    if m >= np.iinfo(out.dtype).max:
+        out = out.astype(np.uint32)
+    lut = np.zeros(k + 1, out.dtype)
+    lut[keep] = np.arange(n + 1, m + 1)
+    view = out[band]
+    for r in range(0, rest.shape[0], 1024):  # no whole-image temporaries
+        hit = rest[r : r + 1024] > 0
+        view[r : r + 1024][hit] = lut[rest[r : r + 1024][hit]]
+    return out, m, np.arange(n + 1, m + 1)
+
+
+def _unclaimed(mask: np.ndarray, out: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """``mask & (out == 0)``, band by band (one bool image, no temporaries)."""
+    left = np.empty(mask.shape, bool)
+    for r in range(0, mask.shape[0], rows):
+        np.logical_and(mask[r : r + rows], out[r : r + rows] == 0, out=left[r : r + rows])
+    return left
+
+
+def _close_gaps(out: np.ndarray, present: np.ndarray, rows: int = 1024) -> tuple[np.ndarray, int]:
+    """Renumber ``out`` so the ids where ``present`` is set become ``1..m``; uint16 if small.
+
+    Band by band, in place when the type stays: no whole-image temporary.
+    """
+    n = len(present) - 1
+    m = int(present[1:].sum())
+    dtype = np.uint16 if m < 65535 else np.uint32
+    if present[1:].all() and out.dtype == dtype:
+        return out, n
+    lut = np.zeros(n + 1, dtype)
+    lut[present] = np.arange(1, m + 1, dtype=dtype)
+    result = out if out.dtype == dtype else np.empty(out.shape, dtype)  # in place if it can
+    for r in range(0, out.shape[0], rows):
+        result[r : r + rows] = lut[out[r : r + rows]]
+    return result, m
+
+
+def transfer_labels(
+    labels: np.ndarray, mask: np.ndarray, *, min_size: int = 0, rows: int = 1024
+) -> np.ndarray:
+    """Instance labels found on another grid (the network's), carried onto ``mask``'s grid.
+
+    Objects are separated where the model sees them at the size it learnt (see
+    :meth:`segment.Segmentation.instances`), and drawn with the outline of
+    ``mask``, the class's mask on the image's own grid. Every pixel of ``mask``
+    takes the label of its nearest pixel on ``labels``' grid; where that is
+    background (the outline of the smoother, resampled mask) it takes the label
+    of an adjacent pixel, growing by at most the grid ratio + 1 pixels; parts of
+    ``mask`` that no object reaches (e.g. an object a user drew) become objects
+    of their own, dropped below ``min_size`` pixels. Labels outside ``mask`` are
+    cut. Band by band, so a whole-well mosaic needs no whole-image temporary
+    beyond the output.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint16 labels (uint32 from 65 535 objects on), sequential.
+    """
+    labels = np.asarray(labels)
+    mask = np.asarray(mask, bool)
+    (h, w), (H, W) = labels.shape, mask.shape
+    ri = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    ci = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    reach = int(np.ceil(max(H / h, W / w))) + 1
+    n = int(labels.max()) if labels.size else 0
+    out = np.zeros((H, W), np.uint16 if n < 65535 else np.uint32)
+    for y0 in range(0, H, rows):
+        y1 = min(H, y0 + rows)
+        ys, ye = max(0, y0 - reach), min(H, y1 + reach)
+        m = mask[ys:ye]
+        sub = labels[ri[ys:ye]][:, ci].astype(out.dtype)
+        sub[~m] = 0
+        need = m & (sub == 0)
+        for _ in range(reach):
+            if not need.any():
+                break
+            grown = ndi.grey_dilation(sub, size=(3, 3))
+            fill = need & (grown > 0)
+            sub[fill] = grown[fill]
+            need &= ~fill
+        out[y0:y1] = sub[y0 - ys : y0 - ys + (y1 - y0)]
+    out, n, _ = _label_leftovers(out, _unclaimed(mask, out), n, min_size)
+    present = object_sizes(out, n) > 0
+    present[0] = False
+    return _close_gaps(out, present)[0]
 
 
 def _with_leftovers(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:

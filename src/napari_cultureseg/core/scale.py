@@ -314,7 +314,7 @@ def estimate_diameter(
     zooms = [0.5, 0.71, 1.0, 1.41, 2.0]
     for z in zooms:
         seg = run_to_end(segment(bundle, crop, device=device, zoom=z))
-        p = seg.probabilities[k]
+        p = seg.probability(k)
         fg = p > 0.5
         if not fg.any():
             continue

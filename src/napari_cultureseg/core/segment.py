@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundles import Bundle, ClassSpec, DerivedClass, boundary_channels, distance_channels
-from .images import as_plane, fit_shape, resize_planes, to_model_input
+from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
 from .models import output_stride, resolve_device
-from .postprocess import binary_mask, instances
+from .postprocess import binary_mask, instances, transfer_labels
 from .tiling import Progress, fit_tile, predict_tiled
 
 
@@ -24,20 +24,53 @@ from .tiling import Progress, fit_tile, predict_tiled
 class Segmentation:
     """Per-class probabilities of one image and how to turn them into masks."""
 
-    probabilities: np.ndarray
-    """``(K, H, W)`` float32, one independent probability per class (then the
-    border channels of ``boundary`` classes, see :func:`bundles.boundary_channels`)."""
+    raw: np.ndarray
+    """``(K, h, w)`` float32 probabilities as the network produced them, on its grid:
+    one independent probability per class (then the border and distance channels of
+    the classes that have them, see :func:`bundles.boundary_channels`). The image's
+    own grid when it was not resampled; see :attr:`probabilities`."""
     classes: tuple[ClassSpec, ...]
     derived: tuple[DerivedClass, ...] = ()
-    scale: float = 1.0
-    """Image pixels per network pixel, by area: 1 unless the image was resampled for the
-    network (``InputSpec.resize_to``, or a zoom to the model's object size, see
-    :mod:`.scale`); ``min_size`` counts network pixels, so it is scaled by this, and
-    ``split_depth`` by its square root."""
     zoom: float = 1.0
     """The zoom the image was resampled by before the network (1: its own pixels)."""
     note: str = ""
     """How the zoom was chosen (e.g. "nucleus diameter 18.2 px (estimated)"), if known."""
+    shape: tuple[int, int] | None = None
+    """The image's ``(H, W)`` when the network saw it resampled (a zoom to the
+    model's object size, see :mod:`.scale`, or ``InputSpec.resize_to``); None: ``raw``'s."""
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.shape) if self.shape is not None else tuple(self.raw.shape[1:])
+
+    @property
+    def scale(self) -> float:
+        """Image pixels per network pixel, by area (1 unless the network saw the image
+        resampled); ``min_size`` counts network pixels, so masks on the image's grid
+        scale it by this."""
+        h, w = self.image_shape
+        return h * w / (self.raw.shape[1] * self.raw.shape[2])
+
+    def probability(self, k: int) -> np.ndarray:
+        """Channel ``k`` of :attr:`raw` on the image's own grid, ``(H, W)`` float32.
+
+        Resampled bilinearly when the network saw another grid, one channel at a
+        time: on a whole-well mosaic the full stack would be ``K × H × W`` floats.
+        """
+        p = self.raw[k]
+        if p.shape == self.image_shape:
+            return p
+        return np.clip(resample_plane(p, self.image_shape), 0.0, 1.0)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """``(K, H, W)`` float32: every channel of :attr:`raw` on the image's own grid.
+
+        Computed on each access; prefer :meth:`probability` for one channel.
+        """
+        if self.raw.shape[1:] == self.image_shape:
+            return self.raw
+        return np.stack([self.probability(k) for k in range(len(self.raw))])
 
     @property
     def names(self) -> list[str]:
@@ -53,19 +86,25 @@ class Segmentation:
     def _min_size(self, spec) -> int:
         return int(round(getattr(spec, "min_size", 0) * self.scale))
 
-    def mask(self, name: str, threshold: float | None = None) -> np.ndarray:
-        """Binary ``(H, W)`` mask of a predicted class at its (or the given) threshold."""
+    def _index(self, name: str) -> int:
         for k, c in enumerate(self.classes):
             if c.name == name:
-                t = c.threshold if threshold is None else threshold
-                return binary_mask(
-                    self.probabilities[k],
-                    threshold=t,
-                    fill_holes=c.fill_holes,
-                    min_size=self._min_size(c),
-                    largest_only=c.largest_only,
-                )
+                return k
         raise KeyError(f"no predicted class {name!r}; classes are {', '.join(self.names)}")
+
+    def mask(self, name: str, threshold: float | None = None) -> np.ndarray:
+        """Binary ``(H, W)`` mask of a predicted class at its (or the given) threshold."""
+        k = self._index(name)
+        c = self.classes[k]
+        # thresholded here, so a mosaic's float plane is freed before the mask is cleaned
+        above = self.probability(k) > (c.threshold if threshold is None else threshold)
+        return binary_mask(
+            above,
+            threshold=0.5,
+            fill_holes=c.fill_holes,
+            min_size=self._min_size(c),
+            largest_only=c.largest_only,
+        )
 
     def masks(self, thresholds: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
         """All masks by name, derived classes (e.g. cytoplasm = cell − nucleus) included."""
@@ -78,20 +117,57 @@ class Segmentation:
             out[d.name] = m
         return out
 
-    def instances(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
-        """Instance labels of one class (its objects, separated as its spec says)."""
+    def instances(
+        self, name: str, mask: np.ndarray | None = None, *, grid: str = "network"
+    ) -> np.ndarray:
+        """Instance labels of one class (its objects, separated as its spec says).
+
+        Objects are separated on the network's grid, where they have the size the
+        model learnt and every setting of the class (``min_size``, ``split_depth``,
+        the distance seeds) means what it meant in training, then carried onto the
+        image's grid with the outline of ``mask`` (default: the class's mask,
+        :meth:`mask`), see :func:`postprocess.transfer_labels`. ``grid="image"``
+        separates them on the image's grid instead, with ``min_size`` and
+        ``split_depth`` scaled (the way of releases before 2026-12; measured in
+        ``benchmarks/grid.py``); a derived class is always separated there.
+        """
+        if grid not in ("network", "image"):
+            raise ValueError(f"grid is 'network' or 'image', not {grid!r}")
         spec = self.spec(name)
-        m = self.masks()[name] if mask is None else mask
+        m = self.masks()[name] if mask is None else np.asarray(mask, bool)
         border = boundary_channels(self.classes).get(name)
         dist = distance_channels(self.classes).get(name)
+        method = getattr(spec, "separate", "components")
+        h = getattr(spec, "split_depth", 2.0)
+        seeds = getattr(spec, "seed_threshold", 0.5)
+        resampled = self.raw.shape[1:] != self.image_shape
+        if resampled and grid == "network" and isinstance(spec, ClassSpec):
+            k = self._index(name)
+            net = binary_mask(
+                self.raw[k],
+                threshold=spec.threshold,
+                fill_holes=spec.fill_holes,
+                min_size=spec.min_size,
+                largest_only=spec.largest_only,
+            )
+            labels = instances(
+                net,
+                min_size=spec.min_size,
+                method=method,
+                h=h,
+                boundary=None if border is None else self.raw[border],
+                distance=None if dist is None else self.raw[dist],
+                seed_threshold=seeds,
+            )
+            return transfer_labels(labels, m, min_size=self._min_size(spec))
         return instances(
             m,
             min_size=self._min_size(spec),
-            method=getattr(spec, "separate", "components"),
-            h=getattr(spec, "split_depth", 2.0) * float(np.sqrt(self.scale)),
-            boundary=None if border is None else self.probabilities[border],
-            distance=None if dist is None else self.probabilities[dist],
-            seed_threshold=getattr(spec, "seed_threshold", 0.5),
+            method=method,
+            h=h * float(np.sqrt(self.scale)),
+            boundary=None if border is None else self.probability(border),
+            distance=None if dist is None else self.probability(dist),
+            seed_threshold=seeds,
         )
 
 
@@ -166,17 +242,12 @@ def segment(
     if batch_size is None:
         batch_size = 1 if device == "cpu" else 4
     predictor = augmented(bundle.predictor(device), tta)
-    probs, scale = yield from predict(
-        x,
-        predictor,
-        cfg,
-        tile=tile,
-        overlap=overlap,
-        batch_size=batch_size,
-        fit=fit,
-        out_shape=plane.shape[:2],
+    shape = plane.shape[:2]
+    del plane, image
+    probs, _ = yield from predict(
+        x, predictor, cfg, tile=tile, overlap=overlap, batch_size=batch_size, fit=fit, back=False
     )
-    return Segmentation(probs, cfg.classes, cfg.derived, scale, zoom)
+    return Segmentation(probs, cfg.classes, cfg.derived, zoom, shape=shape)
 
 
 TTA = (1, 2, 4, 8)
@@ -235,6 +306,7 @@ def predict(
     batch_size: int = 1,
     fit: bool | None = None,
     out_shape: tuple[int, int] | None = None,
+    back: bool = True,
 ) -> Generator[Progress, None, tuple[np.ndarray, float]]:
     """Probabilities of a ``(C, H, W)`` model input, the way ``cfg`` (a BundleConfig) says.
 
@@ -244,7 +316,9 @@ def predict(
     a network being trained, for the Fine-tune widget's preview).
 
     ``out_shape``: the image's own shape when ``x`` was resampled to it (a zoom,
-    see :func:`segment`); the probabilities are resampled back to it.
+    see :func:`segment`); the probabilities are resampled back to it. ``back``
+    False: they stay on the grid the network saw (a ``resize_to`` bundle's, or
+    ``x``'s), for :class:`Segmentation` to resample on demand.
 
     Returns ``(probabilities (K', H, W), scale)``, ``scale`` being image pixels
     per network pixel by area (see :attr:`Segmentation.scale`).
@@ -279,7 +353,8 @@ def predict(
     scale = 1.0
     if probs.shape[1:] != full:
         scale = full[0] * full[1] / (probs.shape[1] * probs.shape[2])
-        probs = np.clip(resize_planes(probs, full), 0.0, 1.0)
+        if back:
+            probs = np.stack([np.clip(resample_plane(p, full), 0.0, 1.0) for p in probs])
     return probs, scale
 
 
