@@ -75,8 +75,28 @@ def test_targets_from_masks_adds_distance_channels_only_for_known_classes():
     assert t.shape == v.shape == (3, *lab.shape) and t.dtype == np.float32
     assert v[0].all() and not v[1].any() and v[2].all()
     np.testing.assert_allclose(t[2], distances(lab))
+    # a painted mask: touching objects are one component, their distances unknown ...
     t, v = targets_from_masks({"cell": lab > 0}, classes, lab.shape, derived_known=False)
-    assert v[0].all() and not v[2].any()  # a painted mask: distances unknown
+    assert v[0].all() and not v[2][lab > 0].any() and v[2][lab == 0].all()
+    assert not t[2].any()
+    # ... but a lone (convex) object's distances are known, and exact
+    lone = np.where(lab == 1, 1, 0)
+    t, v = targets_from_masks({"cell": lone > 0}, classes, lab.shape, derived_known=False)
+    assert v[2].all()
+    np.testing.assert_allclose(t[2], distances(lone))
+
+
+def test_lone_objects_are_the_convex_components_of_a_painted_mask():
+    from napari_cultureseg.core.targets import lone_objects
+
+    lab = touching_pair()  # two discs on a neck: solidity below 0.88
+    mask = lab > 0
+    mask[5:15, 5:12] = True  # a lone rectangle
+    mask[50:52, 80:82] = True  # a lone speck
+    labels, known = lone_objects(mask)
+    assert len(np.unique(labels)) == 3  # background and the two lone objects
+    assert (labels[5:15, 5:12] > 0).all() and (labels[50:52, 80:82] > 0).all()
+    assert not known[lab > 0].any() and known[~mask].all() and (labels[lab > 0] == 0).all()
 
 
 def test_the_loss_of_a_distance_channel_is_zero_at_its_target_and_has_no_dice():

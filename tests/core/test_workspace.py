@@ -181,14 +181,20 @@ def test_samples_target_is_masks_and_valid_is_reviewed(tmp_path):
     with pytest.raises(WorkspaceError, match="expected"):
         ws.samples(image[:, :10])
     # a model that splits objects by a distance map (as the bundled real-data models do)
-    # gets its distance channels too, unknown: painted masks do not know where cells touch
+    # gets its distance channels too: known where reviewed, on background and on lone
+    # (convex) objects; painted masks do not know where touching cells meet
     from napari_cultureseg.core.bundles import ClassSpec
 
     specs = [ClassSpec("debris"), ClassSpec("cell", instances=True, separate="distance")]
     s3 = ws.samples(image, classes=specs)
     assert s3.target.shape == s3.valid.shape == (3, 24, 32)
     np.testing.assert_array_equal(s3.target[1], ws.masks["cell"])
-    assert not s3.valid[2].any()
+    from napari_cultureseg.core.targets import distances, lone_objects
+
+    lone, known = lone_objects(ws.masks["cell"])
+    np.testing.assert_array_equal(s3.valid[2], known & ws.reviewed["cell"])
+    np.testing.assert_allclose(s3.target[2], distances(lone))
+    assert s3.valid[2].any() and not s3.valid[2].all()
 
 
 def test_autosaver_saves_only_when_dirty_and_after_the_interval(tmp_path, monkeypatch):

@@ -70,6 +70,43 @@ def distances(labels: np.ndarray) -> np.ndarray:
     return (d / peak[inverse.reshape(labels.shape)]).astype(np.float32)
 
 
+LONE_SOLIDITY = 0.9
+"""A painted component at least this convex (area / convex hull area) is one object:
+two equal discs that just touch have 2π / (π + 4) ≈ 0.88 (set before any measurement)."""
+
+
+def lone_objects(
+    mask: np.ndarray, *, solidity: float = LONE_SOLIDITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """The components of a painted mask that are one object each, and where that is known.
+
+    A mask painted by hand keeps touching objects as one component, so its
+    distance target (:func:`distances`) is unknown there; but a convex
+    component (``solidity`` or more) is one object (a nucleus, a rounded cell),
+    and its distance target is exact. Fine-tuning then learns the distance map
+    of a new experiment from its corrections wherever they say it.
+
+    Returns
+    -------
+    labels
+        ``(H, W)`` int32: the lone components, numbered; 0 elsewhere.
+    known
+        ``(H, W)`` bool: background and lone components (the distance target is
+        right there); False on components that may be several objects.
+    """
+    from skimage.measure import regionprops
+
+    mask = np.asarray(mask) > 0
+    labels, n = ndi.label(mask)
+    if not n:
+        return labels, np.ones(mask.shape, bool)
+    lone = np.zeros(n + 1, bool)
+    for r in regionprops(labels):
+        lone[r.label] = r.area < 3 or r.solidity >= solidity
+    labels[~lone[labels]] = 0
+    return labels, ~mask | (labels > 0)
+
+
 def targets_from_masks(
     masks: Mapping[str, np.ndarray | None],
     classes: Sequence,
@@ -93,7 +130,8 @@ def targets_from_masks(
     derived_known
         Whether the border and distance channels of a known class are known
         too. False for masks painted by hand, where touching objects are one
-        component and their borders and distances would be wrong.
+        component: borders are unknown then, and distances known only on
+        background and lone objects (:func:`lone_objects`).
 
     Returns
     -------
@@ -118,7 +156,11 @@ def targets_from_masks(
         if m.shape != (h, w):
             raise ValueError(f"mask of {name!r} has shape {m.shape}; the image is {(h, w)}")
         target[k], valid[k] = m > 0, True
-        if not derived_known:
+        if not derived_known:  # painted: a border is unknown, a distance where objects are lone
+            if name in dist_of:
+                lone, known = lone_objects(m)
+                c = dist_of[name]
+                target[c], valid[c] = distances(lone), known
             continue
         if name in borders_of:
             c = borders_of[name]

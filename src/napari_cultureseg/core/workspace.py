@@ -563,6 +563,8 @@ class Workspace:
             Names (or ClassSpecs) in the model's output order; default the
             workspace's. A class the workspace lacks is unknown (valid all False).
         """
+        from .targets import distances, lone_objects
+
         img = np.asarray(image_input, dtype=np.float32)
         img = img[None] if img.ndim == 2 else img
         if img.ndim != 3 or img.shape[1:] != self.shape:
@@ -571,9 +573,10 @@ class Workspace:
                 "from images.to_model_input of this workspace's image"
             )
         names = self.class_names if classes is None else [getattr(c, "name", c) for c in classes]
-        # Border channels of ``boundary`` classes and distance channels of ``distance``
-        # classes stay unknown (valid False): the workspace keeps one binary mask per
-        # class, where touching objects are one, so their borders and distances are not known.
+        # The workspace keeps one binary mask per class, where touching objects are one:
+        # border channels of ``boundary`` classes stay unknown (valid False); distance
+        # channels of ``distance`` classes are known on background and on the components
+        # that are one object each (targets.lone_objects), where reviewed.
         specs = [c for c in classes or () if not isinstance(c, str)]
         soft = distance_channels(specs)
         n_out = len(names) + len(boundary_channels(specs)) + len(soft)
@@ -582,6 +585,10 @@ class Workspace:
         for k, name in enumerate(names):
             if name in self._masks:
                 target[k], valid[k] = self._masks[name], self._reviewed[name]
+        for name, c in soft.items():
+            if name in self._masks:
+                lone, known = lone_objects(self._masks[name])
+                target[c], valid[c] = distances(lone), known & self._reviewed[name]
         return Sample(self.image_name, img, target, valid, experiment_of(self.image_name))
 
 
