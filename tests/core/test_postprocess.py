@@ -185,6 +185,16 @@ def test_labels_found_on_the_network_grid_keep_the_image_grid_outline(rows):
     assert (lab == whole).all()  # bands change nothing
 
 
+def test_where_two_objects_meet_the_line_is_interpolated_not_a_block_of_source_pixels():
+    from napari_cultureseg.core.postprocess import transfer_labels
+
+    coarse = np.array([[1, 2], [2, 2]], np.uint16)  # object 1 is the top-left source pixel
+    lab = transfer_labels(coarse, np.ones((8, 8), bool))
+    assert (lab[:3, :3] == 1).all() and lab[0, 3] == lab[3, 0] == 1
+    assert lab[3, 3] == 2  # nearest neighbour would give object 1 the whole 4 × 4 block
+    assert (lab[4:] == 2).all() and (lab[:, 4:] == 2).all()
+
+
 def test_a_zoomed_segmentation_separates_objects_at_the_size_the_model_learnt():
     # two touching discs of radius 10 on the network's grid (the image was enlarged ×2
     # for it): split_depth 3 px means 3 px there; on the image's grid (radius 5) the neck

@@ -366,16 +366,18 @@ def transfer_labels(
     labels = np.asarray(labels)
     mask = np.asarray(mask, bool)
     (h, w), (H, W) = labels.shape, mask.shape
-    ri = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
-    ci = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
     reach = int(np.ceil(max(H / h, W / w))) + 1
     n = int(labels.max()) if labels.size else 0
     out = np.zeros((H, W), np.uint16 if n < 65535 else np.uint32)
+    ry, rx = _bilinear_neighbours(h, H), _bilinear_neighbours(w, W)
     for y0 in range(0, H, rows):
         y1 = min(H, y0 + rows)
         ys, ye = max(0, y0 - reach), min(H, y1 + reach)
         m = mask[ys:ye]
-        sub = labels[ri[ys:ye]][:, ci].astype(out.dtype)
+        sub = np.zeros(m.shape, out.dtype)
+        for r in range(ys, ye, 256):  # the vote's temporaries: 256 rows at a time
+            r1 = min(ye, r + 256)
+            sub[r - ys : r1 - ys] = _vote(labels, ry, rx, r, r1)
         sub[~m] = 0
         need = m & (sub == 0)
         for _ in range(reach):
@@ -390,6 +392,31 @@ def transfer_labels(
     present = object_sizes(out, n) > 0
     present[0] = False
     return _close_gaps(out, present)[0]
+
+
+def _bilinear_neighbours(n: int, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``N`` target pixels along an axis of ``n`` source pixels (pixel centres
+    aligned, as ``resample_plane``): the two source neighbours and the second's weight."""
+    x = np.clip((np.arange(N) + 0.5) * n / N - 0.5, 0, n - 1)
+    i0 = np.floor(x).astype(np.int64)
+    return i0, np.minimum(i0 + 1, n - 1), (x - i0).astype(np.float32)
+
+
+def _vote(labels: np.ndarray, ry, rx, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of the target grid: each pixel takes the object label with the most
+    bilinear weight among its four source neighbours (background does not vote), so the
+    line between two objects is interpolated, not a staircase of source pixels."""
+    (y0, y1, wy), (x0, x1, wx) = (a[r0:r1] for a in ry), rx
+    wy, wx = wy[:, None], wx[None, :]
+    cand = [labels[y0][:, x0], labels[y0][:, x1], labels[y1][:, x0], labels[y1][:, x1]]
+    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]
+    best = np.zeros(cand[0].shape, labels.dtype)
+    best_w = np.zeros(cand[0].shape, np.float32)
+    for c in cand:
+        score = sum(np.where(c == d, w, np.float32(0)) for d, w in zip(cand, weights, strict=True))
+        better = (c > 0) & (score > best_w)
+        best[better], best_w[better] = c[better], score[better]
+    return best
 
 
 def _with_leftovers(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
