@@ -11,6 +11,7 @@ import torch
 from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.training import fine_tune
 from napari_cultureseg.core.versions import (
+    at_training_scale,
     fine_tune_job,
     finetune_config,
     next_version_name,
@@ -132,3 +133,27 @@ def test_fine_tune_job_learns_a_distance_model_from_painted_masks(cultureseg_hom
     cfg = finetune_config(steps=4, val_every=2, threads=1, patch_size=64, batch_size=2)
     result = _finish(fine_tune_job(base, "ddiscs", samples, cfg))
     assert result.steps == 4 and "disc" in result.parent_dice
+
+
+def test_corrections_zoomed_to_the_training_size_keep_their_distance_values():
+    """A user's objects twice the size the model learnt are halved for fine-tuning;
+    the distance channel must stay a distance (values between 0 and 1), not a mask."""
+    from napari_cultureseg.core.bundles import ScaleSpec
+    from napari_cultureseg.core.datasets import Sample
+    from napari_cultureseg.core.targets import distances
+
+    spec = replace(MODEL.classes[0], instances=True, separate="distance")
+    cfg = replace(MODEL, classes=(spec,), scale=ScaleSpec(diameter=20.0, reference="disc"))
+    yy, xx = np.mgrid[:160, :160]
+    labels = ((yy - 50) ** 2 + (xx - 50) ** 2 < 20**2).astype(np.int32)  # 40 px across
+    labels[(yy - 110) ** 2 + (xx - 100) ** 2 < 20**2] = 2
+    target = np.stack([labels > 0, distances(labels)]).astype(np.float32)
+    sample = Sample(
+        "big", np.zeros((1, 160, 160), np.float32), target, np.ones((2, 160, 160), bool)
+    )
+    (zoomed,) = at_training_scale(Bundle(cfg), [sample])
+    assert zoomed.image.shape[1:] == (80, 80)  # objects of 40 px brought to 20 px
+    d = zoomed.target[1][zoomed.target[0] > 0]
+    inner = (d > 0.05) & (d < 0.95)
+    assert inner.mean() > 0.5  # a ramp from the outline to the centre, not a plateau
+    assert d.max() > 0.9 and np.all(zoomed.target[1][zoomed.target[0] == 0] == 0)

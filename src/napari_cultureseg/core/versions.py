@@ -145,6 +145,29 @@ class JobResult:
     """The model fine-tuned."""
 
 
+def at_training_scale(parent: Bundle, samples: Sequence[Sample]) -> list[Sample]:
+    """Corrections resampled so that their objects have the size ``parent`` learnt.
+
+    The zoom of each sample comes from its own mask of the model's reference
+    class (:func:`scale.zoom_from_mask`). Distance channels are resampled as
+    values, zeroed outside their class's resampled mask; thresholding them
+    like masks (as this did before 2026-12-03) taught the network a flat
+    plateau instead of a distance wherever a correction was zoomed.
+    """
+    sc = parent.config.scale
+    names = parent.config.class_names
+    if not (sc.diameter and sc.reference in names):
+        return list(samples)
+    from .bundles import capped_channels, distance_channels
+    from .datasets import zoom_sample
+    from .scale import zoom_from_mask
+
+    k = names.index(sc.reference)
+    soft = {c: names.index(n) for n, c in distance_channels(parent.config.classes).items()}
+    scaled = capped_channels(parent.config.classes)
+    return [zoom_sample(s, zoom_from_mask(parent, s.target[k] > 0), soft, scaled) for s in samples]
+
+
 def fine_tune_job(
     parent: Bundle,
     parent_name: str,
@@ -166,14 +189,7 @@ def fine_tune_job(
     samples = [s for s in samples if s.valid.any()]
     if not samples:
         raise ValueError("no reviewed pixels to learn from: correct or accept some masks first")
-    sc = parent.config.scale
-    if sc.diameter and sc.reference in parent.config.class_names:
-        # the parent learnt objects of its training size: show it the corrections at that size
-        from .datasets import zoom_sample
-        from .scale import zoom_from_mask
-
-        k = parent.config.class_names.index(sc.reference)
-        samples = [zoom_sample(s, zoom_from_mask(parent, s.target[k] > 0)) for s in samples]
+    samples = at_training_scale(parent, samples)
     pairs = [split_reviewed(s, fraction=holdout, seed=i) for i, s in enumerate(samples)]
     train = [t for t, _ in pairs if t.valid.any()]
     val = [v for _, v in pairs if v.valid.any()]
