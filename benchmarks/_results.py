@@ -6,6 +6,13 @@ import json
 from pathlib import Path
 
 
+def bundle_of(model: str):
+    """A bundled model by name, or a bundle folder (e.g. a cached leave-one-out model)."""
+    from napari_cultureseg.core.bundles import Bundle, load_bundle
+
+    return Bundle.load(model) if Path(model).is_dir() else load_bundle(model)
+
+
 def class_scores(classes: dict, keys, only=None) -> dict:
     """``{class: {metric: value}}`` of an ``evaluate`` result, rounded, for ``keys``."""
     return {

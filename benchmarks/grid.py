@@ -41,13 +41,12 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from _results import merge_result, scores_with
+    from _results import bundle_of, merge_result, scores_with
 
-    from napari_cultureseg.core.bundles import Bundle, load_bundle
     from napari_cultureseg.core.evaluate import truth_from_folder
     from napari_cultureseg.core.segment import Segmentation
 
-    bundle = Bundle.load(args.model) if Path(args.model).is_dir() else load_bundle(args.model)
+    bundle = bundle_of(args.model)
     cfg = bundle.config
     counted = {c.name for c in cfg.classes if c.instances}
     original = Segmentation.instances

@@ -192,6 +192,31 @@ def cmd_models(args) -> int:
     return 1 if bad == len(found) else 0
 
 
+def cmd_plate(args) -> int:
+    from .core.plate import discover_plate
+
+    plate = discover_plate(args.folder, args.pattern)
+    rows, cols = plate.shape
+    per_well = {w: len(plate.fields_of(w)) for w in plate.wells}
+    counts = sorted(set(per_well.values()))
+    fields = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    channels = ", ".join(c or "(one, unnamed)" for c in plate.channels)
+    print(
+        f"{plate.root}: {plate.layout} layout, a {rows * cols}-well plate ({rows} x {cols}); "
+        f"{len(plate.wells)} wells, {fields} fields each, {len(plate.fields)} fields; "
+        f"channels: {channels}"
+    )
+    if args.list:
+        for f in plate.fields:
+            files = ", ".join(f"{c or '-'}: {p.name}" for c, p in f.channels.items())
+            print(f"  {f.key}  {files}")
+    if plate.ignored:
+        shown = ", ".join(p.name for p in plate.ignored[:5])
+        more = f" and {len(plate.ignored) - 5} more" if len(plate.ignored) > 5 else ""
+        print(f"not read as fields ({len(plate.ignored)}): {shown}{more}")
+    return 0
+
+
 def _zoom(args, bundle, plane, path: Path) -> tuple[float, str]:
     """The zoom for one image and a few words on where it came from."""
     from .core.scale import choose_zoom
@@ -545,6 +570,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plate", help="show the wells, fields and channels found in a plate folder")
+    p.add_argument("folder", help="the folder of the plate's images")
+    p.add_argument(
+        "--pattern",
+        default="auto",
+        help="auto (default), well_field (A01_s1.tif), imagexpress (<plate>_A01_s1_w1.tif), "
+        "operetta (r01c01f01p01-ch1sk1fk1fl1.tiff) or a pattern such as "
+        '"{well}_{field}.tif" (fields: well, row, col, field, channel, plane, time, plate, any)',
+    )
+    p.add_argument("--list", action="store_true", help="list every field and its files")
+    p.set_defaults(func=cmd_plate)
 
     p = sub.add_parser("demo", help="open napari with the Segment widget on a sample image")
     p.add_argument(

@@ -110,38 +110,3 @@ def test_the_loss_of_a_distance_channel_is_zero_at_its_target_and_has_no_dice():
     at_target = masked_loss(exact, target, valid, **kw)
     off = masked_loss(exact + torch.cat([torch.zeros_like(m), 0.5 + 0 * d], 1), target, valid, **kw)
     assert float(at_target) < 1e-3 and float(off) > float(at_target) + 1e-3
-
-
-def test_a_capped_distance_is_pixels_over_the_cap_and_splits_the_same_objects():
-    lab = touching_pair()
-    d = distances(lab, cap=5.0)
-    plain = distances(lab)
-    inside = lab > 0
-    # pixels over the cap, not yet capped (a zoom multiplies it first): 15 px discs reach ~3
-    assert 2.5 < d.max() < 3.5 and d[~inside].max() == 0
-    assert np.corrcoef(d[inside], plain[inside])[0, 1] > 0.95  # same ridges, other scale
-    got = instances(inside, method="distance", distance=np.minimum(d, 1.0))
-    np.testing.assert_array_equal(got > 0, inside)
-    match = M.match_instances(got, lab, 0.9)
-    assert got.max() == 2 and match.tp == 2
-
-
-@pytest.mark.parametrize("zoom, peak", [(0.5, 8 / 12), (1.0, 1.0), (2.0, 1.0)])
-def test_a_zoomed_patch_scales_a_capped_distance_before_the_cap(zoom, peak):
-    """A disc of radius 16 with cap 12 has a peak of 16/12 (capped: 1) at its own
-    size; shown at half size its radius is 8 px, so its peak must be 8/12."""
-    from napari_cultureseg.core.augment import AugmentSpec
-    from napari_cultureseg.core.datasets import PatchSampler, Sample
-
-    yy, xx = np.mgrid[:128, :128]
-    lab = ((yy - 64) ** 2 + (xx - 64) ** 2 <= 16**2).astype(np.int32)
-    target = np.stack([lab > 0, distances(lab, cap=12.0)]).astype(np.float32)
-    s = Sample("disc", np.zeros((1, 128, 128), np.float32), target, np.ones((2, 128, 128), bool))
-    spec = AugmentSpec(dihedral=False, intensity=False, zoom=(zoom, zoom), zoom_p=1.0)
-    sampler = PatchSampler(
-        [s], int(64 * zoom), np.random.default_rng(0), augment=spec, soft={1: 0}, scaled=(1,)
-    )
-    _, t, _ = sampler.draw()
-    assert t[1].max() == pytest.approx(peak, abs=0.08)
-    assert t[1].max() <= 1.0 and np.all(t[1][t[0] == 0] == 0)
-    assert s.target[1].max() > 1.3  # the sample itself is left as it was

@@ -87,13 +87,6 @@ class ClassSpec:
     seed_threshold: float = 0.5
     """For ``distance``: an object's seed is where its predicted normalised distance
     reaches this value (lower merges more, higher splits more)."""
-    distance_cap: float = 0.0
-    """For ``distance``: what the distance channel learns. 0: each object's distance
-    to its outline divided by its own largest (1 on its ridge, the same at any size).
-    A positive value: the distance in the network's pixels divided by this, capped
-    at 1 (a plateau of 1 deeper than ``distance_cap`` inside every object): a value
-    a pixel's neighbourhood determines, where the normalised one depends on the
-    whole object's width (:func:`targets.distances`)."""
     description: str = ""
 
 
@@ -119,23 +112,12 @@ def distance_channels(classes) -> dict[str, int]:
     A class whose ``separate`` is ``distance`` gets one: the network learns each
     object's distance to its own outline, divided by the object's largest
     distance (:func:`targets.distances`: 1 on the object's medial ridge, falling
-    towards its outline and towards a touching neighbour, 0 outside), values that
-    do not depend on the object's size; or, with ``ClassSpec.distance_cap``, the
-    distance in pixels over the cap, capped at 1 (:func:`capped_channels`).
+    towards its outline and towards a touching neighbour, 0 outside). The values
+    do not depend on the object's size, so they survive resampling and zoom.
     """
     start = len(classes) + len(boundary_channels(classes))
     names = [c.name for c in classes if getattr(c, "separate", "") == "distance"]
     return {n: start + j for j, n in enumerate(names)}
-
-
-def capped_channels(classes) -> tuple[int, ...]:
-    """Distance channels that hold a capped distance in pixels (``ClassSpec.distance_cap``):
-    they scale with the objects' size, so a zoom multiplies them before the cap."""
-    return tuple(
-        ch
-        for name, ch in distance_channels(classes).items()
-        if next(c for c in classes if c.name == name).distance_cap > 0
-    )
 
 
 def soft_channels(classes) -> tuple[int, ...]:
@@ -309,9 +291,6 @@ class BundleConfig:
                 v = getattr(c, field_)
                 if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
                     bad(f"{key}.{field_}", f"must be a number in [{lo:g}, {hi:g}], not {v!r}")
-            cap = c.distance_cap
-            if not (isinstance(cap, (int, float)) and math.isfinite(cap) and 0 <= cap <= 4096):
-                bad(f"{key}.distance_cap", f"must be 0 or a number of pixels, not {cap!r}")
             if not (isinstance(c.min_size, int) and 0 <= c.min_size <= 10**8):
                 bad(f"{key}.min_size", f"must be a whole number of pixels >= 0, not {c.min_size!r}")
             if c.separate not in SEPARATE:

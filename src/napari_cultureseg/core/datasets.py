@@ -188,10 +188,7 @@ def load_folder(
         factor = _downsample_factor(x.shape[1:], max_side)
         labels = None
         if factor > 1:
-            from .bundles import capped_channels
-
-            specs = [c for c in classes if not isinstance(c, str)]
-            x, target, valid = _shrink(x, target, valid, factor, capped_channels(specs))
+            x, target, valid = _shrink(x, target, valid, factor)
         else:
             labels = {names.index(c): m for c, m in arrays.items() if m.max(initial=0) > 1}
         samples.append(Sample(stem, x, target, valid, group_of(stem), labels or None))
@@ -227,14 +224,13 @@ def _resample_labels(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out.astype(m.dtype)
 
 
-def zoom_sample(sample: Sample, zoom: float, soft=(), scaled=()) -> Sample:
+def zoom_sample(sample: Sample, zoom: float, soft=()) -> Sample:
     """``sample`` resampled by ``zoom`` (> 1 enlarges), as :func:`load_folder` resamples images.
 
     The image bilinearly (area-averaged when shrinking), 0/1 targets bilinearly
     then at 0.5, ``soft`` channels (distances; a tuple or ``{distance channel:
     class channel}``) bilinearly, ``valid`` so that a pixel is known only where
-    all it covers was, instance labels by nearest neighbour; ``scaled`` channels
-    (distances in pixels, ``ClassSpec.distance_cap``) are multiplied by ``zoom``.
+    all it covers was, instance labels by nearest neighbour.
     """
     from .images import resize_planes, zoomed_shape
 
@@ -249,8 +245,6 @@ def zoom_sample(sample: Sample, zoom: float, soft=(), scaled=()) -> Sample:
     t = np.where(binary[:, None, None], t >= 0.5, t).astype(sample.target.dtype)
     for d, c in soft.items() if isinstance(soft, Mapping) else ():
         t[d][t[c] == 0] = 0
-    for d in scaled:
-        t[d] *= zoom
     labels = (
         {c: _resample_labels(m, shape) for c, m in sample.labels.items()} if sample.labels else None
     )
@@ -301,11 +295,11 @@ def scale_zooms(
     return zooms, measured
 
 
-def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int, scaled=()):
+def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int):
     """Integer downsampling: mean-pool the image, majority-vote the masks.
 
     A pooled pixel is valid only if all its source pixels were, so no unknown
-    pixel leaks into the loss. ``scaled`` channels (distances in pixels) are divided by ``f``.
+    pixel leaks into the loss.
     """
     c, h, w = x.shape
     h2, w2 = h // f * f, w // f * f
@@ -315,8 +309,6 @@ def _shrink(x: np.ndarray, target: np.ndarray, valid: np.ndarray, f: int, scaled
     soft = np.array([bool(np.any((ch > 0) & (ch < 1))) for ch in target])
     t = np.where(soft[:, None, None], t, t >= 0.5).astype(target.dtype)
     v = valid[:, :h2, :w2].reshape(-1, h2 // f, f, w2 // f, f).all(axis=(2, 4))
-    for ch in scaled:
-        t[ch] /= f
     return x, t, v
 
 
@@ -488,9 +480,6 @@ class PatchSampler:
         Output channels holding distances rather than 0/1 masks (resampled as
         such): a tuple, or ``{distance channel: its class channel}`` (see
         :func:`~.augment.resample_patch`).
-    scaled
-        Distance channels in pixels (``ClassSpec.distance_cap``): multiplied by each
-        patch's zoom, then capped at 1.
     """
 
     def __init__(
@@ -504,14 +493,12 @@ class PatchSampler:
         augment: bool | AugmentSpec = True,
         max_points: int = 20000,
         soft=(),
-        scaled=(),
     ):
         if not samples:
             raise ValueError("no training samples")
         self.patch, self.rng = patch, rng
         self.spec = AugmentSpec.from_config(augment)
         self.soft = dict(soft) if isinstance(soft, Mapping) else tuple(soft)
-        self.scaled = tuple(scaled)
         self.fractions = (positive_fraction, negative_fraction)
         self.items = [(s.image, s.target, s.valid) for s in samples]
         k = self.items[0][1].shape[0]
@@ -566,10 +553,6 @@ class PatchSampler:
         v = _window(v, y0, x0, side, False)
         if side != self.patch:
             x, t, v = resample_patch(x, t, v, self.patch, self.soft)
-        if self.scaled:  # distances in pixels: as the objects grow by zoom, then capped at 1
-            t = t.copy() if side == self.patch else t  # unresampled: a view of the sample
-            for ch in self.scaled:
-                t[ch] = np.minimum(t[ch] * (self.patch / side), 1.0)
         if self.spec.dihedral:
             x, t, v = dihedral((x, t, v), self.rng)
         x = appearance(x, self.spec, self.rng)

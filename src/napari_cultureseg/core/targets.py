@@ -40,7 +40,7 @@ def borders(labels: np.ndarray) -> np.ndarray:
     return find_boundaries(as_labels(labels), mode="inner").astype(np.uint8)
 
 
-def distances(labels: np.ndarray, cap: float = 0.0) -> np.ndarray:
+def distances(labels: np.ndarray) -> np.ndarray:
     """The target of a distance channel: each object's distance to its outline, 1 at its centre.
 
     For every object, the Euclidean distance of its pixels to the nearest pixel
@@ -51,15 +51,10 @@ def distances(labels: np.ndarray, cap: float = 0.0) -> np.ndarray:
     (:func:`postprocess.instances` with ``method="distance"``), and the values
     are the same for an object at any size.
 
-    With ``cap`` > 0 (``ClassSpec.distance_cap``) the distance is divided by
-    ``cap`` instead, and NOT yet capped at 1: it scales with the objects, so a
-    zoom multiplies it first (:class:`datasets.PatchSampler` caps it after the
-    zoom of each patch).
-
     Returns
     -------
     numpy.ndarray
-        ``(H, W)`` float32 in [0, 1] (``cap`` 0), or ``>= 0``.
+        ``(H, W)`` float32 in [0, 1].
     """
     from skimage.segmentation import find_boundaries
 
@@ -69,8 +64,6 @@ def distances(labels: np.ndarray, cap: float = 0.0) -> np.ndarray:
     inside = (labels > 0) & ~find_boundaries(labels, mode="inner")
     d = ndi.distance_transform_edt(inside).astype(np.float32) + 1.0
     d[labels == 0] = 0.0
-    if cap > 0:
-        return d / np.float32(cap)
     ids, inverse = np.unique(labels, return_inverse=True)
     peak = ndi.maximum(d, labels, ids).astype(np.float32)
     peak[ids == 0] = 1.0
@@ -151,7 +144,6 @@ def targets_from_masks(
     names = [c if isinstance(c, str) else c.name for c in classes]
     specs = [] if any(isinstance(c, str) for c in classes) else list(classes)
     borders_of, dist_of = boundary_channels(specs), distance_channels(specs)
-    caps = {c.name: c.distance_cap for c in specs}
     n_out = len(names) + len(borders_of) + len(dist_of)
     h, w = shape
     target = np.zeros((n_out, h, w), np.float32 if dist_of else np.uint8)
@@ -168,12 +160,12 @@ def targets_from_masks(
             if name in dist_of:
                 lone, known = lone_objects(m)
                 c = dist_of[name]
-                target[c], valid[c] = distances(lone, caps.get(name, 0.0)), known
+                target[c], valid[c] = distances(lone), known
             continue
         if name in borders_of:
             c = borders_of[name]
             target[c], valid[c] = borders(m), True
         if name in dist_of:
             c = dist_of[name]
-            target[c], valid[c] = distances(m, caps.get(name, 0.0)), True
+            target[c], valid[c] = distances(m), True
     return target, valid

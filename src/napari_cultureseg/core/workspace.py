@@ -588,8 +588,7 @@ class Workspace:
         for name, c in soft.items():
             if name in self._masks:
                 lone, known = lone_objects(self._masks[name])
-                cap = next(sp.distance_cap for sp in specs if sp.name == name)
-                target[c], valid[c] = distances(lone, cap), known & self._reviewed[name]
+                target[c], valid[c] = distances(lone), known & self._reviewed[name]
         return Sample(self.image_name, img, target, valid, experiment_of(self.image_name))
 
 

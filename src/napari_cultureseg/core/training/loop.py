@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..bundles import Bundle, BundleConfig, capped_channels, distance_channels, soft_channels
+from ..bundles import Bundle, BundleConfig, distance_channels, soft_channels
 from ..datasets import PatchSampler, Sample
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
@@ -215,7 +215,6 @@ def fine_tune(
                 ch: cfg.class_names.index(name)
                 for name, ch in distance_channels(cfg.classes).items()
             },
-            scaled=capped_channels(cfg.classes),
         )
         per_class = config.per_class_batches and cfg.architecture == "per-class-unets"
         if per_class and adversary is not None:
