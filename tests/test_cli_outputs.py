@@ -137,3 +137,37 @@ def test_one_bad_file_name_fails_alone(tiny_bundle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "LLLL" in err and "1 of 2" in err
     assert (out / "ok_cell.tif").is_file()
+
+
+def test_tables_count_the_objects_written_per_well(tiny_bundle, tmp_path, capsys):
+    import csv
+
+    src = tmp_path / "plate"
+    src.mkdir()
+    for name, seed in (("A01_s1", 0), ("A01_s2", 1), ("C07_s1", 2)):
+        tifffile.imwrite(src / f"{name}.tif", _image(seed))
+    out = tmp_path / "out"
+    assert _run(src, "--out", out, "--table") == 0
+    with open(out / "objects.csv") as f:
+        objects = list(csv.DictReader(f))
+    with open(out / "wells.csv") as f:
+        wells = {r["well"]: r for r in csv.DictReader(f)}
+    for stem in ("A01_s1", "A01_s2", "C07_s1"):
+        labels = tifffile.imread(out / f"{stem}_cell_instances.tif")
+        rows = [r for r in objects if r["image"] == stem]
+        assert len(rows) == labels.max()  # one row per object written
+        assert sorted(int(r["area"]) for r in rows) == sorted(np.bincount(labels.ravel())[1:])
+        assert {r["class"] for r in rows} <= {"cell"}  # debris is not counted
+        assert all("in_debris" in r for r in rows)
+    n_a01 = sum(1 for r in objects if r["well"] == "A01")
+    assert list(wells) == ["A01", "C07"] and int(wells["A01"]["cell_count"]) == n_a01
+    assert wells["A01"]["fields"] == "2"
+    masks = [tifffile.imread(out / f"A01_s{i}_cell.tif") for i in (1, 2)]
+    pct = 100 * sum(int(m.sum()) for m in masks) / sum(m.size for m in masks)
+    assert float(wells["A01"]["cell_area_pct"]) == pytest.approx(pct, abs=0.01)
+    # the tables are outputs too: refused when only they would be overwritten
+    for p in out.glob("*.tif"):
+        p.unlink()
+    capsys.readouterr()
+    assert _run(src, "--out", out, "--table") == 2
+    assert "objects.csv" in capsys.readouterr().err

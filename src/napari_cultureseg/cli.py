@@ -257,6 +257,7 @@ def cmd_segment(args) -> int:
         files += [f"{stems[path]}_{c.name}_instances.tif" for c in cfg.classes if c.instances]
         files += [f"{stems[path]}_{c.name}_prob.tif" for c in cfg.classes] if args.prob else []
         planned[path] = files
+    tables = ["objects.csv", "wells.csv"] if args.table else []
     inputs = {p.resolve() for p in images}
     clash, failed = [], 0
     for path, files in list(planned.items()):
@@ -278,6 +279,7 @@ def cmd_segment(args) -> int:
             )
             del planned[path]
             failed += 1
+    clash += [t for t in tables if _inside(out, t).exists() and not args.overwrite]
     if clash:
         shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
         raise OutputError(
@@ -288,6 +290,7 @@ def cmd_segment(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    table_rows: dict[str, list] = {"objects": [], "fields": []}
     for path in planned:
         try:
             plane = read_image(path, plane=args.plane)
@@ -313,20 +316,24 @@ def cmd_segment(args) -> int:
                     bar.total = p.total
                     bar.update(p.done - bar.n)
             stem = stems[path]
+            gray = None
+            if args.table:  # the plane's mean intensity per object, in gray
+                gray = plane.mean(axis=-1, dtype="float32") if plane.ndim == 3 else plane
             del plane
             release_memory()
             masks = result.masks()
-            written = []
+            written, objects = [], {}
             for name, mask in masks.items():
                 _write_tif(_inside(out, f"{stem}_{name}.tif"), mask.astype("uint8"))
                 written.append(f"{stem}_{name}.tif")
                 spec = result.spec(name)
                 if getattr(spec, "instances", False):
                     release_memory()
-                    _write_tif(
-                        _inside(out, f"{stem}_{name}_instances.tif"), result.instances(name, mask)
-                    )
+                    objects[name] = result.instances(name, mask)
+                    _write_tif(_inside(out, f"{stem}_{name}_instances.tif"), objects[name])
                     written.append(f"{stem}_{name}_instances.tif")
+            if args.table:
+                _tabulate(table_rows, path, stem, masks, objects, gray)
             if args.prob:
                 for k, c in enumerate(result.classes):
                     _write_tif(_inside(out, f"{stem}_{c.name}_prob.tif"), result.probability(k))
@@ -347,11 +354,62 @@ def cmd_segment(args) -> int:
         if not args.quiet:
             summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
             print(f"{path.name}: {summary} ({how}, zoom {zoom:.2f})")
+    if args.table:
+        from .core.tables import well_rows
+
+        for name, rows in (
+            ("objects.csv", table_rows["objects"]),
+            ("wells.csv", well_rows(table_rows["fields"])),
+        ):
+            _atomic_csv(_inside(out, name), rows)
+        _record_outputs(out, tables)
+        if not args.quiet:
+            print(f"tables: {out / 'objects.csv'}, {out / 'wells.csv'}")
     if failed:
         print(
             f"{failed} of {len(images)} image(s) failed; the others were segmented", file=sys.stderr
         )
     return 1 if failed else 0
+
+
+def _tabulate(table_rows: dict, path: Path, stem: str, masks, objects, gray) -> None:
+    """Add one image's objects and its field record to the batch's tables."""
+    import numpy as np
+
+    from .core.plate import field_of
+    from .core.postprocess import instances
+    from .core.tables import object_rows
+
+    well, index = field_of(path)
+    everything = {n: objects.get(n) if n in objects else instances(m) for n, m in masks.items()}
+    info = {"image": stem, "well": well, "field": index}
+    table_rows["objects"] += object_rows(everything, gray, counted=list(objects), info=info)
+    table_rows["fields"].append(
+        {
+            "well": well or stem,
+            "pixels": int(next(iter(masks.values())).size),
+            "areas": {n: int(m.sum()) for n, m in masks.items()},
+            "objects": {
+                n: [a for a in np.bincount(o.ravel())[1:].tolist() if a] for n, o in objects.items()
+            },
+        }
+    )
+
+
+def _atomic_csv(path: Path, rows) -> None:
+    """Write a CSV table atomically (temp file + rename) into its own folder."""
+    import tempfile
+
+    from .core.tables import write_csv
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_csv(tmp, rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _check_options(args) -> None:
@@ -490,6 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--prob", action="store_true", help="also write <image>_<class>_prob.tif")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="also write objects.csv (one row per object: size, shape, intensity, which "
+        "objects of other classes hold or touch it) and wells.csv (per well of a plate, "
+        "or per image: counts, confluence %%, mean object area)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--tile", type=int, default=None, help="tile size (default: the model's)")
     p.add_argument(

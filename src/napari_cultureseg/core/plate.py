@@ -286,6 +286,15 @@ def discover_plate(
     return Plate(root, layout, fields, ignored)
 
 
+def field_of(path: str | Path) -> tuple[str, str]:
+    """``(well, field)`` of one file by the named layouts (``("A01", "2")``), or ``("", "")``."""
+    for name in LAYOUTS:
+        got = _read(_REGEX[name], Path(path))
+        if got is not None:
+            return got[0], str(got[1])
+    return "", ""
+
+
 def _read(regex: re.Pattern, path: Path, whole_name: bool = False):
     """``(well, field, channel, plane, time)`` of a file name, or None."""
     stem = path.name
