@@ -87,6 +87,7 @@ class Corrections:
                 metadata={
                     "cultureseg": {
                         "class": cls,
+                        "colour": colour,
                         "image": self.image_name,
                         "workspace": str(self.ws.folder),
                     }

@@ -1,0 +1,81 @@
+"""npe2 writer: the class Labels layers of an image saved as the CLI saves them.
+
+One zlib TIFF per layer: ``<name>.tif`` for a single layer, ``<stem>_<layer>.tif``
+beside the chosen file for several (as ``cultureseg segment`` names
+``<image>_<class>.tif``), masks as 0/1 uint8 and objects as labels, with the
+class name and colour in the TIFF's description. It never overwrites a file
+napari did not ask about: when a second file exists it refuses, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+
+class WriteError(RuntimeError):
+    """Why layers were not saved (napari turns a ValueError from a writer into "not a
+    valid writer" and drops the message, so this is not a ValueError)."""
+
+
+def _safe(name: str) -> str:
+    """A layer name as a file-name part: ``cell · objects`` → ``cell_objects``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "labels"
+
+
+def write_labels(path: str, layer_data: list[tuple]) -> list[str]:
+    """Write Labels layers (napari's ``(data, meta, layer_type)`` tuples); returns the paths."""
+    import tifffile
+
+    target = Path(path)
+    if target.suffix.lower() not in (".tif", ".tiff"):
+        target = target.with_name(target.name + ".tif")
+    layers = [(np.asarray(d), m) for d, m, kind in layer_data if kind == "labels"]
+    if not layers:
+        raise WriteError("no Labels layer to save: select the class layers first")
+    if len(layers) == 1:
+        paths = [target]
+    else:
+        names = [_safe(_class_of(m) or f"labels{i}") for i, (_, m) in enumerate(layers)]
+        if len(set(names)) < len(names):
+            raise WriteError(f"two selected layers would share a file name ({names}); rename one")
+        paths = [target.with_name(f"{target.stem}_{n}{target.suffix}") for n in names]
+        existing = [p.name for p in paths if p.exists()]
+        if existing:
+            raise WriteError(
+                f"{', '.join(existing)} exist(s) already in {target.parent}; nothing was "
+                "written. Choose another file name"
+            )
+    for p, (data, meta) in zip(paths, layers, strict=True):
+        if data.ndim > 3 or data.dtype.kind not in "uib":
+            raise WriteError(f"layer {meta.get('name')!r}: {data.shape} {data.dtype} is not labels")
+        top = int(data.max(initial=0))
+        dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
+        if int(data.min(initial=0)) < 0:
+            raise WriteError(f"layer {meta.get('name')!r} has negative labels")
+        ours = (meta.get("metadata") or {}).get("cultureseg") or {}
+        desc = {
+            "class": _class_of(meta),
+            "colour": str(ours.get("colour", "")),
+            "written_by": "napari-cultureseg",
+        }
+        tifffile.imwrite(
+            p,
+            data.astype(dtype, copy=False),
+            compression="zlib",
+            description=json.dumps(desc),
+            metadata=None,
+        )
+    return [str(p) for p in paths]
+
+
+def _class_of(meta: dict) -> str:
+    """The class a layer shows (the Segment widget's layers say it), else the layer's name."""
+    ours = (meta.get("metadata") or {}).get("cultureseg") or {}
+    if ours.get("class"):
+        return str(ours["class"])
+    name = str(meta.get("name") or "")
+    return name.split(" · ", 1)[1] if " · " in name else name  # "<image> · cell · objects"
