@@ -138,17 +138,22 @@ def _inside(out: Path, name: str) -> Path:
     return path
 
 
-def _write_tif(path: Path, data) -> None:
-    """Write a zlib TIFF atomically (temp file + rename) into its own folder."""
-    import tifffile
-
+def _write_atomic(path: Path, write) -> None:
+    """``write(temporary path)``, then rename it to ``path``: never a half-written output."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tifffile.imwrite(tmp, data, compression="zlib")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_tif(path: Path, data) -> None:
+    """Write a zlib TIFF atomically into its own folder."""
+    import tifffile
+
+    _write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
 
 
 def _record_outputs(out: Path, names: list[str]) -> None:
@@ -355,13 +360,13 @@ def cmd_segment(args) -> int:
             summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
             print(f"{path.name}: {summary} ({how}, zoom {zoom:.2f})")
     if args.table:
-        from .core.tables import well_rows
+        from .core.tables import well_rows, write_csv
 
         for name, rows in (
             ("objects.csv", table_rows["objects"]),
             ("wells.csv", well_rows(table_rows["fields"])),
         ):
-            _atomic_csv(_inside(out, name), rows)
+            _write_atomic(_inside(out, name), lambda tmp, r=rows: write_csv(tmp, r))
         _record_outputs(out, tables)
         if not args.quiet:
             print(f"tables: {out / 'objects.csv'}, {out / 'wells.csv'}")
@@ -383,33 +388,16 @@ def _tabulate(table_rows: dict, path: Path, stem: str, masks, objects, gray) -> 
     well, index = field_of(path)
     everything = {n: objects.get(n) if n in objects else instances(m) for n, m in masks.items()}
     info = {"image": stem, "well": well, "field": index}
-    table_rows["objects"] += object_rows(everything, gray, counted=list(objects), info=info)
+    rows = object_rows(everything, gray, counted=list(objects), info=info)
+    table_rows["objects"] += rows
     table_rows["fields"].append(
         {
             "well": well or stem,
             "pixels": int(next(iter(masks.values())).size),
-            "areas": {n: int(m.sum()) for n, m in masks.items()},
-            "objects": {
-                n: [a for a in np.bincount(o.ravel())[1:].tolist() if a] for n, o in objects.items()
-            },
+            "areas": {n: int(np.count_nonzero(m)) for n, m in masks.items()},
+            "objects": {n: [r["area"] for r in rows if r["class"] == n] for n in objects},
         }
     )
-
-
-def _atomic_csv(path: Path, rows) -> None:
-    """Write a CSV table atomically (temp file + rename) into its own folder."""
-    import tempfile
-
-    from .core.tables import write_csv
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write_csv(tmp, rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_options(args) -> None:

@@ -481,7 +481,7 @@ def resample_plane(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     shape = (int(shape[0]), int(shape[1]))
     if p.shape == shape:
         return p.astype(np.float32, copy=False)
-    if p.dtype.kind not in "fiub" or p.dtype.itemsize > 4 and p.dtype.kind == "f":
+    if p.dtype.kind not in "iub" and p.dtype != np.float32:  # float64, float16: to float32
         p = p.astype(np.float32)
     factors = (shape[0] / p.shape[0], shape[1] / p.shape[1])
     sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]

@@ -350,9 +350,11 @@ def transfer_labels(
     Objects are separated where the model sees them at the size it learnt (see
     :meth:`segment.Segmentation.instances`), and drawn with the outline of
     ``mask``, the class's mask on the image's own grid. Every pixel of ``mask``
-    takes the label of its nearest pixel on ``labels``' grid; where that is
-    background (the outline of the smoother, resampled mask) it takes the label
-    of an adjacent pixel, growing by at most the grid ratio + 1 pixels; parts of
+    takes the object with the most bilinear weight among its four neighbours on
+    ``labels``' grid (:func:`_vote`: where two objects meet the line is
+    interpolated); where none of them is an object (the outline of the smoother,
+    resampled mask) it takes the label of an adjacent pixel, growing by at most
+    the grid ratio + 1 pixels; parts of
     ``mask`` that no object reaches (e.g. an object a user drew) become objects
     of their own, dropped below ``min_size`` pixels. Labels outside ``mask`` are
     cut. Band by band, so a whole-well mosaic needs no whole-image temporary

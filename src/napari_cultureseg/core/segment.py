@@ -98,13 +98,7 @@ class Segmentation:
         c = self.classes[k]
         # thresholded here, so a mosaic's float plane is freed before the mask is cleaned
         above = self.probability(k) > (c.threshold if threshold is None else threshold)
-        return binary_mask(
-            above,
-            threshold=0.5,
-            fill_holes=c.fill_holes,
-            min_size=self._min_size(c),
-            largest_only=c.largest_only,
-        )
+        return _cleaned(above, c, self._min_size(c))
 
     def masks(self, thresholds: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
         """All masks by name, derived classes (e.g. cytoplasm = cell − nucleus) included."""
@@ -142,14 +136,7 @@ class Segmentation:
         seeds = getattr(spec, "seed_threshold", 0.5)
         resampled = self.raw.shape[1:] != self.image_shape
         if resampled and grid == "network" and isinstance(spec, ClassSpec):
-            k = self._index(name)
-            net = binary_mask(
-                self.raw[k],
-                threshold=spec.threshold,
-                fill_holes=spec.fill_holes,
-                min_size=spec.min_size,
-                largest_only=spec.largest_only,
-            )
+            net = _cleaned(self.raw[self._index(name)] > spec.threshold, spec, spec.min_size)
             labels = instances(
                 net,
                 min_size=spec.min_size,
@@ -169,6 +156,18 @@ class Segmentation:
             distance=None if dist is None else self.probability(dist),
             seed_threshold=seeds,
         )
+
+
+def _cleaned(above: np.ndarray, spec: ClassSpec, min_size: int) -> np.ndarray:
+    """A class's thresholded probability, its holes filled and small parts dropped as its
+    spec says (``min_size`` in the pixels of the grid ``above`` is on)."""
+    return binary_mask(
+        above,
+        threshold=0.5,
+        fill_holes=spec.fill_holes,
+        min_size=min_size,
+        largest_only=spec.largest_only,
+    )
 
 
 def segment(
