@@ -1,14 +1,15 @@
-"""What limits a model's objects: its mask or its distance map? Each swapped for the truth.
+"""What limits a model's objects: its mask or its distance map (flow)? Each swapped for the truth.
 
     python benchmarks/oracle.py --model phase-cells --data ../shared/data/phase_usiigaci
         [--split val] [--threads 1]
 
-For every counted class with a distance channel, the image is segmented once
-(object size auto, as ``cultureseg evaluate``) and its objects are made three
-ways: the model's mask split by the model's distance map (what ships); the
-model's mask split by the true distance map (the reference objects resampled
-to the network's grid, :func:`targets.distances`); the true mask split by the
-model's distance map. SA(0.5) and mSA of each go to
+For every counted class with a distance channel (or flow channels), the image
+is segmented once (object size auto, as ``cultureseg evaluate``) and its
+objects are made three ways: the model's mask split by the model's distance map
+or flow (what ships); the model's mask split by the true one (the reference
+objects resampled to the network's grid, :func:`targets.distances` or
+:func:`targets.flows`; the rows still say "true distance"); the true mask split
+by the model's own. SA(0.5) and mSA of each go to
 ``benchmarks/results/oracle.json``. A large gain from the true distance says the
 separation of touching objects is what to improve; from the true mask, the
 outline. Run it on validation images: it is a diagnosis that chooses.
@@ -40,18 +41,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from _results import bundle_of, merge_result
 
-    from napari_cultureseg.core.bundles import distance_channels
+    from napari_cultureseg.core.bundles import distance_channels, flow_channels
     from napari_cultureseg.core.datasets import _resample_labels
     from napari_cultureseg.core.evaluate import _as_labels, truth_from_folder
     from napari_cultureseg.core.metrics import mean_segmentation_accuracy
     from napari_cultureseg.core.scale import estimate_diameter
     from napari_cultureseg.core.segment import segment
-    from napari_cultureseg.core.targets import distances
+    from napari_cultureseg.core.targets import distances, flows
     from napari_cultureseg.core.tiling import run_to_end
 
     bundle = bundle_of(args.model)
     cfg = bundle.config
-    dist_of = distance_channels(cfg.classes)
+    dist_of = {**distance_channels(cfg.classes), **flow_channels(cfg.classes)}
     ids = set(cfg.card.get("validation_ids" if args.split == "val" else "test_ids") or [])
     if not dist_of or not ids:
         print(f"{args.model}: no distance channel or no {args.split} images", file=sys.stderr)
@@ -71,9 +72,10 @@ def main(argv=None) -> int:
             refs[name].append(ref)
             objects[name]["model"].append(seg.instances(name, masks[name]))
             objects[name]["true mask"].append(seg.instances(name, ref > 0))
+            ch = list(ch) if isinstance(ch, tuple) else ch  # a flow: two channels
             predicted = seg.raw[ch].copy()
-            small = _resample_labels(ref.astype(np.int32), predicted.shape)
-            seg.raw[ch] = distances(small)
+            small = _resample_labels(ref.astype(np.int32), seg.raw.shape[1:])
+            seg.raw[ch] = distances(small) if isinstance(ch, int) else (flows(small) + 1) / 2
             objects[name]["true distance"].append(seg.instances(name, masks[name]))
             seg.raw[ch] = predicted
     result = {}

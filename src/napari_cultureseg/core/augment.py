@@ -112,14 +112,40 @@ def draw_zoom(spec: AugmentSpec, rng: np.random.Generator) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def dihedral(arrays, rng: np.random.Generator):
-    """The same random flip / 90° rotation of the last two axes of every array."""
+def dihedral(arrays, rng: np.random.Generator, flows=()):
+    """The same random flip / 90° rotation of the last two axes of every array.
+
+    ``flows``: ``(row channel, column channel)`` pairs of flow vectors in the
+    second array (the target), turned with the image (:func:`turn_flows`).
+    """
     k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
     out = []
     for a in arrays:
         a = np.rot90(a, k, axes=(-2, -1))
         out.append(a[..., ::-1] if flip else a)
+    if flows and len(out) > 1:
+        out[1] = turn_flows(out[1], flows, k, flip)
     return out
+
+
+def turn_flows(t: np.ndarray, pairs, k: int, flip: bool, centre: float = 0.5) -> np.ndarray:
+    """Flow channels of ``t`` after ``np.rot90(·, k)`` and an optional left-right flip.
+
+    The pixels have moved already; this turns the vectors they hold. A vector
+    (dy, dx) stored as ``centre + v / 2`` becomes (-dx, dy) per quarter turn
+    (``np.rot90`` turns counter-clockwise) and (dy, -dx) with the flip.
+    """
+    if not pairs:
+        return t
+    t = np.array(t)
+    for cy, cx in pairs:
+        dy, dx = t[cy] - centre, t[cx] - centre
+        for _ in range(k % 4):
+            dy, dx = -dx, dy
+        if flip:
+            dx = -dx
+        t[cy], t[cx] = centre + dy, centre + dx
+    return t
 
 
 def _smooth_field(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -183,7 +209,8 @@ def resample_patch(
     ``valid`` so that a resampled pixel is known only where everything it
     covers was. ``soft`` is a tuple of channels, or a mapping ``{distance
     channel: its class channel}``: then a distance is zeroed where its class's
-    resampled mask is background, so the two keep the same outline.
+    resampled mask is background, so the two keep the same outline (a channel
+    mapped to None, a flow, is resampled and kept as it is).
     """
     from skimage.transform import resize
 
@@ -202,5 +229,6 @@ def resample_patch(
     binary[list(soft)] = False
     tr = np.where(binary[:, None, None], tr >= 0.5, tr).astype(t.dtype)
     for d, c in soft.items() if isinstance(soft, dict) else ():
-        tr[d][tr[c] == 0] = 0
+        if c is not None:
+            tr[d][tr[c] == 0] = 0
     return xr, tr, vr

@@ -79,9 +79,12 @@ class ClassSpec:
     separate: str = "components"
     """How touching objects become instances: ``components``, ``watershed``,
     ``boundary`` (the network predicts this class's object borders in an extra
-    output channel) or ``distance`` (the network predicts each object's distance
-    to its outline, normalised to 1 at its centre, in an extra output channel;
-    see :attr:`BundleConfig.n_outputs` and :func:`postprocess.instances`)."""
+    output channel), ``distance`` (the network predicts each object's distance
+    to its outline, normalised to 1 at its centre, in an extra output channel)
+    or ``flow`` (the network predicts, in two extra channels, the direction
+    from each pixel towards its object's centre, as cellpose does; pixels that
+    follow it to the same place are one object); see
+    :attr:`BundleConfig.n_outputs` and :func:`postprocess.instances`."""
     split_depth: float = 2.0
     """For ``watershed``: h-maxima depth in pixels of distance (higher splits less)."""
     seed_threshold: float = 0.5
@@ -90,7 +93,7 @@ class ClassSpec:
     description: str = ""
 
 
-SEPARATE = ("components", "watershed", "boundary", "distance")
+SEPARATE = ("components", "watershed", "boundary", "distance", "flow")
 """The ways touching objects of a class become instances (``ClassSpec.separate``)."""
 
 
@@ -120,9 +123,41 @@ def distance_channels(classes) -> dict[str, int]:
     return {n: start + j for j, n in enumerate(names)}
 
 
+def flow_channels(classes) -> dict[str, tuple[int, int]]:
+    """``{class name: (row channel, column channel)}`` of the flow channels, after the
+    distance channels.
+
+    A class whose ``separate`` is ``flow`` gets two: the network learns, at every
+    pixel of an object, the unit vector of the way towards the object's centre
+    along the object (:func:`targets.flows`, the representation of cellpose,
+    Stringer et al. 2021), stored as ``(v + 1) / 2`` so that a sigmoid output
+    holds it (0.5: no direction, as on background). A vector turns with the
+    image: flips and rotations must turn these channels too
+    (:func:`augment.turn_flows`).
+    """
+    start = len(classes) + len(boundary_channels(classes)) + len(distance_channels(classes))
+    names = [c.name for c in classes if getattr(c, "separate", "") == "flow"]
+    return {n: (start + 2 * j, start + 2 * j + 1) for j, n in enumerate(names)}
+
+
 def soft_channels(classes) -> tuple[int, ...]:
-    """Output channels whose targets are not 0/1 masks (distances): no Dice, no class weights."""
-    return tuple(distance_channels(classes).values())
+    """Output channels whose targets are not 0/1 masks (distances, flows): no Dice, no
+    class weights."""
+    flows = [c for pair in flow_channels(classes).values() for c in pair]
+    return (*distance_channels(classes).values(), *flows)
+
+
+def value_channels(classes) -> dict[int, int | None]:
+    """How soft channels are resampled: ``{channel: class channel whose background zeroes
+    it}`` for distances, ``{channel: None}`` for flows (0.5, no direction, on background
+    already; see :func:`augment.resample_patch`)."""
+    names = [c.name for c in classes]
+    out: dict[int, int | None] = {
+        ch: names.index(n) for n, ch in distance_channels(classes).items()
+    }
+    for pair in flow_channels(classes).values():
+        out.update(dict.fromkeys(pair))
+    return out
 
 
 @dataclass(frozen=True)
@@ -198,11 +233,13 @@ class BundleConfig:
     @property
     def n_outputs(self) -> int:
         """Output channels: one per class, then one border channel per ``boundary`` class,
-        then one distance channel per ``distance`` class."""
+        then one distance channel per ``distance`` class, then two flow channels per
+        ``flow`` class."""
         return (
             len(self.classes)
             + len(boundary_channels(self.classes))
             + len(distance_channels(self.classes))
+            + 2 * len(flow_channels(self.classes))
         )
 
     def to_dict(self) -> dict:

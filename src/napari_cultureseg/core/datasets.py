@@ -244,7 +244,8 @@ def zoom_sample(sample: Sample, zoom: float, soft=()) -> Sample:
     binary[list(soft)] = False
     t = np.where(binary[:, None, None], t >= 0.5, t).astype(sample.target.dtype)
     for d, c in soft.items() if isinstance(soft, Mapping) else ():
-        t[d][t[c] == 0] = 0
+        if c is not None:  # a flow (None) keeps its resampled values
+            t[d][t[c] == 0] = 0
     labels = (
         {c: _resample_labels(m, shape) for c, m in sample.labels.items()} if sample.labels else None
     )
@@ -480,6 +481,9 @@ class PatchSampler:
         Output channels holding distances rather than 0/1 masks (resampled as
         such): a tuple, or ``{distance channel: its class channel}`` (see
         :func:`~.augment.resample_patch`).
+    flows
+        ``(row channel, column channel)`` pairs of flow channels, turned with
+        each flip and rotation (:func:`~.augment.turn_flows`).
     """
 
     def __init__(
@@ -493,12 +497,14 @@ class PatchSampler:
         augment: bool | AugmentSpec = True,
         max_points: int = 20000,
         soft=(),
+        flows=(),
     ):
         if not samples:
             raise ValueError("no training samples")
         self.patch, self.rng = patch, rng
         self.spec = AugmentSpec.from_config(augment)
         self.soft = dict(soft) if isinstance(soft, Mapping) else tuple(soft)
+        self.flows = tuple(tuple(p) for p in flows)
         self.fractions = (positive_fraction, negative_fraction)
         self.items = [(s.image, s.target, s.valid) for s in samples]
         k = self.items[0][1].shape[0]
@@ -554,7 +560,7 @@ class PatchSampler:
         if side != self.patch:
             x, t, v = resample_patch(x, t, v, self.patch, self.soft)
         if self.spec.dihedral:
-            x, t, v = dihedral((x, t, v), self.rng)
+            x, t, v = dihedral((x, t, v), self.rng, self.flows)
         x = appearance(x, self.spec, self.rng)
         return (
             np.ascontiguousarray(x, np.float32),

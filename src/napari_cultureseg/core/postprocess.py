@@ -103,6 +103,8 @@ def instances(
     boundary: np.ndarray | None = None,
     distance: np.ndarray | None = None,
     seed_threshold: float = 0.5,
+    flow: np.ndarray | None = None,
+    flow_steps: int = 200,
     tile: int | None = None,
     halo: int = 256,
 ) -> np.ndarray:
@@ -131,6 +133,12 @@ def instances(
         distance reaches ``seed_threshold``, and a watershed of the negated
         distance from them fills the mask; a part of the mask with no seed
         becomes an object of its own.
+        ``flow``: the network's own flow field splits them (cellpose's way,
+        Stringer et al. 2021; :func:`targets.flows`): every pixel of the mask
+        follows the predicted flow for ``flow_steps`` steps of one pixel; the
+        places where at least ``min_size`` pixels end up, together, are the
+        objects' centres, and each pixel belongs to the centre it reached;
+        pixels that reached none go to the object they touch.
     h
         Depth of the h-maxima, in pixels of distance, for ``watershed``.
     boundary
@@ -139,6 +147,11 @@ def instances(
         ``(H, W)`` predicted normalised distance, for ``distance``.
     seed_threshold
         For ``distance`` (see there).
+    flow, flow_steps
+        ``(2, H, W)``: the network's two flow channels as it gives them, row and
+        column components ``v`` stored as ``(v + 1) / 2`` in [0, 1]
+        (:func:`bundles.flow_channels`), and the number of steps to follow them,
+        for ``flow``.
     tile, halo
         Masks larger than ``TILED_ABOVE`` pixels are labelled tile by tile, so memory
         stays bounded on whole-well mosaics: each ``tile``² core (default 2048) is
@@ -166,6 +179,8 @@ def instances(
             boundary=boundary,
             distance=distance,
             seed_threshold=seed_threshold,
+            flow=flow,
+            flow_steps=flow_steps,
         )
     if method == "watershed":
         from skimage.morphology import h_maxima
@@ -207,11 +222,25 @@ def instances(
             mask, np.asarray(distance, np.float32), seed_threshold, min_size
         )
         n = int(labels.max())
+    elif method == "flow":
+        if flow is None or np.shape(flow) != (2, *mask.shape):
+            raise ValueError(
+                "method 'flow' needs the flow field (2, H, W) of the mask's shape; "
+                "this model has no flow channels: use 'watershed' or 'components'"
+            )
+        from skimage.segmentation import relabel_sequential
+
+        from .flows import flow_labels
+
+        labels = _with_leftovers(mask, flow_labels(mask, flow, flow_steps, min_size))
+        labels, _, _ = relabel_sequential(labels)
+        n = int(labels.max())
     elif method == "components":
         labels, n = ndi.label(mask, structure=np.ones((3, 3), bool))
     else:
         raise ValueError(
-            f"unknown instance method {method!r}; use 'components', 'watershed' or 'boundary'"
+            f"unknown instance method {method!r}; use 'components', 'watershed', "
+            "'boundary', 'distance' or 'flow'"
         )
     if min_size > 0 and n:
         sizes = object_sizes(labels, n)
@@ -233,7 +262,7 @@ def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
     """:func:`instances` core by core, each with ``halo`` pixels of context (see there)."""
     h, w = mask.shape
     out = np.zeros(mask.shape, np.uint32)
-    boundary, distance = kw.pop("boundary"), kw.pop("distance")
+    boundary, distance, flow = kw.pop("boundary"), kw.pop("distance"), kw.pop("flow")
     n = 0
     seen = []  # ids that reached the image (an object may lose every pixel to a neighbour)
     for y0 in range(0, h, tile):
@@ -253,6 +282,7 @@ def _tiled_instances(mask, tile: int, halo: int, **kw) -> np.ndarray:
                 tile=0,
                 boundary=None if boundary is None else np.asarray(boundary[crop]),
                 distance=None if distance is None else np.asarray(distance[crop]),
+                flow=None if flow is None else np.asarray(flow[(slice(None), *crop)]),
                 **kw,
             ).astype(np.int64)
             m = int(lab.max())

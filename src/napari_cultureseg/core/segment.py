@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bundles import Bundle, ClassSpec, DerivedClass, boundary_channels, distance_channels
+from .bundles import (
+    Bundle,
+    ClassSpec,
+    DerivedClass,
+    boundary_channels,
+    distance_channels,
+    flow_channels,
+)
 from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
 from .models import output_stride, resolve_device
 from .postprocess import binary_mask, instances, transfer_labels
@@ -38,6 +45,9 @@ class Segmentation:
     shape: tuple[int, int] | None = None
     """The image's ``(H, W)`` when the network saw it resampled (a zoom to the
     model's object size, see :mod:`.scale`, or ``InputSpec.resize_to``); None: ``raw``'s."""
+    diameter: float | None = None
+    """The model's training object diameter in network pixels (``ScaleSpec.diameter``),
+    if it has one: how far a flow is followed (:meth:`instances`)."""
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -100,6 +110,20 @@ class Segmentation:
         above = self.probability(k) > (c.threshold if threshold is None else threshold)
         return _cleaned(above, c, self._min_size(c))
 
+    def uncertainty(self) -> float:
+        """How unsure the model is of this image: the mean binary entropy (bits) of its class
+        probabilities, over every class and pixel of the network's grid.
+
+        0 where every pixel is surely in or out of every class, 1 where all are at
+        0.5. A field the model is unsure of is one whose correction would teach it
+        most ("correct next", ``cultureseg segment --rank``).
+        """
+        total = 0.0
+        for k in range(len(self.classes)):
+            p = np.clip(self.raw[k].astype(np.float64), 1e-6, 1 - 1e-6)
+            total += float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
+        return total / max(1, len(self.classes))
+
     def masks(self, thresholds: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
         """All masks by name, derived classes (e.g. cytoplasm = cell − nucleus) included."""
         thresholds = thresholds or {}
@@ -131,6 +155,7 @@ class Segmentation:
         m = self.masks()[name] if mask is None else np.asarray(mask, bool)
         border = boundary_channels(self.classes).get(name)
         dist = distance_channels(self.classes).get(name)
+        flow = flow_channels(self.classes).get(name)
         method = getattr(spec, "separate", "components")
         h = getattr(spec, "split_depth", 2.0)
         seeds = getattr(spec, "seed_threshold", 0.5)
@@ -145,6 +170,8 @@ class Segmentation:
                 boundary=None if border is None else self.raw[border],
                 distance=None if dist is None else self.raw[dist],
                 seed_threshold=seeds,
+                flow=None if flow is None else self.raw[flow[0] : flow[1] + 1],
+                flow_steps=self._flow_steps(),
             )
             return transfer_labels(labels, m, min_size=self._min_size(spec))
         return instances(
@@ -155,7 +182,14 @@ class Segmentation:
             boundary=None if border is None else self.probability(border),
             distance=None if dist is None else self.probability(dist),
             seed_threshold=seeds,
+            flow=None if flow is None else np.stack([self.probability(c) for c in flow]),
+            flow_steps=int(np.ceil(self._flow_steps() * np.sqrt(self.scale))),
         )
+
+    def _flow_steps(self) -> int:
+        """Steps along a flow on the network's grid: three training diameters (a long cell's
+        tip is about that far from its centre), 200 when the model has no scale."""
+        return int(3 * self.diameter) if self.diameter else 200
 
 
 def _cleaned(above: np.ndarray, spec: ClassSpec, min_size: int) -> np.ndarray:
@@ -240,27 +274,31 @@ def segment(
     device = resolve_device(device)
     if batch_size is None:
         batch_size = 1 if device == "cpu" else 4
-    predictor = augmented(bundle.predictor(device), tta)
+    predictor = augmented(bundle.predictor(device), tta, tuple(flow_channels(cfg.classes).values()))
     shape = plane.shape[:2]
     del plane, image
     probs, _ = yield from predict(
         x, predictor, cfg, tile=tile, overlap=overlap, batch_size=batch_size, fit=fit, back=False
     )
-    return Segmentation(probs, cfg.classes, cfg.derived, zoom, shape=shape)
+    return Segmentation(
+        probs, cfg.classes, cfg.derived, zoom, shape=shape, diameter=cfg.scale.diameter
+    )
 
 
 TTA = (1, 2, 4, 8)
 """Test-time augmentation sizes: none, a horizontal flip, both flips, all 8 symmetries."""
 
 
-def augmented(predictor, tta: int = 1):
+def augmented(predictor, tta: int = 1, flows=()):
     """``predictor`` averaged over ``tta`` flipped and rotated copies of each batch.
 
     The copies are the first ``tta`` of: identity, horizontal flip, vertical
     flip, both flips (= 180° rotation), then the four transposed versions
     (90° rotations with and without flips); each prediction is mapped back
-    before averaging. Every output channel (class, border, normalised
-    distance) is a scalar per pixel, so it is unchanged by these symmetries.
+    before averaging. Class, border and distance channels are scalars per
+    pixel, unchanged by these symmetries; the ``flows`` pairs (row, column
+    channels of a flow, stored as ``(v + 1) / 2``) are vectors and are turned back
+    with the pixels.
     """
     if tta not in TTA:
         raise ValueError(f"test-time augmentation takes 1, 2, 4 or 8 copies, not {tta}")
@@ -283,6 +321,15 @@ def augmented(predictor, tta: int = 1):
             a = a[..., ::-1, :]
         if k & 1:
             a = a[..., ::-1]
+        if flows and k:
+            a = np.array(a)
+            for cy, cx in flows:
+                if k & 4:  # a transposed field: its components swap
+                    a[:, [cy, cx]] = a[:, [cx, cy]]
+                if k & 2:
+                    a[:, cy] = 1.0 - a[:, cy]
+                if k & 1:
+                    a[:, cx] = 1.0 - a[:, cx]
         return a
 
     def predict(batch: np.ndarray) -> np.ndarray:

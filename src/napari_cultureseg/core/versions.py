@@ -158,12 +158,12 @@ def at_training_scale(parent: Bundle, samples: Sequence[Sample]) -> list[Sample]
     names = parent.config.class_names
     if not (sc.diameter and sc.reference in names):
         return list(samples)
-    from .bundles import distance_channels
+    from .bundles import value_channels
     from .datasets import zoom_sample
     from .scale import zoom_from_mask
 
     k = names.index(sc.reference)
-    soft = {c: names.index(n) for n, c in distance_channels(parent.config.classes).items()}
+    soft = value_channels(parent.config.classes)
     return [zoom_sample(s, zoom_from_mask(parent, s.target[k] > 0), soft) for s in samples]
 
 

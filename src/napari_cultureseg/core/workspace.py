@@ -41,7 +41,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from .bundles import boundary_channels, distance_channels, home_dir
+from .bundles import distance_channels, flow_channels, home_dir
 from .datasets import Sample, experiment_of
 
 FORMAT = "cultureseg-workspace/1"
@@ -563,7 +563,7 @@ class Workspace:
             Names (or ClassSpecs) in the model's output order; default the
             workspace's. A class the workspace lacks is unknown (valid all False).
         """
-        from .targets import distances, lone_objects
+        from .targets import targets_from_masks
 
         img = np.asarray(image_input, dtype=np.float32)
         img = img[None] if img.ndim == 2 else img
@@ -574,21 +574,20 @@ class Workspace:
             )
         names = self.class_names if classes is None else [getattr(c, "name", c) for c in classes]
         # The workspace keeps one binary mask per class, where touching objects are one:
-        # border channels of ``boundary`` classes stay unknown (valid False); distance
-        # channels of ``distance`` classes are known on background and on the components
-        # that are one object each (targets.lone_objects), where reviewed.
+        # border channels of ``boundary`` classes stay unknown (valid False); distance and
+        # flow channels are known on background and on the components that are one object
+        # each (targets.lone_objects), where reviewed.
         specs = [c for c in classes or () if not isinstance(c, str)]
-        soft = distance_channels(specs)
-        n_out = len(names) + len(boundary_channels(specs)) + len(soft)
-        target = np.zeros((n_out, *self.shape), np.float32 if soft else np.uint8)
-        valid = np.zeros((n_out, *self.shape), bool)
-        for k, name in enumerate(names):
-            if name in self._masks:
-                target[k], valid[k] = self._masks[name], self._reviewed[name]
-        for name, c in soft.items():
-            if name in self._masks:
-                lone, known = lone_objects(self._masks[name])
-                target[c], valid[c] = distances(lone), known & self._reviewed[name]
+        masks = {n: self._masks[n] for n in names if n in self._masks}
+        target, valid = targets_from_masks(
+            masks, specs if specs else names, self.shape, derived_known=False
+        )
+        owner = dict(enumerate(names))
+        owner.update({c: n for n, c in distance_channels(specs).items()})
+        owner.update({c: n for n, pair in flow_channels(specs).items() for c in pair})
+        for c, name in owner.items():
+            if name in masks:
+                valid[c] &= self._reviewed[name]
         return Sample(self.image_name, img, target, valid, experiment_of(self.image_name))
 
 

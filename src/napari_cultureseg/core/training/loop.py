@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..bundles import Bundle, BundleConfig, distance_channels, soft_channels
+from ..bundles import Bundle, BundleConfig, flow_channels, soft_channels, value_channels
 from ..datasets import PatchSampler, Sample
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
@@ -211,10 +211,8 @@ def fine_tune(
             positive_fraction=config.positive_fraction,
             negative_fraction=config.negative_fraction,
             augment=config.augment,
-            soft={
-                ch: cfg.class_names.index(name)
-                for name, ch in distance_channels(cfg.classes).items()
-            },
+            soft=value_channels(cfg.classes),
+            flows=tuple(flow_channels(cfg.classes).values()),
         )
         per_class = config.per_class_batches and cfg.architecture == "per-class-unets"
         if per_class and adversary is not None:

@@ -99,7 +99,11 @@ def score(
                 s.image, predict, tile=t, overlap=cfg.overlap, batch_size=batch_size, align=stride
             )
         prob = run_to_end(gen)
-        seg = Segmentation(prob, cfg.classes, cfg.derived) if objects else None
+        seg = (
+            Segmentation(prob, cfg.classes, cfg.derived, diameter=cfg.scale.diameter)
+            if objects
+            else None
+        )
         for c, spec in enumerate(cfg.classes):
             v = s.valid[c]
             if not v.any():
