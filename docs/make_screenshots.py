@@ -8,7 +8,11 @@ culture sample segmented with the default model, a correction painted by hand,
 and a short fine-tuning run (30 steps) on it; and docs/images/culture_classes.jpg:
 the synthetic tumour culture (Rahkonen et al.'s six classes) segmented with
 `culture-multilabel` (or, where that model is not installed, its truth layers).
-With ``cultures`` as argument only the last one is made.
+With ``cultures`` as argument only that one is made; with ``plate``, only
+docs/images/plate.jpg: a synthetic 24-well plate (4 fields of 512² per well,
+cell numbers rising along the plate) segmented by ``cultureseg segment --table
+--rank`` with the default model, opened in the Plate dock, wells coloured by
+cell count, one field open.
 """
 
 from __future__ import annotations
@@ -77,6 +81,43 @@ def cultures() -> None:
     viewer.close()
 
 
+def plate() -> None:
+    """The Plate dock on a segmented synthetic plate, wells coloured by their cell count."""
+    import tempfile
+
+    import napari
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cultureseg.cli import main as cli
+    from napari_cultureseg.core.synth import phase_culture
+
+    tmp = Path(tempfile.mkdtemp(prefix="cultureseg-plate-"))
+    src, out = tmp / "plate", tmp / "results"
+    src.mkdir()
+    for w in range(24):
+        well = f"{'ABCD'[w // 6]}{w % 6 + 1:02d}"
+        for f in range(4):
+            image, _ = phase_culture((512, 512), seed=4 * w + f, n_cells=10 + 2 * w)
+            tifffile.imwrite(src / f"{well}_s{f + 1}.tif", image)
+    cli(["segment", str(src), "--out", str(out), "--table", "--rank", "--quiet"])
+    viewer = napari.Viewer(title="napari-cultureseg")
+    viewer.window.resize(1920, 1080)
+    _, dock = viewer.window.add_plugin_dock_widget("napari-cultureseg", "Plate")
+    dock.folder.value, dock.results.value = src, out
+    dock.open_plate()
+    if "cell_count" not in dock.statistic.choices:
+        raise RuntimeError(f"the plate did not open as expected: {dock.status.value}")
+    dock.statistic.value = "cell_count"
+    dock.grid.cellClicked.emit(2, 3)
+    app = QApplication.instance()
+    viewer.reset_view()
+    for _ in range(20):
+        app.processEvents()
+    save(viewer, "plate.jpg")
+    viewer.close()
+
+
 def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
@@ -125,6 +166,10 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["cultures"]:
         cultures()
         sys.exit(0)
+    if sys.argv[1:] == ["plate"]:
+        plate()
+        sys.exit(0)
     code = main()
     cultures()
+    plate()
     sys.exit(code)

@@ -138,24 +138,6 @@ def _inside(out: Path, name: str) -> Path:
     return path
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(temporary path)``, then rename it to ``path``: never a half-written output."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_tif(path: Path, data) -> None:
-    """Write a zlib TIFF atomically into its own folder."""
-    import tifffile
-
-    _write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
-
-
 def _record_outputs(out: Path, names: list[str]) -> None:
     import json
 
@@ -222,26 +204,11 @@ def cmd_plate(args) -> int:
     return 0
 
 
-def _zoom(args, bundle, plane, path: Path) -> tuple[float, str]:
-    """The zoom for one image and a few words on where it came from."""
-    from .core.scale import choose_zoom
-
-    return choose_zoom(
-        bundle,
-        plane,
-        diameter=args.diameter,
-        pixel_size=args.pixel_size,
-        path=path,
-        device=args.device,
-    )
-
-
 def cmd_segment(args) -> int:
     from tqdm import tqdm
 
+    from .core.batch import FieldJob, finished, read_record, run_fields, write_atomic
     from .core.bundles import load_bundle, safe_name
-    from .core.images import ImageError, read_image, release_memory
-    from .core.segment import segment
 
     _check_options(args)
     bundle = load_bundle(args.model)
@@ -263,9 +230,12 @@ def cmd_segment(args) -> int:
         files += [f"{stems[path]}_{c.name}_prob.tif" for c in cfg.classes] if args.prob else []
         planned[path] = files
     tables = ["objects.csv", "wells.csv"] if args.table else []
+    tables += ["rank.csv"] if args.rank else []
     inputs = {p.resolve() for p in images}
-    clash, failed = [], 0
+    clash, failed, earlier = [], 0, []
     for path, files in list(planned.items()):
+        # with --resume, a field an earlier run started owns its files (whole or absent)
+        own = args.resume and read_record(out, stems[path]) is not None
         try:
             for f in files:
                 target = _inside(out, f)
@@ -274,7 +244,7 @@ def cmd_segment(args) -> int:
                         f"{f} in --out {out} is one of the input images; write "
                         "the masks to another folder"
                     )
-                if target.exists() and not args.overwrite:
+                if target.exists() and not (args.overwrite or own):
                     clash.append(f)
         except OSError as exc:  # e.g. a name too long for the file system: this image alone
             print(
@@ -284,120 +254,111 @@ def cmd_segment(args) -> int:
             )
             del planned[path]
             failed += 1
-    clash += [t for t in tables if _inside(out, t).exists() and not args.overwrite]
-    if clash:
+        if not args.resume and read_record(out, stems[path]) is not None:
+            earlier.append(stems[path])
+    clash += [t for t in tables if _inside(out, t).exists() and not (args.overwrite or args.resume)]
+    if clash or (earlier and not args.overwrite):
         shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
         raise OutputError(
-            f"{len(clash)} output file(s) exist already in {out} ({shown}); "
-            "nothing was written. Give another --out, or --overwrite to replace them"
+            f"{len(clash) or len(earlier)} output file(s) exist already in {out} "
+            f"({shown or ', '.join(earlier[:4])}); nothing was written. Give another --out, "
+            "--resume to continue an interrupted run there, or --overwrite to replace them"
         )
-    if args.threads:
-        import torch
+    workers = max(1, args.workers)
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)
+    options = {
+        "device": args.device,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "diameter": args.diameter,
+        "pixel_size": args.pixel_size,
+        "tta": args.tta,
+        "plane": args.plane,
+        "prob": args.prob,
+        "table": args.table,
+        "threads": threads,
+    }
+    jobs = [
+        FieldJob(str(path), stems[path], str(out), tuple(files), args.model, options)
+        for path, files in planned.items()
+    ]
+    results = {}
+    if args.resume:
+        for job in jobs:
+            if (done := finished(job)) is not None:
+                results[job.stem] = done
+        if results and not args.quiet:
+            print(f"resuming: {len(results)} of {len(jobs)} field(s) were done already")
+    todo = [j for j in jobs if j.stem not in results]
+    parallel = workers > 1 or bool(args.scheduler)
+    fields = tqdm(
+        total=len(jobs),
+        initial=len(results),
+        desc="fields",
+        unit="field",
+        disable=args.quiet or not parallel,
+    )
+    tiles = tqdm(desc="tiles", unit="tile", leave=False, disable=args.quiet or parallel)
 
-        torch.set_num_threads(args.threads)
-    table_rows: dict[str, list] = {"objects": [], "fields": []}
-    for path in planned:
-        try:
-            plane = read_image(path, plane=args.plane)
-            zoom, how = _zoom(args, bundle, plane, path)
-            release_memory()  # a mosaic's stages each start from a clean heap
-            gen = segment(
-                bundle,
-                plane,
-                device=args.device,
-                tile=args.tile,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                zoom=zoom,
-                tta=args.tta,
-            )
-            with tqdm(desc=path.name, unit="tile", leave=False, disable=args.quiet) as bar:
-                while True:
-                    try:
-                        p = next(gen)
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    bar.total = p.total
-                    bar.update(p.done - bar.n)
-            stem = stems[path]
-            gray = None
-            if args.table:  # the plane's mean intensity per object, in gray
-                gray = plane.mean(axis=-1, dtype="float32") if plane.ndim == 3 else plane
-            del plane
-            release_memory()
-            masks = result.masks()
-            written, objects = [], {}
-            for name, mask in masks.items():
-                _write_tif(_inside(out, f"{stem}_{name}.tif"), mask.astype("uint8"))
-                written.append(f"{stem}_{name}.tif")
-                spec = result.spec(name)
-                if getattr(spec, "instances", False):
-                    release_memory()
-                    objects[name] = result.instances(name, mask)
-                    _write_tif(_inside(out, f"{stem}_{name}_instances.tif"), objects[name])
-                    written.append(f"{stem}_{name}_instances.tif")
-            if args.table:
-                _tabulate(table_rows, path, stem, masks, objects, gray)
-            if args.prob:
-                for k, c in enumerate(result.classes):
-                    _write_tif(_inside(out, f"{stem}_{c.name}_prob.tif"), result.probability(k))
-                    written.append(f"{stem}_{c.name}_prob.tif")
-            _record_outputs(out, written)
-        except (ImageError, ValueError, MemoryError, OSError) as exc:
-            failed += 1
-            what = (
-                "not enough memory: segment a crop, or a smaller plane"
-                if isinstance(exc, MemoryError)
-                else f"could not write its masks ({exc.strerror or exc}); check the file name's "
-                "length and the free space in --out"
-                if isinstance(exc, OSError)
-                else str(exc)
-            )
-            print(f"failed: {path}: {what}", file=sys.stderr)
-            continue
-        if not args.quiet:
-            summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
-            print(f"{path.name}: {summary} ({how}, zoom {zoom:.2f})")
+    def progress(done, total):
+        tiles.total = total
+        tiles.update(done - tiles.n)
+
+    with fields, tiles:
+        for r in run_fields(
+            todo,
+            workers=workers,
+            scheduler=args.scheduler,
+            progress=None if parallel else progress,
+        ):
+            tiles.reset()
+            fields.update(1)
+            if r.error:
+                failed += 1
+                fields.write(f"failed: {r.path}: {r.error}", file=sys.stderr)
+                continue
+            results[r.stem] = r
+            _record_outputs(out, r.files)
+            if not args.quiet:
+                fields.write(f"{Path(r.path).name}: {r.summary}")
+    done = [results[j.stem] for j in jobs if j.stem in results]  # in the images' order
     if args.table:
         from .core.tables import well_rows, write_csv
 
-        for name, rows in (
-            ("objects.csv", table_rows["objects"]),
-            ("wells.csv", well_rows(table_rows["fields"])),
-        ):
-            _write_atomic(_inside(out, name), lambda tmp, r=rows: write_csv(tmp, r))
-        _record_outputs(out, tables)
+        objects = [row for r in done for row in r.rows]
+        records = [r.field_record for r in done if r.field_record]
+        for name, rows in (("objects.csv", objects), ("wells.csv", well_rows(records))):
+            write_atomic(_inside(out, name), lambda tmp, r=rows: write_csv(tmp, r))
         if not args.quiet:
             print(f"tables: {out / 'objects.csv'}, {out / 'wells.csv'}")
+    if args.rank:
+        from .core.plate import field_of
+        from .core.tables import write_csv
+
+        ranked = sorted(
+            (r for r in done if r.uncertainty is not None), key=lambda r: -r.uncertainty
+        )
+        rows = [
+            {
+                "rank": i + 1,
+                "image": r.stem,
+                "well": field_of(r.path)[0],
+                "field": field_of(r.path)[1],
+                "uncertainty": r.uncertainty,
+            }
+            for i, r in enumerate(ranked)
+        ]
+        write_atomic(_inside(out, "rank.csv"), lambda tmp: write_csv(tmp, rows))
+        if not args.quiet:
+            print(f"correct next: {out / 'rank.csv'} (most uncertain field first)")
+    if tables:
+        _record_outputs(out, tables)
     if failed:
         print(
             f"{failed} of {len(images)} image(s) failed; the others were segmented", file=sys.stderr
         )
     return 1 if failed else 0
-
-
-def _tabulate(table_rows: dict, path: Path, stem: str, masks, objects, gray) -> None:
-    """Add one image's objects and its field record to the batch's tables."""
-    import numpy as np
-
-    from .core.plate import field_of
-    from .core.postprocess import instances
-    from .core.tables import object_rows
-
-    well, index = field_of(path)
-    everything = {n: objects.get(n) if n in objects else instances(m) for n, m in masks.items()}
-    info = {"image": stem, "well": well, "field": index}
-    rows = object_rows(everything, gray, counted=list(objects), info=info)
-    table_rows["objects"] += rows
-    table_rows["fields"].append(
-        {
-            "well": well or stem,
-            "pixels": int(next(iter(masks.values())).size),
-            "areas": {n: int(np.count_nonzero(m)) for n, m in masks.items()},
-            "objects": {n: [r["area"] for r in rows if r["class"] == n] for n in objects},
-        }
-    )
 
 
 def _check_options(args) -> None:
@@ -412,6 +373,8 @@ def _check_options(args) -> None:
         raise ValueError(f"--batch-size {args.batch_size} must be at least 1")
     if args.threads is not None and args.threads < 0:
         raise ValueError(f"--threads {args.threads} must be 0 (all cores) or more")
+    if getattr(args, "workers", 1) < 1:
+        raise ValueError(f"--workers {args.workers} must be at least 1")
     if args.diameter not in (None, "auto", "none"):
         try:
             d = float(args.diameter)
@@ -581,7 +544,38 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace output files that exist already (default: refuse)",
     )
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all)")
+    p.add_argument(
+        "--rank",
+        action="store_true",
+        help="also write rank.csv: the fields by the model's uncertainty (mean entropy of "
+        "its class probabilities), most uncertain first: the ones to correct next",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: fields it finished are kept, the "
+        "others are segmented (again)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fields segmented at once, each in its own process on a local dask cluster "
+        "(default 1: one after the other); the cores are shared between them",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running dask.distributed scheduler (e.g. tcp://host:8786) to "
+        "segment the fields on its workers; they must see the images and --out at the "
+        "same paths",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch per field (default: all cores, shared among --workers)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_segment)
 

@@ -1,0 +1,297 @@
+"""Segment many fields: one job per field, resumable, in this process or on a dask cluster.
+
+A folder or a plate is a list of :class:`FieldJob` s. :func:`run_field` does one
+field from its image to its files: read, estimate the object size, segment,
+write every mask atomically (a temporary file renamed into place), measure its
+objects for the tables. Each field keeps a small *record* in ``--out``
+(``.cultureseg-fields/<stem>.json``): written before the first mask, saying
+which files the field owns, and rewritten with ``"done": true`` and the field's
+table rows after the last one. So a run killed at any moment (``kill -9``, a
+power cut) leaves every field either done (its record says so and every file
+it lists is whole) or not done (its files, whole or absent, are its own and are
+written again); a resumed run skips the first and redoes the second, and no
+finished field is lost or computed twice.
+
+:func:`run_fields` runs the jobs one after the other here, or spreads them over
+dask workers (:mod:`distributed`): a local cluster of ``workers`` processes,
+each with its share of the cores for torch, or an existing cluster at a
+scheduler address. Results come back as fields finish, in any order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RECORDS = ".cultureseg-fields"
+"""Folder in ``--out`` with one record per field (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class FieldJob:
+    """One field to segment: its image, its outputs, and how to segment it."""
+
+    path: str
+    stem: str
+    out: str
+    files: tuple[str, ...]
+    """Every file this field writes into ``out`` (masks, instances, probabilities)."""
+    model: str
+    """A bundled model's name or a bundle folder (each worker loads it once)."""
+    options: dict = field(default_factory=dict)
+    """``device``, ``tile``, ``overlap``, ``batch_size``, ``diameter``, ``pixel_size``,
+    ``tta``, ``plane``, ``prob``, ``table``, ``threads`` (as the CLI's options)."""
+
+
+@dataclass
+class FieldDone:
+    """What one field gave: its files, a one-line summary, its table rows, or its error."""
+
+    stem: str
+    path: str
+    files: list[str] = field(default_factory=list)
+    summary: str = ""
+    rows: list[dict] = field(default_factory=list)
+    field_record: dict | None = None
+    error: str | None = None
+    skipped: bool = False
+    """True when an earlier run had finished it (nothing was computed now)."""
+    uncertainty: float | None = None
+    """:meth:`segment.Segmentation.uncertainty` of the field (ranks what to correct next)."""
+
+
+def record_path(out: str | Path, stem: str) -> Path:
+    return Path(out) / RECORDS / f"{stem}.json"
+
+
+def read_record(out: str | Path, stem: str) -> dict | None:
+    """A field's record, or None when it has none or it cannot be read."""
+    try:
+        rec = json.loads(record_path(out, stem).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def finished(job: FieldJob) -> FieldDone | None:
+    """The result of ``job`` from an earlier run, if that run finished it: its record says
+    done, for the same files, and every one of them is there."""
+    rec = read_record(job.out, job.stem)
+    if not rec or not rec.get("done") or tuple(rec.get("files", ())) != job.files:
+        return None
+    if not all((Path(job.out) / f).is_file() for f in job.files):
+        return None
+    return FieldDone(
+        job.stem,
+        job.path,
+        list(job.files),
+        rec.get("summary", ""),
+        rec.get("rows", []),
+        rec.get("field"),
+        skipped=True,
+        uncertainty=rec.get("uncertainty"),
+    )
+
+
+def _plain(value):
+    """JSON for numpy scalars in table rows."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot record {type(value).__name__}")
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary path)``, then rename it to ``path``: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_record(job: FieldJob, **content) -> None:
+    path = record_path(job.out, job.stem)
+    path.parent.mkdir(exist_ok=True)
+    text = json.dumps({"files": list(job.files), **content}, default=_plain)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_tif(path: Path, data) -> None:
+    """Write a zlib TIFF atomically."""
+    import tifffile
+
+    write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
+
+
+_BUNDLES: dict[str, object] = {}
+
+
+def _bundle(model: str):
+    """Each process loads a model once."""
+    if model not in _BUNDLES:
+        from .bundles import load_bundle
+
+        _BUNDLES[model] = load_bundle(model)
+    return _BUNDLES[model]
+
+
+def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None) -> FieldDone:
+    """Segment one field and write its files (see the module docstring).
+
+    ``progress(done, total)`` is called per tile. A field that cannot be read,
+    segmented or written comes back with ``error`` set (what to do, in words);
+    nothing else is affected.
+    """
+    from .images import ImageError, read_image, release_memory
+    from .scale import choose_zoom
+    from .segment import segment
+
+    o = job.options
+    out = Path(job.out)
+    try:
+        if o.get("threads"):
+            import torch
+
+            torch.set_num_threads(int(o["threads"]))
+        bundle = _bundle(job.model)
+        plane = read_image(job.path, plane=o.get("plane"))
+        zoom, how = choose_zoom(
+            bundle,
+            plane,
+            diameter=o.get("diameter", "auto"),
+            pixel_size=o.get("pixel_size"),
+            path=Path(job.path),
+            device=o.get("device", "auto"),
+        )
+        release_memory()  # a mosaic's stages each start from a clean heap
+        gen = segment(
+            bundle,
+            plane,
+            device=o.get("device", "auto"),
+            tile=o.get("tile"),
+            overlap=o.get("overlap"),
+            batch_size=o.get("batch_size"),
+            zoom=zoom,
+            tta=o.get("tta", 1),
+        )
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if progress is not None:
+                progress(p.done, p.total)
+        gray = None
+        if o.get("table"):  # the plane's mean intensity per object, in gray
+            gray = plane.mean(axis=-1, dtype="float32") if plane.ndim == 3 else plane
+        del plane
+        release_memory()
+        _write_record(job, done=False)  # from here on these files are this field's own
+        masks = result.masks()
+        objects = {}
+        for name, mask in masks.items():
+            write_tif(out / f"{job.stem}_{name}.tif", mask.astype("uint8"))
+            if getattr(result.spec(name), "instances", False):
+                release_memory()
+                objects[name] = result.instances(name, mask)
+                write_tif(out / f"{job.stem}_{name}_instances.tif", objects[name])
+        if o.get("prob"):
+            for k, c in enumerate(result.classes):
+                write_tif(out / f"{job.stem}_{c.name}_prob.tif", result.probability(k))
+        rows, rec = (
+            table_rows(Path(job.path), job.stem, masks, objects, gray)
+            if o.get("table")
+            else ([], None)
+        )
+        summary = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
+        summary += f" ({how}, zoom {zoom:.2f})"
+        unsure = round(result.uncertainty(), 6)
+        _write_record(job, done=True, summary=summary, rows=rows, field=rec, uncertainty=unsure)
+        return FieldDone(
+            job.stem, job.path, list(job.files), summary, rows, rec, uncertainty=unsure
+        )
+    except (ImageError, ValueError, MemoryError, OSError) as exc:
+        what = (
+            "not enough memory: segment a crop, or a smaller plane"
+            if isinstance(exc, MemoryError)
+            else f"could not write its masks ({exc.strerror or exc}); check the file name's "
+            "length and the free space in --out"
+            if isinstance(exc, OSError)
+            else str(exc)
+        )
+        return FieldDone(job.stem, job.path, error=what)
+
+
+def table_rows(path: Path, stem: str, masks, objects, gray) -> tuple[list[dict], dict]:
+    """One field's object rows and its record for the well table (:mod:`.tables`)."""
+    from .plate import field_of
+    from .postprocess import instances
+    from .tables import object_rows
+
+    well, index = field_of(path)
+    everything = {n: objects.get(n) if n in objects else instances(m) for n, m in masks.items()}
+    info = {"image": stem, "well": well, "field": index}
+    rows = object_rows(everything, gray, counted=list(objects), info=info)
+    rec = {
+        "well": well or stem,
+        "pixels": int(next(iter(masks.values())).size),
+        "areas": {n: int(np.count_nonzero(m)) for n, m in masks.items()},
+        "objects": {n: [r["area"] for r in rows if r["class"] == n] for n in objects},
+    }
+    return rows, rec
+
+
+def run_fields(
+    jobs: Sequence[FieldJob],
+    *,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[FieldDone]:
+    """Run ``jobs`` and yield each field's result as it finishes.
+
+    ``workers`` ≤ 1 and no ``scheduler``: one after the other in this process
+    (``progress`` sees each field's tiles). Otherwise on dask: a local cluster
+    of ``workers`` processes (one thread each; give each job's ``threads`` its
+    share of the cores), or the cluster whose scheduler is at ``scheduler``
+    (e.g. ``tcp://10.0.0.5:8786``), whose workers must have this package and
+    read the images and ``--out`` at the same paths.
+    """
+    if workers <= 1 and not scheduler:
+        for job in jobs:
+            yield run_field(job, progress)
+        return
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise RuntimeError(
+            "parallel segmentation needs dask's distributed: pip install 'dask[distributed]'"
+        ) from exc
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=0,
+        )
+        client = Client(cluster)
+    try:
+        futures = [client.submit(run_field, job, pure=False) for job in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

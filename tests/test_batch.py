@@ -1,0 +1,135 @@
+"""A batch run can be interrupted and resumed, and spread over dask workers, with the same files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import tifffile
+
+from napari_cultureseg.cli import main
+from napari_cultureseg.core.batch import RECORDS
+from napari_cultureseg.core.synth import phase_culture
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _plate(tmp_path, n=3):
+    src = tmp_path / "plate"
+    src.mkdir()
+    for i in range(n):
+        tifffile.imwrite(src / f"A0{i + 1}_s1.tif", phase_culture((64, 80), seed=i)[0])
+    return src
+
+
+def _run(*args):
+    return main(["segment", *map(str, args), "--model", "tiny", "--quiet", "--diameter", "none"])
+
+
+def _outputs(out):
+    return {p.name: _md5(p) for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+
+def test_an_interrupted_run_resumes_without_losing_or_redoing_a_field(
+    tiny_bundle, tmp_path, capsys
+):
+    src = _plate(tmp_path)
+    whole = tmp_path / "whole"
+    assert _run(src, "--out", whole, "--table") == 0
+    expected = _outputs(whole)
+    out = tmp_path / "out"
+    assert _run(src, "--out", out, "--table") == 0
+    # as a kill leaves it: A02 had begun writing (a record not done, one mask whole, the
+    # rest absent), A03 had not started, and no table was written yet
+    rec = out / RECORDS / "A02_s1.json"
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "done": False}))
+    for name in ("A02_s1_debris.tif", "A02_s1_cell_instances.tif", "objects.csv"):
+        (out / name).unlink()
+    (out / RECORDS / "A03_s1.json").unlink()
+    for name in ("A03_s1_cell.tif", "A03_s1_debris.tif", "A03_s1_cell_instances.tif"):
+        (out / name).unlink()
+    kept = {n: (out / n).stat().st_mtime_ns for n in ("A01_s1_cell.tif", "A01_s1_debris.tif")}
+    capsys.readouterr()
+    # without --resume the run refuses and says how to go on
+    assert _run(src, "--out", out, "--table") == 2
+    assert "--resume" in capsys.readouterr().err
+    main(
+        [
+            "segment",
+            str(src),
+            "--out",
+            str(out),
+            "--model",
+            "tiny",
+            "--table",
+            "--resume",
+            "--diameter",
+            "none",
+        ]
+    )
+    said = capsys.readouterr().out
+    assert "1 of 3 field(s) were done already" in said
+    assert "A01_s1.tif" not in said and "A02_s1.tif" in said and "A03_s1.tif" in said
+    # the finished field was not written again; everything equals an uninterrupted run
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
+    assert _outputs(out) == expected
+    # resuming a finished run does nothing and still gives the tables
+    assert _run(src, "--out", out, "--table", "--resume") == 0
+    assert _outputs(out) == expected
+
+
+def test_a_file_that_no_run_of_ours_wrote_is_never_overwritten_by_resume(tiny_bundle, tmp_path):
+    src = _plate(tmp_path, n=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    tifffile.imwrite(out / "A01_s1_cell.tif", phase_culture((8, 8), seed=9)[0])  # the user's
+    before = _md5(out / "A01_s1_cell.tif")
+    assert _run(src, "--out", out, "--resume") == 2
+    assert _md5(out / "A01_s1_cell.tif") == before
+
+
+@pytest.mark.parametrize("how", ["workers", "scheduler"])
+def test_dask_workers_write_what_one_process_writes(tiny_bundle, tmp_path, how):
+    src = _plate(tmp_path)
+    serial = tmp_path / "serial"
+    assert _run(src, "--out", serial, "--table") == 0
+    out = tmp_path / "dask"
+    if how == "workers":
+        assert _run(src, "--out", out, "--table", "--workers", "2") == 0
+    else:  # a cluster that is already running, reached by its address
+        from distributed import LocalCluster
+
+        with LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster:
+            assert _run(src, "--out", out, "--table", "--scheduler", cluster.scheduler_address) == 0
+    assert _outputs(out) == _outputs(serial)
+
+
+def test_rank_lists_the_fields_most_uncertain_first(tiny_bundle, tmp_path):
+    import csv
+
+    import numpy as np
+
+    from napari_cultureseg.core.bundles import ClassSpec
+    from napari_cultureseg.core.segment import Segmentation, segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    sure = Segmentation(np.zeros((1, 8, 8), np.float32), (ClassSpec("a"),))
+    unsure = Segmentation(np.full((1, 8, 8), 0.5, np.float32), (ClassSpec("a"),))
+    assert sure.uncertainty() < 1e-4 and abs(unsure.uncertainty() - 1.0) < 1e-6
+    src = _plate(tmp_path)
+    out = tmp_path / "out"
+    assert _run(src, "--out", out, "--rank") == 0
+    with open(out / "rank.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    values = [float(r["uncertainty"]) for r in rows]
+    assert values == sorted(values, reverse=True) and len(set(values)) == 3
+    assert {r["well"] for r in rows} == {"A01", "A02", "A03"}
+    image = tifffile.imread(src / f"{rows[0]['image']}.tif")
+    direct = run_to_end(segment(tiny_bundle, image, device="cpu")).uncertainty()
+    assert abs(direct - values[0]) < 1e-5
