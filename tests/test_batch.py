@@ -133,3 +133,27 @@ def test_rank_lists_the_fields_most_uncertain_first(tiny_bundle, tmp_path):
     image = tifffile.imread(src / f"{rows[0]['image']}.tif")
     direct = run_to_end(segment(tiny_bundle, image, device="cpu")).uncertainty()
     assert abs(direct - values[0]) < 1e-5
+
+
+def test_resume_never_replaces_a_table_that_no_run_of_ours_wrote(tiny_bundle, tmp_path):
+    src = _plate(tmp_path, n=1)
+    out = tmp_path / "out"
+    assert _run(src, "--out", out) == 0  # masks, records; no tables yet
+    (out / "objects.csv").write_text("the user's own table\n")
+    assert _run(src, "--out", out, "--table", "--resume") == 2
+    assert (out / "objects.csv").read_text() == "the user's own table\n"
+
+
+def test_a_field_job_writes_only_the_files_planned_for_it(tiny_bundle, tmp_path):
+    from napari_cultureseg.core.batch import FieldJob, run_field
+
+    src = _plate(tmp_path, n=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    planned = ("A01_s1_cell.tif",)  # the debris mask and the instances are not planned
+    job = FieldJob(
+        str(src / "A01_s1.tif"), "A01_s1", str(out), planned, "tiny", {"diameter": "none"}
+    )
+    done = run_field(job)
+    assert done.error and "not planned" in done.error
+    assert not (out / "A01_s1_debris.tif").exists()

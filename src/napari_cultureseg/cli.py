@@ -207,7 +207,14 @@ def cmd_plate(args) -> int:
 def cmd_segment(args) -> int:
     from tqdm import tqdm
 
-    from .core.batch import FieldJob, finished, read_record, run_fields, write_atomic
+    from .core.batch import (
+        FieldJob,
+        finished,
+        output_files,
+        read_record,
+        run_fields,
+        write_atomic,
+    )
     from .core.bundles import load_bundle, safe_name
 
     _check_options(args)
@@ -225,10 +232,7 @@ def cmd_segment(args) -> int:
     # every output of the batch, decided before anything is written
     planned: dict[Path, list[str]] = {}
     for path in images:
-        files = [f"{stems[path]}_{n}.tif" for n in names]
-        files += [f"{stems[path]}_{c.name}_instances.tif" for c in cfg.classes if c.instances]
-        files += [f"{stems[path]}_{c.name}_prob.tif" for c in cfg.classes] if args.prob else []
-        planned[path] = files
+        planned[path] = list(output_files(stems[path], cfg.classes, cfg.derived, prob=args.prob))
     tables = ["objects.csv", "wells.csv"] if args.table else []
     tables += ["rank.csv"] if args.rank else []
     inputs = {p.resolve() for p in images}
@@ -256,13 +260,23 @@ def cmd_segment(args) -> int:
             failed += 1
         if not args.resume and read_record(out, stems[path]) is not None:
             earlier.append(stems[path])
-    clash += [t for t in tables if _inside(out, t).exists() and not (args.overwrite or args.resume)]
+    ours = _own_outputs(out)  # a resumed run rewrites only the tables a run of ours wrote
+    clash += [
+        t
+        for t in tables
+        if _inside(out, t).exists() and not (args.overwrite or (args.resume and t in ours))
+    ]
     if clash or (earlier and not args.overwrite):
         shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
+        what = (
+            f"{len(clash)} output file(s) exist already in {out} ({shown})"
+            if clash
+            else f"an earlier run left records of {len(earlier)} field(s) in {out} "
+            f"({', '.join(earlier[:4])})"
+        )
         raise OutputError(
-            f"{len(clash) or len(earlier)} output file(s) exist already in {out} "
-            f"({shown or ', '.join(earlier[:4])}); nothing was written. Give another --out, "
-            "--resume to continue an interrupted run there, or --overwrite to replace them"
+            f"{what}; nothing was written. Give another --out, --resume to continue an "
+            "interrupted run there, or --overwrite to replace them"
         )
     workers = max(1, args.workers)
     threads = args.threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0)

@@ -150,21 +150,26 @@ class PlateWidget(Container):
             + ("" if self.wells else "; no wells.csv in the results folder")
         )
 
-    def segmented(self, field) -> bool:
+    def field_status(self, field) -> tuple[bool, float | None]:
+        """Whether ``field`` has masks in the results folder, and the model's uncertainty
+        there (from the field's record, one read)."""
         stem = Path(field.path()).stem
         rec = read_record(self.results.value, stem)
-        if rec is not None:
-            return bool(rec.get("done"))
-        return any(Path(self.results.value).glob(f"{stem}_*.tif"))
+        if rec is None:
+            return any(Path(self.results.value).glob(f"{stem}_*.tif")), None
+        done = bool(rec.get("done"))
+        return done, rec.get("uncertainty") if done else None
+
+    def segmented(self, field) -> bool:
+        return self.field_status(field)[0]
 
     def uncertainty(self, field) -> float | None:
-        rec = read_record(self.results.value, Path(field.path()).stem) or {}
-        return rec.get("uncertainty") if rec.get("done") else None
+        return self.field_status(field)[1]
 
     def _field_label(self, f) -> str:
-        if not self.segmented(f):
+        done, u = self.field_status(f)
+        if not done:
             return f"{f.key} (not segmented)"
-        u = self.uncertainty(f)
         return f"{f.key} (segmented" + (f", uncertainty {u:.3f})" if u is not None else ")")
 
     def statistic_of(self, well: str) -> float | None:

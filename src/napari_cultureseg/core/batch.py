@@ -130,16 +130,22 @@ def write_tif(path: Path, data) -> None:
     write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
 
 
-_BUNDLES: dict[str, object] = {}
+def output_files(stem: str, classes, derived=(), *, prob: bool = False) -> tuple[str, ...]:
+    """Every file one field writes into ``--out``: ``<stem>_<class>.tif`` per class and
+    derived class, ``<stem>_<class>_instances.tif`` per counted class, and with
+    ``prob`` ``<stem>_<class>_prob.tif`` per predicted class."""
+    files = [f"{stem}_{n}.tif" for n in [c.name for c in classes] + [d.name for d in derived]]
+    files += [f"{stem}_{c.name}_instances.tif" for c in classes if c.instances]
+    files += [f"{stem}_{c.name}_prob.tif" for c in classes] if prob else []
+    return tuple(files)
 
 
-def _bundle(model: str):
-    """Each process loads a model once."""
-    if model not in _BUNDLES:
-        from .bundles import load_bundle
-
-        _BUNDLES[model] = load_bundle(model)
-    return _BUNDLES[model]
+def _planned(job: FieldJob, name: str) -> Path:
+    """``job.out / name``, refused unless ``name`` is one of the files planned (and checked to
+    lie inside ``--out``) for this field: nothing else is ever written."""
+    if name not in job.files:
+        raise ValueError(f"{name} was not planned for {job.stem}; nothing else is written")
+    return Path(job.out) / name
 
 
 def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None) -> FieldDone:
@@ -154,13 +160,14 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
     from .segment import segment
 
     o = job.options
-    out = Path(job.out)
     try:
         if o.get("threads"):
             import torch
 
             torch.set_num_threads(int(o["threads"]))
-        bundle = _bundle(job.model)
+        from .bundles import load_bundle
+
+        bundle = load_bundle(job.model)  # cached per process
         plane = read_image(job.path, plane=o.get("plane"))
         zoom, how = choose_zoom(
             bundle,
@@ -198,14 +205,14 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
         masks = result.masks()
         objects = {}
         for name, mask in masks.items():
-            write_tif(out / f"{job.stem}_{name}.tif", mask.astype("uint8"))
+            write_tif(_planned(job, f"{job.stem}_{name}.tif"), mask.astype("uint8"))
             if getattr(result.spec(name), "instances", False):
                 release_memory()
                 objects[name] = result.instances(name, mask)
-                write_tif(out / f"{job.stem}_{name}_instances.tif", objects[name])
+                write_tif(_planned(job, f"{job.stem}_{name}_instances.tif"), objects[name])
         if o.get("prob"):
             for k, c in enumerate(result.classes):
-                write_tif(out / f"{job.stem}_{c.name}_prob.tif", result.probability(k))
+                write_tif(_planned(job, f"{job.stem}_{c.name}_prob.tif"), result.probability(k))
         rows, rec = (
             table_rows(Path(job.path), job.stem, masks, objects, gray)
             if o.get("table")
