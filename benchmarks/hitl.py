@@ -43,6 +43,107 @@ def scores(bundle, truths, diameter="auto") -> dict:
     }
 
 
+def corrected_samples(fields, base, held: str, painted_distances: str = "lone") -> list:
+    """Fields "corrected" with their ground truth, as the Fine-tune widget sees painted
+    corrections: the masks are known, a distance or border channel only on lone objects
+    (``painted_distances="unknown"``: nowhere)."""
+    from napari_cultureseg.core.bundles import distance_channels
+    from napari_cultureseg.core.datasets import Sample
+    from napari_cultureseg.core.images import to_model_input
+    from napari_cultureseg.core.targets import targets_from_masks
+
+    samples = []
+    for t in fields:
+        x = to_model_input(t.image, base.config.input)
+        masks = {c.name: t.masks[c.name] > 0 for c in base.config.classes}
+        target, valid = targets_from_masks(
+            masks, base.config.classes, x.shape[1:], derived_known=False
+        )
+        if painted_distances == "unknown":
+            for c in distance_channels(base.config.classes).values():
+                valid[c] = False
+        samples.append(Sample(t.name, x, target, valid, held))
+    return samples
+
+
+def fine_tuned(base, name: str, samples, seconds: float, threads: int):
+    """Fine-tune ``base`` on ``samples`` as the Fine-tune widget does (its defaults), for
+    ``seconds``: the job's result (no new version when the parent stayed better)."""
+    from napari_cultureseg.core.versions import fine_tune_job, finetune_config
+
+    cfg = finetune_config(steps=100000, val_every=50, threads=threads, max_seconds=seconds)
+    gen = fine_tune_job(base, name, samples, cfg)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def ranking(base, base_dir, fields, held: str, args) -> dict:
+    """The "correct next" ranking against chance: the experiment's fields are split once (seeded)
+    into a candidate pool and a fixed evaluation set; K fields of the pool are corrected
+    either as ranked by the model's uncertainty (``Segmentation.uncertainty``, what
+    ``cultureseg segment --rank`` and the Plate dock show) or drawn at random (several
+    draws), then fine-tuned for T seconds and scored on the same evaluation fields."""
+    import numpy as np
+
+    from napari_cultureseg.core.bundles import Bundle
+    from napari_cultureseg.core.scale import choose_zoom
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    k, seconds = int(args.ks.split(",")[0]), float(args.ts.split(",")[0])
+    rng = np.random.default_rng(0)
+    order = list(rng.permutation(len(fields)))
+    n_pool = max(k + 1, len(fields) // 2)
+    pool = [fields[i] for i in order[:n_pool]]
+    evaluation = [fields[i] for i in order[n_pool:]]
+
+    def uncertainty(image) -> float:  # as `cultureseg segment --rank` measures it
+        zoom, _ = choose_zoom(base, image, diameter="auto", device="cpu")
+        return run_to_end(segment(base, image, device="cpu", zoom=zoom)).uncertainty()
+
+    unsure = {t.name: uncertainty(t.image) for t in pool}
+    ranked = sorted(pool, key=lambda t: -unsure[t.name])[:k]
+    before = scores(base, evaluation)
+    print(f"{held}: pool {len(pool)}, evaluation {len(evaluation)}; uncertainty {unsure}")
+
+    def run(chosen, how):
+        result = fine_tuned(
+            base, base_dir.name, corrected_samples(chosen, base, held), seconds, args.threads
+        )
+        after = scores(Bundle.load(result.path), evaluation) if result.path else before
+        row = {"how": how, "fields": [t.name for t in chosen], "steps": result.steps}
+        row.update(after=after, gain={m: after[m] - before[m] for m in after})
+        print(row, flush=True)
+        return row
+
+    rows = [run(ranked, "ranked")]
+    draws = np.random.default_rng(1)
+    for _ in range(args.draws):
+        rows.append(run([pool[i] for i in draws.choice(len(pool), k, replace=False)], "random"))
+    random_gains = {
+        m: [r["gain"][m] for r in rows if r["how"] == "random"] for m in rows[0]["gain"]
+    }
+    return {
+        "experiment": held,
+        "k": k,
+        "seconds": seconds,
+        "pool": [t.name for t in pool],
+        "evaluated_on": [t.name for t in evaluation],
+        "uncertainty": unsure,
+        "before": before,
+        "runs": rows,
+        "ranked_gain": rows[0]["gain"],
+        "random_gain_mean": {m: float(np.mean(v)) for m, v in random_gains.items()},
+        "random_gain_sd": {
+            m: float(np.std(v, ddof=1)) if len(v) > 1 else None for m, v in random_gains.items()
+        },
+        "threads": args.threads,
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--experiment", default="210930MA20")
@@ -70,6 +171,13 @@ def main(argv=None) -> int:
         help="distance targets of corrected masks: known on lone (convex) objects, as the "
         "Fine-tune widget does, or unknown everywhere (releases before 2026-12)",
     )
+    ap.add_argument(
+        "--rank",
+        action="store_true",
+        help="compare fields chosen by the model's uncertainty with random ones (the first "
+        "of --ks and --ts; writes benchmarks/results/hitl_ranking_<experiment>.json)",
+    )
+    ap.add_argument("--draws", type=int, default=5, help="random draws with --rank")
     args = ap.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     ts = [float(t) for t in args.ts.split(",")]
@@ -85,9 +193,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from napari_cultureseg.core.bundles import Bundle
     from napari_cultureseg.core.evaluate import truth_from_folder
-    from napari_cultureseg.core.images import to_model_input
     from napari_cultureseg.core.training import prepare_from_config, run_training
-    from napari_cultureseg.core.versions import fine_tune_job, finetune_config
 
     config_path = ROOT / "configs" / "brightfield-nucleus-cell.yaml"
     held = args.experiment
@@ -114,6 +220,13 @@ def main(argv=None) -> int:
     fields = [
         t for t in truth_from_folder(DATA / "nucleus_cell", ["nucleus", "cell"]) if held in t.name
     ]
+    if args.rank:
+        out = ranking(base, base_dir, fields, held, args)
+        out["wall_seconds"] = time.perf_counter() - t0
+        path = ROOT / "benchmarks" / "results" / f"hitl_ranking_{held}.json"
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {path}")
+        return 0
     rng = np.random.default_rng(0)
     order = list(rng.permutation(len(fields)))
     corrected_pool = [fields[i] for i in order[: max(ks)]]
@@ -124,37 +237,11 @@ def main(argv=None) -> int:
     before = scores(base, evaluation)
     print("before", before)
 
-    from napari_cultureseg.core.bundles import distance_channels
-    from napari_cultureseg.core.datasets import Sample
-    from napari_cultureseg.core.targets import targets_from_masks
-
     runs = []
     for k in ks:
-        samples = []
-        for t in corrected_pool[:k]:
-            x = to_model_input(t.image, base.config.input)
-            # as the Fine-tune widget sees corrections painted in napari: the masks are
-            # known, a distance or border channel is not (touching objects are one there)
-            masks = {c.name: t.masks[c.name] > 0 for c in base.config.classes}
-            target, valid = targets_from_masks(
-                masks, base.config.classes, x.shape[1:], derived_known=False
-            )
-            if args.painted_distances == "unknown":
-                for c in distance_channels(base.config.classes).values():
-                    valid[c] = False
-            samples.append(Sample(t.name, x, target, valid, held))
+        samples = corrected_samples(corrected_pool[:k], base, held, args.painted_distances)
         for seconds in ts:
-            # the Fine-tune widget's recipe (its defaults), with a time budget instead of steps
-            cfg = finetune_config(
-                steps=100000, val_every=50, threads=args.threads, max_seconds=seconds
-            )
-            gen = fine_tune_job(base, base_dir.name, samples, cfg)
-            while True:
-                try:
-                    next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
+            result = fine_tuned(base, base_dir.name, samples, seconds, args.threads)
             # no new version when fine-tuning did not beat the parent: the parent is what remains
             after = scores(Bundle.load(result.path), evaluation) if result.path else before
             row = {

@@ -7,11 +7,8 @@ post-processing), median of 3 runs after one warm-up, with N torch threads, twic
 per model in alternation: as `segment` runs by default (tiles grown to fit the
 image, `tiling.fit_tile`) and with the bundle's fixed tile (the baseline; 9 tiles
 of 512² for 1024²), so their ratio is measured in one run under the same load
-(default: all cores; on a machine where other work
-runs, one thread measures cleanly what two threads would not) (default: all cores; on a
-machine where other work
-runs, one thread measures cleanly what two threads would not). Writes
-benchmarks/results/speed.json.
+(default: all cores; on a machine where other work runs, one thread measures
+cleanly what two threads would not). Writes benchmarks/results/speed.json.
 """
 
 from __future__ import annotations

@@ -157,3 +157,43 @@ def test_a_field_job_writes_only_the_files_planned_for_it(tiny_bundle, tmp_path)
     done = run_field(job)
     assert done.error and "not planned" in done.error
     assert not (out / "A01_s1_debris.tif").exists()
+
+
+def test_ome_zarr_output_holds_the_image_and_named_coloured_masks(tiny_bundle, tmp_path):
+    """--format ome-zarr: one OME-Zarr image per field, its masks as label images named after
+    the classes, coloured as the model colours them, equal to the TIFF masks of a tif run;
+    read back by ome-zarr's own reader (what napari-ome-zarr uses)."""
+    pytest.importorskip("ome_zarr")
+    import numpy as np
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from napari_cultureseg.core.bundles import load_bundle
+    from napari_cultureseg.core.omezarr import read_labels, rgba
+
+    src = _plate(tmp_path, n=2)
+    tif, zarr_out = tmp_path / "tif", tmp_path / "zarr"
+    assert _run(src, "--out", tif) == 0
+    assert _run(src, "--out", zarr_out, "--format", "ome-zarr", "--table") == 0
+    fields = sorted(p.name for p in zarr_out.iterdir() if not p.name.startswith("."))
+    assert fields == ["A01_s1.ome.zarr", "A02_s1.ome.zarr", "objects.csv", "wells.csv"]
+    classes = load_bundle("tiny").config.classes
+    for stem in ("A01_s1", "A02_s1"):
+        labels = read_labels(zarr_out / f"{stem}.ome.zarr")
+        for c in classes:
+            mask = tifffile.imread(tif / f"{stem}_{c.name}.tif")
+            np.testing.assert_array_equal(labels[c.name], mask)
+            if c.instances:
+                inst = tifffile.imread(tif / f"{stem}_{c.name}_instances.tif")
+                np.testing.assert_array_equal(labels[f"{c.name}_instances"], inst)
+        nodes = list(Reader(parse_url(str(zarr_out / f"{stem}.ome.zarr")))())
+        image = np.asarray(nodes[0].data[0])
+        np.testing.assert_array_equal(image, tifffile.imread(src / f"{stem}.tif"))
+        colours = {n.metadata.get("name"): n.metadata.get("color") for n in nodes[1:]}
+        for c in classes:
+            expected = [v / 255 for v in rgba(c.colour)]
+            assert np.allclose(colours[c.name][1], expected)
+    # a resumed run finds every field done: nothing is rewritten
+    stamp = (zarr_out / "A01_s1.ome.zarr" / ".zattrs").stat().st_mtime_ns
+    assert _run(src, "--out", zarr_out, "--format", "ome-zarr", "--table", "--resume") == 0
+    assert (zarr_out / "A01_s1.ome.zarr" / ".zattrs").stat().st_mtime_ns == stamp

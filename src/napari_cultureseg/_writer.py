@@ -1,7 +1,11 @@
-"""npe2 writer: the class Labels layers of an image saved as the CLI saves them.
+"""npe2 writers: the class Labels layers of an image saved as the CLI saves them.
 
-One zlib TIFF per layer: ``<name>.tif`` for a single layer, ``<stem>_<layer>.tif``
-beside the chosen file for several (as ``cultureseg segment`` names
+:func:`write_ome_zarr`: the image and its class layers as one OME-Zarr image
+(``.ome.zarr``), every layer a label image named after its class and coloured
+like it (``cultureseg segment --format ome-zarr`` writes the same).
+
+:func:`write_labels`: one zlib TIFF per layer: ``<name>.tif`` for a single layer,
+``<stem>_<layer>.tif`` beside the chosen file for several (as ``cultureseg segment`` names
 ``<image>_<class>.tif``), masks as 0/1 uint8 and objects as labels, with the
 class name and colour in the TIFF's description. It never overwrites a file
 napari did not ask about: when a second file exists it refuses, naming it.
@@ -79,3 +83,45 @@ def _class_of(meta: dict) -> str:
         return str(ours["class"])
     name = str(meta.get("name") or "")
     return name.split(" · ", 1)[1] if " · " in name else name  # "<image> · cell · objects"
+
+
+def write_ome_zarr(path: str, layer_data: list[tuple]) -> list[str]:
+    """Write one Image layer and its Labels layers as an OME-Zarr image; returns the path."""
+    from .core.omezarr import write_field
+
+    target = Path(path)
+    if not target.name.endswith(".zarr"):
+        target = target.with_name(target.name + ".ome.zarr")
+    images = [(np.asarray(d), m) for d, m, kind in layer_data if kind == "image"]
+    layers = [(np.asarray(d), m) for d, m, kind in layer_data if kind == "labels"]
+    if len(images) != 1 or not layers:
+        raise WriteError(
+            "select one image and its class layers (Labels) to save them as OME-Zarr; "
+            f"selected: {len(images)} image(s), {len(layers)} Labels layer(s)"
+        )
+    if target.exists():
+        raise WriteError(f"{target} exists already; nothing was written. Choose another name")
+    image, _ = images[0]
+    masks, colours, others = {}, {}, {}
+    for data, meta in layers:
+        name = _safe(_class_of(meta))
+        if name in masks or name in others:
+            raise WriteError(f"two selected layers are both {name!r}; rename one")
+        if data.shape != image.shape[: data.ndim] or data.ndim != 2:
+            raise WriteError(
+                f"layer {meta.get('name')!r} is {data.shape}, the image {image.shape[:2]}: "
+                "select the image the class layers belong to"
+            )
+        if data.dtype.kind not in "uib" or int(data.min(initial=0)) < 0:
+            raise WriteError(f"layer {meta.get('name')!r} is not labels")
+        if int(data.max(initial=0)) <= 1:
+            masks[name] = data.astype(np.uint8, copy=False)
+            ours = (meta.get("metadata") or {}).get("cultureseg") or {}
+            colours[name] = str(ours.get("colour") or "#ff4040")
+        else:
+            others[name] = data
+    try:
+        write_field(target, image, masks, colours, others)
+    except ValueError as exc:
+        raise WriteError(str(exc)) from exc
+    return [str(target)]

@@ -18,21 +18,11 @@ from pathlib import Path
 
 from .core.images import SUFFIXES
 
-MANIFEST = ".cultureseg-outputs.json"
 """Written into ``--out``: the files this tool wrote there, never taken as inputs again."""
 
 
 class OutputError(ValueError):
     """An output folder or file that cannot be written as asked; the message says what to do."""
-
-
-def _own_outputs(folder: Path) -> set[str]:
-    import json
-
-    try:
-        return set(json.loads((folder / MANIFEST).read_text()).get("files", []))
-    except (OSError, ValueError, AttributeError):
-        return set()
 
 
 def _is_output_name(name: str, classes: list[str], stems: set[str]) -> bool:
@@ -69,7 +59,9 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
                 if f.suffix.lower() in SUFFIXES and not f.name.startswith(".")
             )
             marked = [f for f in files if f.stem.endswith("_image")]
-            own = _own_outputs(p)
+            from .core.batch import own_outputs
+
+            own = own_outputs(p)
             stems = {f.stem for f in files}
             out.extend(
                 marked
@@ -138,15 +130,6 @@ def _inside(out: Path, name: str) -> Path:
     return path
 
 
-def _record_outputs(out: Path, names: list[str]) -> None:
-    import json
-
-    files = sorted(_own_outputs(out) | set(names))
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"files": files}, indent=0) + "\n")
-    os.replace(tmp, out / MANIFEST)
-
-
 def cmd_models(args) -> int:
     from .core.bundles import DEFAULT_MODEL, Bundle, BundleError, list_bundles
 
@@ -208,12 +191,16 @@ def cmd_segment(args) -> int:
     from tqdm import tqdm
 
     from .core.batch import (
+        TABLES,
         FieldJob,
         finished,
         output_files,
+        own_outputs,
         read_record,
+        record_outputs,
         run_fields,
         write_atomic,
+        write_tables,
     )
     from .core.bundles import load_bundle, safe_name
 
@@ -232,8 +219,10 @@ def cmd_segment(args) -> int:
     # every output of the batch, decided before anything is written
     planned: dict[Path, list[str]] = {}
     for path in images:
-        planned[path] = list(output_files(stems[path], cfg.classes, cfg.derived, prob=args.prob))
-    tables = ["objects.csv", "wells.csv"] if args.table else []
+        planned[path] = list(
+            output_files(stems[path], cfg.classes, cfg.derived, prob=args.prob, fmt=args.format)
+        )
+    tables = list(TABLES) if args.table else []
     tables += ["rank.csv"] if args.rank else []
     inputs = {p.resolve() for p in images}
     clash, failed, earlier = [], 0, []
@@ -260,7 +249,7 @@ def cmd_segment(args) -> int:
             failed += 1
         if not args.resume and read_record(out, stems[path]) is not None:
             earlier.append(stems[path])
-    ours = _own_outputs(out)  # a resumed run rewrites only the tables a run of ours wrote
+    ours = own_outputs(out)  # a resumed run rewrites only the tables a run of ours wrote
     clash += [
         t
         for t in tables
@@ -291,6 +280,7 @@ def cmd_segment(args) -> int:
         "plane": args.plane,
         "prob": args.prob,
         "table": args.table,
+        "format": args.format,
         "threads": threads,
     }
     jobs = [
@@ -333,17 +323,12 @@ def cmd_segment(args) -> int:
                 fields.write(f"failed: {r.path}: {r.error}", file=sys.stderr)
                 continue
             results[r.stem] = r
-            _record_outputs(out, r.files)
+            record_outputs(out, r.files)
             if not args.quiet:
                 fields.write(f"{Path(r.path).name}: {r.summary}")
     done = [results[j.stem] for j in jobs if j.stem in results]  # in the images' order
     if args.table:
-        from .core.tables import well_rows, write_csv
-
-        objects = [row for r in done for row in r.rows]
-        records = [r.field_record for r in done if r.field_record]
-        for name, rows in (("objects.csv", objects), ("wells.csv", well_rows(records))):
-            write_atomic(_inside(out, name), lambda tmp, r=rows: write_csv(tmp, r))
+        write_tables(out, done)
         if not args.quiet:
             print(f"tables: {out / 'objects.csv'}, {out / 'wells.csv'}")
     if args.rank:
@@ -367,7 +352,7 @@ def cmd_segment(args) -> int:
         if not args.quiet:
             print(f"correct next: {out / 'rank.csv'} (most uncertain field first)")
     if tables:
-        _record_outputs(out, tables)
+        record_outputs(out, tables)
     if failed:
         print(
             f"{failed} of {len(images)} image(s) failed; the others were segmented", file=sys.stderr
@@ -377,6 +362,10 @@ def cmd_segment(args) -> int:
 
 def _check_options(args) -> None:
     """Refuse option values that cannot mean what the user wants, with what to give instead."""
+    if getattr(args, "format", "tif") == "ome-zarr":
+        from .core.omezarr import need
+
+        need()
     if args.overlap is not None and not 0.0 <= args.overlap <= 0.9:
         raise ValueError(
             f"--overlap {args.overlap} is outside 0-0.9; give a fraction of the tile, e.g. 0.25"
@@ -513,6 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--prob", action="store_true", help="also write <image>_<class>_prob.tif")
+    p.add_argument(
+        "--format",
+        choices=("tif", "ome-zarr"),
+        default="tif",
+        help="tif: one mask TIFF per class (default); ome-zarr: one <image>.ome.zarr per "
+        "image, the image and its masks as coloured, named label images (napari-ome-zarr, "
+        "Fiji, QuPath read them; needs pip install 'napari-cultureseg[ome-zarr]')",
+    )
     p.add_argument(
         "--table",
         action="store_true",

@@ -177,6 +177,29 @@ def test_returned_bundle_saves_loads_and_segments_discs(trained, tmp_path):
     assert dice > max(0.7, 2 * chance)
 
 
+def test_bf16_training_learns_and_saves_plain_weights(tmp_path):
+    """bfloat16 autocast with channels-last layout: the discs are still learnt, the lineage
+    says bf16, and the saved weights are ordinary row-major float32 tensors."""
+    reports, bundle = _run(fine_tune(MODEL, TRAIN, VAL, replace(CFG, precision="bf16")))
+    assert np.mean([r.loss for r in reports[-5:]]) < 0.6 * np.mean([r.loss for r in reports[:5]])
+    assert bundle.config.lineage["training"]["precision"] == "bf16"
+    assert max(r.val_dice["disc"] for r in reports if r.val_dice) > 0.7
+    weights = bundle.state_dict()
+    assert all(w.is_contiguous() for w in weights.values())
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
+    loaded = Bundle.load(bundle.save(tmp_path / "discs-bf16"))
+    raw, truth = _raw_discs(999)
+    pred = run_to_end(segment(loaded, raw, device="cpu")).masks()["disc"]
+    assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.7
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision must be fp32, bf16 or auto"):
+        TrainConfig(precision="fp16")
+    _, bundle = _run(fine_tune(MODEL, TRAIN[:2], [], replace(CFG, steps=2, precision="fp32")))
+    assert bundle.config.lineage["training"]["precision"] == "fp32"
+
+
 def test_garbage_behind_unknown_pixels_changes_nothing():
     """Training with noise where valid=False must equal training with clean targets there."""
     rng = np.random.default_rng(5)

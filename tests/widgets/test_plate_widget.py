@@ -73,3 +73,88 @@ def test_the_plate_grid_and_its_fields(make_napari_viewer, tiny_bundle, tmp_path
     assert [x.name for x in viewer.layers] == ["A02_s1", "A02_s1 · cell", "A02_s1 · debris"]
     assert not viewer.layers["A02_s1 · cell"].data.any()
     assert "not segmented yet" in w.status.value
+
+
+def test_next_field_reuses_the_layers_and_keeps_workspaces_apart(
+    make_napari_viewer, tiny_bundle, tmp_path, qtbot
+):
+    """Browsing reuses the image and class layers (napari adds and removes layers slowly),
+    yet an edit after the move reaches the new field's workspace only, the last field's
+    saved correction stays as it was, and undo does not bring the last field back."""
+    from napari_cultureseg._widgets._session import session_for
+
+    src, out = _plate(tmp_path)
+    viewer = make_napari_viewer()
+    w = PlateWidget(viewer)
+    w.folder.value, w.results.value, w.model.value = src, out, "tiny"
+    w.open_plate()
+    w.field.value = "A01_f1"
+    before = {id(x) for x in viewer.layers}
+    cell = viewer.layers["A01_s1 · cell"]
+    first = cell.data.copy()
+    first[0:10, 0:10] = 1
+    cell.data = first  # a correction on A01_s1
+    w.step(1)
+    assert w.field.value == "A01_f2"
+    assert {id(x) for x in viewer.layers} == before  # the same layers, renamed and refilled
+    assert [x.name for x in viewer.layers] == ["A01_s2", "A01_s2 · cell", "A01_s2 · debris"]
+    np.testing.assert_array_equal(viewer.layers[0].data, tifffile.imread(src / "A01_s2.tif"))
+    np.testing.assert_array_equal(cell.data > 0, tifffile.imread(out / "A01_s2_cell.tif") > 0)
+    assert cell.metadata["cultureseg"]["image"] == "A01_s2"
+    second = cell.data.copy()
+    second[40:50, 40:50] = 1
+    cell.data = second  # a correction on A01_s2, in the reused layer
+    session_for(viewer).flush()
+    w.step(-1)  # back to A01_s1: its own correction, untouched by the edit on A01_s2
+    np.testing.assert_array_equal(cell.data, first)
+    w.step(1)
+    np.testing.assert_array_equal(cell.data, second)
+    cell.undo()  # nothing to undo on this field: it was just opened
+    np.testing.assert_array_equal(cell.data, second)
+
+
+def test_segmenting_the_plate_in_the_background(make_napari_viewer, tiny_bundle, tmp_path, qtbot):
+    """The dock segments the fields not done yet in a worker thread: the open field shows
+    its masks when they come, with the user's correction kept; done fields are not redone;
+    the tables grow the new well; a folder with someone else's masks is not written into."""
+    src, out = _plate(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("A01_s1_*.tif")}
+    viewer = make_napari_viewer()
+    w = PlateWidget(viewer)
+    w.folder.value, w.results.value, w.model.value = src, out, "tiny"
+    w.open_plate()
+    w.field.value = "A02_f1"  # not segmented: empty layers
+    layer = viewer.layers["A02_s1 · cell"]
+    painted = layer.data.copy()
+    painted[2:12, 2:12] = 1
+    layer.data = painted  # the user paints before the model has run
+    w.segment_plate()
+    assert w.worker is not None and not w.segment_button.enabled
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
+    assert (out / "A02_s1_cell.tif").is_file()
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("A01_s1_*.tif")} == before
+    model = tifffile.imread(out / "A02_s1_cell.tif") > 0
+    shown = viewer.layers["A02_s1 · cell"].data > 0
+    assert shown[2:12, 2:12].all()  # the correction survives the model's masks
+    outside = np.ones_like(shown)
+    outside[:20, :20] = False  # beyond the reviewed margin the model's mask shows
+    np.testing.assert_array_equal(shown[outside], model[outside])
+    shown_choices = [w.field.native.itemText(i) for i in range(w.field.native.count())]
+    assert any(t.startswith("A02_f1 (segmented") for t in shown_choices)
+    assert w.field.value == "A02_f1"  # the open field stayed open while the labels changed
+    with open(out / "wells.csv") as f:
+        assert {r["well"] for r in csv.DictReader(f)} == {"A01", "A02", "B03"}
+    w.statistic.value = SEGMENTED
+    assert w.grid.item(0, 1).text() == "1"
+
+    other = tmp_path / "theirs"
+    other.mkdir()
+    theirs = np.ones((64, 80), np.uint8)
+    tifffile.imwrite(other / "A01_s1_cell.tif", theirs)
+    w.results.value = other
+    w.open_plate()
+    w.segment_plate()
+    assert "left out" in w.status.value and "A01_s1" in w.status.value
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    np.testing.assert_array_equal(tifffile.imread(other / "A01_s1_cell.tif"), theirs)
+    assert (other / "B03_s1_cell.tif").is_file()

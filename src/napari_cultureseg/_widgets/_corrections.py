@@ -57,6 +57,7 @@ class Corrections:
         self.derived: dict[str, tuple] = {}
         self._dirty: set[str] = set()
         self._kinds: dict[str, set[str]] = {}  # edit kinds seen per class since the last sync
+        self._bound: list[tuple] = []  # (event, callback) this workspace listens to
 
     def ensure_classes(self, classes) -> None:
         """Add classes a (new) model predicts that this workspace does not have yet."""
@@ -96,10 +97,59 @@ class Corrections:
         layer.editable = editable
         if editable and cls not in self.layers:
             for event in (layer.events.paint, layer.events.data, layer.events.labels_update):
-                event.connect(lambda _e, c=cls, lay=layer: self._mark(c, lay))
+                callback = event.connect(lambda _e, c=cls, lay=layer: self._mark(c, lay))
+                self._bound.append((event, callback))
         if editable:
             self.layers[cls] = layer
         return layer
+
+    def release(self) -> dict[str, Labels]:
+        """Save, then let go of the class layers: they stay in the viewer but no longer
+        write to this workspace. Returns them by class (derived classes included), for
+        :meth:`adopt` by the next image's workspace."""
+        self.flush()
+        for event, callback in self._bound:
+            event.disconnect(callback)
+        self._bound.clear()
+        out = {}
+        for cls in [*self.ws.class_names, *self.derived]:
+            name = layer_name(self.image_name, cls)
+            if name in self.viewer.layers and isinstance(self.viewer.layers[name], Labels):
+                out[cls] = self.viewer.layers[name]
+        self.layers.clear()
+        return out
+
+    def adopt(self, layers: dict[str, Labels]) -> dict[str, Labels]:
+        """Show this workspace's saved masks in class layers another workspace
+        :meth:`release`-d (renamed, refilled, their undo history cleared) instead of
+        new ones: napari takes about half a second to remove a layer and another to
+        add one, a field browsed after another reuses them. Returns the layers not
+        adopted (classes this workspace does not have)."""
+        left = {}
+        for cls, layer in layers.items():
+            if cls not in self.ws.masks or cls in self.layers:
+                left[cls] = layer
+                continue
+            layer.name = layer_name(self.image_name, cls)
+            layer.data = self.ws.masks[cls].copy()  # before binding: not an edit
+            if hasattr(layer, "_reset_history"):  # undo must not bring the last image back
+                layer._reset_history()
+            for prop in ("scale", "translate"):  # set only when they differ: each redraws
+                value = np.asarray(getattr(self.image, prop))[-2:]
+                if not np.array_equal(np.asarray(getattr(layer, prop)), value):
+                    setattr(layer, prop, value)
+            colour = self.ws.colours.get(cls, "#ff4040")
+            if layer.metadata.get("cultureseg", {}).get("colour") != colour:
+                layer.colormap = class_colormap(colour)
+            layer.metadata["cultureseg"] = {
+                **layer.metadata.get("cultureseg", {}),
+                "class": cls,
+                "colour": colour,
+                "image": self.image_name,
+                "workspace": str(self.ws.folder),
+            }
+            self.layer_for(cls, colour)
+        return left
 
     def _mark(self, cls: str, layer=None) -> None:
         # the kind is read now, at the edit: the layer's mode may change before the next save

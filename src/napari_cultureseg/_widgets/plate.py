@@ -15,12 +15,20 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
-from napari.utils.notifications import show_error
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ..core.batch import read_record
+from ..core.batch import (
+    TABLES,
+    jobs_for,
+    own_outputs,
+    read_record,
+    record_outputs,
+    segment_fields,
+    write_tables,
+)
 from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
 from ..core.images import ImageError, read_image
 from ..core.plate import PlateError, discover_plate, well_position
@@ -79,6 +87,14 @@ class PlateWidget(Container):
             value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None),
         )
         self.open_button = PushButton(text="Open plate")
+        self.segment_button = PushButton(text="Segment the plate (in the background)")
+        self.segment_button.tooltip = (
+            "Segment every field not segmented yet into the results folder, one after "
+            "another, while you browse and correct; a field opened once it is done shows "
+            "its masks at once. Fields already done are skipped."
+        )
+        self.stop_button = PushButton(text="Stop (after this field)", enabled=False)
+        self.progress = ProgressBar(value=0, max=1, label="plate")
         # choices from callables: napari resets every dock's choices when layers change
         self._statistics: list = [SEGMENTED]
         self._fields: list = []
@@ -93,6 +109,9 @@ class PlateWidget(Container):
                 self.results,
                 self.model,
                 self.open_button,
+                self.segment_button,
+                self.stop_button,
+                self.progress,
                 self.statistic,
                 self.field,
                 self.prev_button,
@@ -103,14 +122,18 @@ class PlateWidget(Container):
         self.grid = QTableWidget()
         self.grid.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.grid.setMinimumHeight(220)
-        self.native.layout().insertWidget(5, self.grid)
+        self.native.layout().insertWidget(8, self.grid)
         self.plate = None
         self.wells: dict[str, dict[str, float]] = {}
         self._layers: list = []  # the layers this dock opened for the current field
         self._key: str | None = None  # the current field's workspace
+        self._open: str | None = None  # the current field's key
+        self.worker = None  # segmenting the plate
         self.session = session_for(napari_viewer)  # autosaves; shared with the other docks
         self.session.attach(self)
         self.open_button.changed.connect(self.open_plate)
+        self.segment_button.changed.connect(self.segment_plate)
+        self.stop_button.changed.connect(self.stop)
         self.statistic.changed.connect(self.colour_grid)
         self.field.changed.connect(self.open_field)
         self.prev_button.changed.connect(lambda: self.step(-1))
@@ -206,6 +229,127 @@ class PlateWidget(Container):
                 self.field.value = f.key
                 return
 
+    # ----------------------------------------------------------- segmenting
+    def segment_plate(self, *_):
+        """Segment the fields not done yet into the results folder, in a worker thread."""
+        if self.worker is not None:
+            return
+        if self.plate is None:
+            self.status.value = "open a plate first"
+            return
+        out = Path(self.results.value)
+        if str(self.results.value) in ("", ".") or not out.parent.is_dir():
+            self.status.value = "choose a results folder to segment into"
+            show_error("Plate: choose a results folder to segment into")
+            return
+        from ..core.bundles import load_bundle as load
+        from ..core.models import resolve_device
+
+        try:
+            out.mkdir(exist_ok=True)
+            load(self.model.value).network(resolve_device("auto"))  # native libraries: GUI thread
+            import os
+
+            options = {
+                "device": "auto",
+                "diameter": "auto",
+                "table": True,
+                "threads": max(1, (os.cpu_count() or 1) - 1),  # one core stays with napari
+            }
+            todo, done, refused = jobs_for(
+                [f.path() for f in self.plate.fields], out, self.model.value, options
+            )
+        except (OSError, ValueError) as exc:
+            self.status.value = f"not started: {exc}"
+            show_error(f"Plate: {exc}")
+            return
+        self._done = {d.stem: d for d in done}
+        self.progress.max, self.progress.value = max(1, len(todo) + len(done)), len(done)
+        note = (
+            f"; {len(refused)} field(s) left out: files of theirs in the results folder "
+            f"were not written by napari-cultureseg ({', '.join(refused[:3])})"
+            if refused
+            else ""
+        )
+        if not todo:
+            self.status.value = f"every field is segmented already{note}"
+            self._write_tables()
+            return
+        self.status.value = f"segmenting {len(todo)} field(s) in the background{note}"
+        self.segment_button.enabled, self.stop_button.enabled = False, True
+        from ._jobs import start_job
+
+        self.worker = start_job(
+            segment_fields,
+            todo,
+            yielded=self._on_field_done,
+            errored=self._on_error,
+            finished=self._on_segmented,
+        )
+
+    def stop(self, *_):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "stopping after this field…"
+
+    def _on_field_done(self, r):
+        self.progress.value = min(self.progress.max, self.progress.value + 1)
+        if r.error:
+            self.status.value = f"{Path(r.path).name} failed: {r.error}"
+            return
+        self._done[r.stem] = r
+        n = f"{self.progress.value}/{self.progress.max}"
+        self.status.value = f"segmented {Path(r.path).name} ({n})"
+        self._relabel_fields()
+        if self.statistic.value in (SEGMENTED, UNSURE):
+            self.colour_grid()
+        current = self._current_field()
+        if current is not None and Path(current.path()).stem == r.stem:
+            self.open_field(current.key, force=True)  # the open field's masks, at once
+
+    def _relabel_fields(self):
+        """Field choices with their current status, the open field staying open (magicgui
+        would select the first choice while it rebuilds them)."""
+        self._fields = [(self._field_label(f), f.key) for f in self.plate.fields]
+        with self.field.changed.blocked():
+            self.field.reset_choices()
+            if self._open is not None:
+                self.field.value = self._open
+
+    def _on_error(self, exc):
+        self.status.value = f"segmenting stopped: {exc}"
+        show_error(f"Plate: {exc}")
+
+    def _on_segmented(self):
+        stopped = self.progress.value < self.progress.max
+        self.worker = None
+        self.segment_button.enabled, self.stop_button.enabled = True, False
+        self._write_tables()
+        if stopped:
+            show_info("Plate: stopped; every field segmented so far is saved.")
+
+    def _write_tables(self):
+        """objects.csv and wells.csv of every segmented field, then the grid's statistics."""
+        out = Path(self.results.value)
+        ours = own_outputs(out)
+        if any((out / t).exists() and t not in ours for t in TABLES):
+            self.status.value += "; tables not written: objects.csv or wells.csv is not ours"
+            return
+        stems = [Path(f.path()).stem for f in self.plate.fields]
+        done = [self._done[s] for s in stems if s in self._done]
+        write_tables(out, done)
+        record_outputs(out, TABLES)
+        self.wells = read_wells(out / "wells.csv")
+        columns = sorted({k for v in self.wells.values() for k in v})
+        self._statistics = [SEGMENTED, UNSURE, *columns]
+        self.statistic.reset_choices()
+        self.colour_grid()
+
+    def _current_field(self):
+        if self.plate is None or not self._open:
+            return None
+        return next((f for f in self.plate.fields if f.key == self._open), None)
+
     # ----------------------------------------------------------------- fields
     def step(self, by: int):
         keys = list(self.field.choices)
@@ -215,9 +359,47 @@ class PlateWidget(Container):
         if 0 <= i < len(keys):
             self.field.value = keys[i]
 
-    def open_field(self, key=None):
-        if self.plate is None or not key:
-            return
+    def _reuse_image(self, plane: np.ndarray, path: Path):
+        """The last field's image layer showing ``plane`` instead (napari adds and removes
+        layers slowly), or None when there is none to reuse or it cannot show ``plane``."""
+        from napari.layers import Image
+
+        image = self._layers[0] if self._layers else None
+        rgb = plane.ndim == 3 and plane.shape[-1] in (3, 4)
+        if not isinstance(image, Image) or image not in self.viewer.layers or image.rgb != rgb:
+            return None
+        image.data = plane
+        image.metadata["path"] = str(path)
+        image.name = path.stem
+        if not rgb:
+            image.reset_contrast_limits_range()
+            image.reset_contrast_limits()
+        return image
+
+    def _saved_masks(self, stem: str, classes) -> dict[str, np.ndarray]:
+        """The masks of ``classes`` the results folder holds for a field (written with
+        ``--format tif`` or ``ome-zarr``)."""
+        import tifffile
+
+        out = Path(self.results.value)
+        masks = {
+            c.name: tifffile.imread(f) > 0
+            for c in classes
+            if (f := out / f"{stem}_{c.name}.tif").is_file()
+        }
+        zarr_field = out / f"{stem}.ome.zarr"
+        if not masks and zarr_field.is_dir():
+            from ..core.omezarr import read_labels
+
+            try:
+                masks = {k: v > 0 for k, v in read_labels(zarr_field).items()}
+            except (ValueError, OSError, KeyError) as exc:
+                self.status.value = f"{zarr_field.name} not read: {exc}"
+        return masks
+
+    def open_field(self, key=None, force: bool = False):
+        if self.plate is None or not key or (key == self._open and not force):
+            return  # (napari resets the choices when layers change: the same field stays)
         field = next(f for f in self.plate.fields if f.key == key)
         path = Path(field.path())
         try:
@@ -227,25 +409,29 @@ class PlateWidget(Container):
             show_error(str(exc))
             return
         last = self.session.corrections.pop(self._key, None) if self._key else None
-        if last is not None:
-            last.flush()  # the last field's corrections are on disk before it closes
-        for layer in self._layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        image = self.viewer.add_image(plane, name=path.stem, metadata={"path": str(path)})
+        # the last field's corrections are saved, and its class layers let go of its workspace
+        free = last.release() if last is not None else {}
+        image = self._reuse_image(plane, path)
+        if image is None:
+            for layer in [*self._layers, *free.values()]:
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+            free = {}
+            image = self.viewer.add_image(plane, name=path.stem, metadata={"path": str(path)})
         self._layers = [image]
         bundle = load_bundle(self.model.value)
         classes = bundle.config.classes
         self._key = workspace_key(image, plane, ())
         corr = self.session.corrections_for(image, plane, (), classes)
+        for layer in corr.adopt(free).values():  # classes the new field's workspace lacks
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
         corr.restore()
         shown = 0
+        saved = self._saved_masks(path.stem, classes)
         for spec in classes:
-            mask_file = Path(self.results.value) / f"{path.stem}_{spec.name}.tif"
-            if mask_file.is_file():
-                import tifffile
-
-                mask = tifffile.imread(mask_file) > 0
+            mask = saved.get(spec.name)
+            if mask is not None:
                 if mask.shape == plane.shape[:2]:
                     corr.set_from_model(
                         spec.name, spec.colour, mask, kind="segment", model=self.model.value
@@ -253,6 +439,7 @@ class PlateWidget(Container):
                     shown += 1
             if spec.name in corr.layers:
                 self._layers.append(corr.layers[spec.name])
+        self._open = key
         r, c = well_position(field.well)
         self.grid.setCurrentCell(r, c)
         self.status.value = f"{field.key}: {path.name}; " + (

@@ -65,6 +65,44 @@ class FieldDone:
     """:meth:`segment.Segmentation.uncertainty` of the field (ranks what to correct next)."""
 
 
+MANIFEST = ".cultureseg-outputs.json"
+"""File in ``--out`` listing every output our runs wrote there (tables are rewritten only
+when listed: a user's own ``objects.csv`` is never replaced)."""
+
+
+def own_outputs(out: str | Path) -> set[str]:
+    """The names of the files our runs wrote into ``out`` (see :data:`MANIFEST`)."""
+    try:
+        return set(json.loads((Path(out) / MANIFEST).read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def record_outputs(out: str | Path, names) -> None:
+    """Add ``names`` to the outputs of ours in ``out`` (atomically)."""
+    out = Path(out)
+    files = sorted(own_outputs(out) | set(names))
+    write_atomic(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps({"files": files}) + "\n"))
+
+
+TABLES = ("objects.csv", "wells.csv")
+
+
+def write_tables(out: str | Path, done: Sequence[FieldDone]) -> list[Path]:
+    """``objects.csv`` (one row per object) and ``wells.csv`` (one per well) of the
+    finished fields ``done`` (in the order given), each written atomically; their paths."""
+    from .tables import well_rows, write_csv
+
+    objects = [row for r in done for row in r.rows]
+    records = [r.field_record for r in done if r.field_record]
+    paths = []
+    for name, rows in zip(TABLES, (objects, well_rows(records)), strict=True):
+        path = Path(out) / name
+        write_atomic(path, lambda tmp, r=rows: write_csv(tmp, r))
+        paths.append(path)
+    return paths
+
+
 def record_path(out: str | Path, stem: str) -> Path:
     return Path(out) / RECORDS / f"{stem}.json"
 
@@ -84,7 +122,7 @@ def finished(job: FieldJob) -> FieldDone | None:
     rec = read_record(job.out, job.stem)
     if not rec or not rec.get("done") or tuple(rec.get("files", ())) != job.files:
         return None
-    if not all((Path(job.out) / f).is_file() for f in job.files):
+    if not all((Path(job.out) / f).exists() for f in job.files):  # (an OME-Zarr is a folder)
         return None
     return FieldDone(
         job.stem,
@@ -130,10 +168,19 @@ def write_tif(path: Path, data) -> None:
     write_atomic(path, lambda tmp: tifffile.imwrite(tmp, data, compression="zlib"))
 
 
-def output_files(stem: str, classes, derived=(), *, prob: bool = False) -> tuple[str, ...]:
+def output_files(
+    stem: str, classes, derived=(), *, prob: bool = False, fmt: str = "tif"
+) -> tuple[str, ...]:
     """Every file one field writes into ``--out``: ``<stem>_<class>.tif`` per class and
     derived class, ``<stem>_<class>_instances.tif`` per counted class, and with
-    ``prob`` ``<stem>_<class>_prob.tif`` per predicted class."""
+    ``prob`` ``<stem>_<class>_prob.tif`` per predicted class; with ``fmt="ome-zarr"``
+    one OME-Zarr image ``<stem>.ome.zarr`` holding the image and every mask as a label
+    image (:mod:`.omezarr`), and the probabilities as TIFFs."""
+    if fmt not in ("tif", "ome-zarr"):
+        raise ValueError(f"output format must be tif or ome-zarr, not {fmt!r}")
+    if fmt == "ome-zarr":
+        probs = tuple(f"{stem}_{c.name}_prob.tif" for c in classes) if prob else ()
+        return (f"{stem}.ome.zarr", *probs)
     files = [f"{stem}_{n}.tif" for n in [c.name for c in classes] + [d.name for d in derived]]
     files += [f"{stem}_{c.name}_instances.tif" for c in classes if c.instances]
     files += [f"{stem}_{c.name}_prob.tif" for c in classes] if prob else []
@@ -204,12 +251,23 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
         _write_record(job, done=False)  # from here on these files are this field's own
         masks = result.masks()
         objects = {}
+        zarr_out = o.get("format") == "ome-zarr"
         for name, mask in masks.items():
-            write_tif(_planned(job, f"{job.stem}_{name}.tif"), mask.astype("uint8"))
+            if not zarr_out:
+                write_tif(_planned(job, f"{job.stem}_{name}.tif"), mask.astype("uint8"))
             if getattr(result.spec(name), "instances", False):
                 release_memory()
                 objects[name] = result.instances(name, mask)
-                write_tif(_planned(job, f"{job.stem}_{name}_instances.tif"), objects[name])
+                if not zarr_out:
+                    write_tif(_planned(job, f"{job.stem}_{name}_instances.tif"), objects[name])
+        if zarr_out:
+            from .omezarr import write_field
+
+            colours = {c.name: c.colour for c in [*result.classes, *result.derived]}
+            image = read_image(job.path, plane=o.get("plane"))  # freed above for the masks' room
+            named = {f"{name}_instances": labels for name, labels in objects.items()}
+            write_field(_planned(job, f"{job.stem}.ome.zarr"), image, masks, colours, named)
+            del image
         if o.get("prob"):
             for k, c in enumerate(result.classes):
                 write_tif(_planned(job, f"{job.stem}_{c.name}_prob.tif"), result.probability(k))
@@ -235,6 +293,46 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
             else str(exc)
         )
         return FieldDone(job.stem, job.path, error=what)
+
+
+def jobs_for(
+    paths: Sequence[str | Path], out: str | Path, model: str, options: dict
+) -> tuple[list[FieldJob], list[FieldDone], list[str]]:
+    """Jobs to segment the images ``paths`` into ``out`` with the bundled ``model``.
+
+    Returns the jobs still to run, the fields already done there (their records say so),
+    and the images left out because files of theirs exist in ``out`` that no run of ours
+    wrote (a user's own masks are never overwritten: give another folder).
+    """
+    from .bundles import load_bundle
+
+    cfg = load_bundle(model).config
+    out = Path(out)
+    ours = own_outputs(out)
+    todo, done, refused = [], [], []
+    for path in paths:
+        stem = Path(path).stem
+        files = output_files(stem, cfg.classes, cfg.derived, prob=bool(options.get("prob")))
+        job = FieldJob(str(path), stem, str(out), files, model, dict(options))
+        if (finished_field := finished(job)) is not None:
+            done.append(finished_field)
+        elif read_record(out, stem) is None and any(
+            (out / f).exists() and f not in ours for f in files
+        ):
+            refused.append(stem)
+        else:
+            todo.append(job)
+    return todo, done, refused
+
+
+def segment_fields(jobs: Sequence[FieldJob]) -> Iterator[FieldDone]:
+    """The fields of ``jobs`` one after the other in this process, each result as it comes
+    (for a worker thread: stopping between fields loses nothing, each field is whole)."""
+    for job in jobs:
+        done = run_field(job)
+        if not done.error:
+            record_outputs(job.out, done.files)
+        yield done
 
 
 def table_rows(path: Path, stem: str, masks, objects, gray) -> tuple[list[dict], dict]:

@@ -152,6 +152,25 @@ def available_devices() -> list[str]:
     return [*found, "cpu"]
 
 
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 natively (so autocast speeds training up)."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if kind != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        try:
+            if getattr(cpu, probe)():
+                return True
+        except (AttributeError, RuntimeError):
+            continue
+    return False
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` → the best available device; an explicit one is checked to exist."""
     have = available_devices()

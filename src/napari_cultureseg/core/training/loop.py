@@ -88,13 +88,14 @@ def _train_mode(net, freeze_norm: bool):
     return net
 
 
-def _class_batch(net, c: int, sampler: PatchSampler, n: int, device):
+def _class_batch(net, c: int, sampler: PatchSampler, n: int, device, forward):
     """Class ``c``'s network of a per-class ensemble (``models.per_class_unets``) on a
-    batch drawn for class ``c``: its logit, target and valid, ``(n, 1, P, P)`` each."""
+    batch drawn for class ``c``: its logit, target and valid, ``(n, 1, P, P)`` each.
+    ``forward(model, x)`` runs a model (under the run's precision)."""
     import torch
 
     x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(n, for_class=c))
-    return net.class_logit(c, x), t[:, c : c + 1], v[:, c : c + 1]
+    return forward(lambda b: net.class_logit(c, b), x), t[:, c : c + 1], v[:, c : c + 1]
 
 
 def fine_tune(
@@ -168,9 +169,10 @@ def fine_tune(
     if cfg.input.resize_to:
         train = resize_samples(train, cfg.input.resize_to)
         val = resize_samples(val, cfg.input.resize_to)
-    from ..models import resolve_device
+    from ..models import native_bf16, resolve_device
 
     device = resolve_device(config.device)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16(device))
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     objects = config.select_by == "objects"
@@ -179,6 +181,14 @@ def fine_tune(
         net = _train_mode(
             (bundle if bundle is not None else Bundle(cfg)).build().to(device), config.freeze_norm
         )
+        if bf16:  # convolutions in bf16 run fastest on channels-last tensors (oneDNN, cuDNN)
+            net = net.to(memory_format=torch.channels_last)
+        autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16)
+
+        def forward(model, x):
+            with autocast:
+                return model(x).float()
+
         opt = torch.optim.AdamW(
             net.parameters(),
             lr=config.lr,
@@ -249,7 +259,10 @@ def fine_tune(
             return v
 
         def snapshot():
-            return {k: w.detach().cpu().clone() for k, w in net.state_dict().items()}
+            return {  # contiguous: safetensors stores row-major tensors only
+                k: w.detach().cpu().clone(memory_format=torch.contiguous_format)
+                for k, w in net.state_dict().items()
+            }
 
         start = time.perf_counter()
         best = {
@@ -280,14 +293,15 @@ def fine_tune(
                 loss = torch.stack(
                     [
                         loss_of(
-                            *_class_batch(net, c, sampler, config.batch_size, device), channels=c
+                            *_class_batch(net, c, sampler, config.batch_size, device, forward),
+                            channels=c,
                         )
                         for c in range(len(net.nets))
                     ]
                 ).mean()
             else:
                 x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
-                logits = net(x)
+                logits = forward(net, x)
                 loss = loss_of(logits, t, v)
             total, adv = loss, None
             if adversary is not None:
@@ -380,7 +394,7 @@ def fine_tune(
         "best_step": best["step"],
         "stopped": stopped,
         **({"adversarial": adversary.lineage(step)} if adversary is not None else {}),
-        "training": _recipe(config, cfg),
+        "training": {**_recipe(config, cfg), "precision": "bf16" if bf16 else "fp32"},
         "metrics": {
             "val_dice": best["val"].dice,
             "val_dice_per_image_mean": best["val"].per_image,

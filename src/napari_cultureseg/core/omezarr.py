@@ -1,0 +1,132 @@
+"""Masks as OME-Zarr label images beside their image (NGFF 0.4, via ``ome-zarr``).
+
+One field becomes one OME-Zarr image folder, ``<stem>.ome.zarr``: the image itself
+(a resolution pyramid, so viewers open a whole well quickly) and under
+``labels/`` one label image per class, named after the class, with the class
+colour in its ``image-label`` metadata (napari-ome-zarr, QuPath and Fiji's
+MoBIE show them coloured), plus ``<class>_instances`` for counted classes
+(object labels 1..N). The folder is written under a temporary name and moved
+into place, so a reader never sees half a field.
+
+``ome-zarr`` (and ``zarr``) are optional: ``pip install "napari-cultureseg[ome-zarr]"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+SUFFIX = ".ome.zarr"
+
+
+def need() -> None:
+    """Refuse early (with what to install) when ``ome-zarr`` is missing."""
+    try:
+        import ome_zarr  # noqa: F401
+        import zarr  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(
+            'OME-Zarr output needs the ome-zarr package: pip install "napari-cultureseg[ome-zarr]"'
+            " (or write TIFFs: --format tif)"
+        ) from exc
+
+
+def rgba(colour: str) -> list[int]:
+    """``#rrggbb`` as ``[r, g, b, 255]``."""
+    c = colour.lstrip("#")
+    if len(c) != 6:
+        raise ValueError(f"colour {colour!r} is not #rrggbb")
+    return [int(c[i : i + 2], 16) for i in (0, 2, 4)] + [255]
+
+
+def _levels(shape) -> list[int]:
+    """Pyramid factors down to about 256 px on the shorter side (none for small fields)."""
+    factors, f = [], 2
+    while min(shape[:2]) // f >= 256 and len(factors) < 5:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+def write_field(
+    path: str | Path,
+    image: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    colours: Mapping[str, str],
+    instances: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write ``image`` (``(H, W)`` or ``(H, W, 3|4)``) and its class ``masks`` (0/1, each
+    coloured by ``colours``) and object label images ``instances`` (by their label image's
+    name, e.g. ``cell_instances``) as an OME-Zarr image at ``path``; returns ``path``.
+
+    Raises
+    ------
+    ValueError
+        ``ome-zarr`` is not installed, or a mask does not have the image's shape.
+    """
+    need()
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image, write_labels
+
+    fmt = FormatV04()  # NGFF 0.4 (zarr v2): what most viewers read today
+    path = Path(path)
+    shape = image.shape[:2]
+    for name, m in {**masks, **(instances or {})}.items():
+        if m.shape != shape:
+            raise ValueError(f"mask {name!r} is {m.shape}, the image {shape}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+    factors = _levels(shape)
+    if image.ndim == 3:  # NGFF puts the channel axis before y and x
+        write_image(np.moveaxis(image, -1, 0), root, axes="cyx", scale_factors=factors, fmt=fmt)
+    else:
+        write_image(image, root, axes="yx", scale_factors=factors, fmt=fmt)
+    coloured = {
+        name: {
+            "colors": [{"label-value": 1, "rgba": rgba(colours.get(name, "#ff4040"))}],
+            "properties": [{"label-value": 1, "class": name}],
+        }
+        for name in masks
+    }
+    for name, labels in [*masks.items(), *(instances or {}).items()]:
+        write_labels(
+            np.asarray(labels, dtype=np.uint8 if name in coloured else np.uint32),
+            root,
+            name=name,
+            axes="yx",
+            scaler=None,
+            scale_factors=factors,
+            fmt=fmt,
+            label_metadata=coloured.get(name),
+        )
+    if path.exists():  # a field written again: its old folder goes only now
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def read_labels(path: str | Path) -> dict[str, np.ndarray]:
+    """The full-resolution label images of an OME-Zarr image, by name."""
+    need()
+    import zarr
+
+    def attrs(group) -> dict:  # NGFF 0.5 keeps them under "ome"
+        a = dict(group.attrs)
+        return a.get("ome", a)
+
+    root = zarr.open_group(str(path), mode="r")
+    if "labels" not in root:
+        return {}
+    out = {}
+    for name in attrs(root["labels"]).get("labels", []):
+        group = root["labels"][name]
+        level0 = attrs(group)["multiscales"][0]["datasets"][0]["path"]
+        out[name] = np.asarray(group[level0])
+    return out
