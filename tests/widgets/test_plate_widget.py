@@ -91,9 +91,11 @@ def test_next_field_reuses_the_layers_and_keeps_workspaces_apart(
     w.field.value = "A01_f1"
     before = {id(x) for x in viewer.layers}
     cell = viewer.layers["A01_s1 · cell"]
+    cell.selected_label, cell.brush_size = 1, 9
+    cell.paint((30, 30), 1)  # a brush stroke on A01_s1: napari records it for undo
     first = cell.data.copy()
     first[0:10, 0:10] = 1
-    cell.data = first  # a correction on A01_s1
+    cell.data = first  # and a correction on A01_s1
     w.step(1)
     assert w.field.value == "A01_f2"
     assert {id(x) for x in viewer.layers} == before  # the same layers, renamed and refilled
@@ -109,7 +111,7 @@ def test_next_field_reuses_the_layers_and_keeps_workspaces_apart(
     np.testing.assert_array_equal(cell.data, first)
     w.step(1)
     np.testing.assert_array_equal(cell.data, second)
-    cell.undo()  # nothing to undo on this field: it was just opened
+    cell.undo()  # the stroke on A01_s1 is not undone into A01_s2
     np.testing.assert_array_equal(cell.data, second)
 
 
@@ -158,3 +160,24 @@ def test_segmenting_the_plate_in_the_background(make_napari_viewer, tiny_bundle,
     qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
     np.testing.assert_array_equal(tifffile.imread(other / "A01_s1_cell.tif"), theirs)
     assert (other / "B03_s1_cell.tif").is_file()
+
+
+def test_stop_ends_after_the_current_field_and_segmenting_again_goes_on(
+    make_napari_viewer, tiny_bundle, tmp_path, qtbot
+):
+    src, _ = _plate(tmp_path)
+    out = tmp_path / "fresh"
+    viewer = make_napari_viewer()
+    w = PlateWidget(viewer)
+    w.folder.value, w.results.value, w.model.value = src, out, "tiny"
+    w.open_plate()
+    w.segment_plate()
+    w.stop()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*_cell.tif")}
+    assert len(first) < 5 and w.segment_button.enabled
+    w.segment_plate()  # goes on: the fields done are not redone
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
+    again = {p.name: p.stat().st_mtime_ns for p in out.glob("*_cell.tif")}
+    assert len(again) == 5 and all(again[n] == t for n, t in first.items())
+    assert w.progress.value == w.progress.max == 5

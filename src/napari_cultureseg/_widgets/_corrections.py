@@ -132,8 +132,12 @@ class Corrections:
                 continue
             layer.name = layer_name(self.image_name, cls)
             layer.data = self.ws.masks[cls].copy()  # before binding: not an edit
-            if hasattr(layer, "_reset_history"):  # undo must not bring the last image back
-                layer._reset_history()
+            # undo must not bring the last image back: napari clears a Labels layer's undo
+            # history when it stops being editable (the public way to clear it)
+            mode = layer.mode
+            layer.editable = False
+            layer.editable = True
+            layer.mode = mode
             for prop in ("scale", "translate"):  # set only when they differ: each redraws
                 value = np.asarray(getattr(self.image, prop))[-2:]
                 if not np.array_equal(np.asarray(getattr(layer, prop)), value):

@@ -94,7 +94,7 @@ class PlateWidget(Container):
             "its masks at once. Fields already done are skipped."
         )
         self.stop_button = PushButton(text="Stop (after this field)", enabled=False)
-        self.progress = ProgressBar(value=0, max=1, label="plate")
+        self.progress = ProgressBar(value=0, max=1, label="fields segmented")
         # choices from callables: napari resets every dock's choices when layers change
         self._statistics: list = [SEGMENTED]
         self._fields: list = []
@@ -129,6 +129,8 @@ class PlateWidget(Container):
         self._key: str | None = None  # the current field's workspace
         self._open: str | None = None  # the current field's key
         self.worker = None  # segmenting the plate
+        self._stopping = False
+        self._done: dict = {}  # the fields segmented in the results folder, by image stem
         self.session = session_for(napari_viewer)  # autosaves; shared with the other docks
         self.session.attach(self)
         self.open_button.changed.connect(self.open_plate)
@@ -166,6 +168,8 @@ class PlateWidget(Container):
             self.grid.setColumnWidth(c, side)
         self._fields = [(self._field_label(f), f.key) for f in plate.fields]
         self.field.reset_choices()
+        self.progress.max = max(1, len(plate.fields))
+        self.progress.value = sum(self.segmented(f) for f in plate.fields)
         self.colour_grid()
         self.status.value = (
             f"{plate.layout}: {len(plate.wells)} wells, {len(plate.fields)} fields"
@@ -264,7 +268,8 @@ class PlateWidget(Container):
             show_error(f"Plate: {exc}")
             return
         self._done = {d.stem: d for d in done}
-        self.progress.max, self.progress.value = max(1, len(todo) + len(done)), len(done)
+        self.progress.max, self.progress.value = max(1, len(self.plate.fields)), len(done)
+        self._stopping = False
         note = (
             f"; {len(refused)} field(s) left out: files of theirs in the results folder "
             f"were not written by napari-cultureseg ({', '.join(refused[:3])})"
@@ -289,6 +294,7 @@ class PlateWidget(Container):
 
     def stop(self, *_):
         if self.worker is not None:
+            self._stopping = True
             self.worker.quit()
             self.status.value = "stopping after this field…"
 
@@ -321,7 +327,7 @@ class PlateWidget(Container):
         show_error(f"Plate: {exc}")
 
     def _on_segmented(self):
-        stopped = self.progress.value < self.progress.max
+        stopped = self._stopping
         self.worker = None
         self.segment_button.enabled, self.stop_button.enabled = True, False
         self._write_tables()
