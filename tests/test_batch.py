@@ -197,3 +197,64 @@ def test_ome_zarr_output_holds_the_image_and_named_coloured_masks(tiny_bundle, t
     stamp = (zarr_out / "A01_s1.ome.zarr" / ".zattrs").stat().st_mtime_ns
     assert _run(src, "--out", zarr_out, "--format", "ome-zarr", "--table", "--resume") == 0
     assert (zarr_out / "A01_s1.ome.zarr" / ".zattrs").stat().st_mtime_ns == stamp
+
+
+def _hcs_plate(root, images):
+    """An OME-Zarr HCS plate (NGFF 0.4) written by ome-zarr: ``images`` is
+    ``{(row, col, field): (c, y, x) array}``, channels named "phase" and "dapi"."""
+    import zarr
+    from ome_zarr.format import FormatV04
+    from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
+
+    fmt = FormatV04()
+    plate = zarr.open_group(str(root), mode="w", zarr_format=2)
+    wells = sorted({(r, c) for r, c, _ in images})
+    rows = sorted({r for r, _ in wells})
+    cols = sorted({c for _, c in wells})
+    write_plate_metadata(plate, rows, cols, [f"{r}/{c}" for r, c in wells], fmt=fmt)
+    for r, c in wells:
+        well = plate.require_group(r).require_group(c)
+        fields = sorted(f for rr, cc, f in images if (rr, cc) == (r, c))
+        write_well_metadata(well, [str(f) for f in fields], fmt=fmt)
+        for f in fields:
+            group = well.require_group(str(f))
+            write_image(images[(r, c, f)], group, axes="cyx", scale_factors=[], fmt=fmt)
+            group.attrs["omero"] = {"channels": [{"label": "phase"}, {"label": "dapi"}]}
+
+
+def test_an_ome_zarr_plate_is_read_by_its_metadata_and_segmented_per_field(tiny_bundle, tmp_path):
+    """An HCS plate (plate.zarr/A/1/0) is discovered from its NGFF metadata into wells x
+    fields x channels; `segment --channel` segments that channel of every field, each
+    field's masks named by its key and equal to segmenting the same plane from a TIFF."""
+    pytest.importorskip("ome_zarr")
+    import numpy as np
+
+    from napari_cultureseg.core.plate import discover_plate
+
+    images = {}
+    for i, (r, c, f) in enumerate([("A", "1", 0), ("A", "1", 1), ("B", "3", 0)]):
+        phase = phase_culture((64, 80), seed=i)[0]
+        images[(r, c, f)] = np.stack([phase, (phase[::-1] // 2).astype(phase.dtype)])
+    root = tmp_path / "plate.zarr"
+    _hcs_plate(root, images)
+    plate = discover_plate(root)
+    assert plate.layout == "ome-zarr" and plate.wells == ["A01", "B03"]
+    assert [f.key for f in plate.fields] == ["A01_f1", "A01_f2", "B03_f1"]
+    assert plate.channels == ["dapi", "phase"]
+    assert plate.fields[1].channel_plane("dapi") == 1 and plate.fields[1].stem == "A01_f2"
+
+    out = tmp_path / "results"
+    assert _run(root, "--out", out, "--channel", "phase", "--table") == 0
+    tifs = tmp_path / "tifs"
+    tifs.mkdir()
+    for (r, c, f), data in images.items():
+        tifffile.imwrite(tifs / f"{r}0{c}_s{f + 1}.tif", data[0])
+    ref = tmp_path / "ref"
+    assert _run(tifs, "--out", ref) == 0
+    for key, name in (("A01_f1", "A01_s1"), ("A01_f2", "A01_s2"), ("B03_f1", "B03_s1")):
+        np.testing.assert_array_equal(
+            tifffile.imread(out / f"{key}_cell.tif"), tifffile.imread(ref / f"{name}_cell.tif")
+        )
+    with open(out / "wells.csv") as f:
+        assert "A01" in f.read()
+    assert main(["segment", str(root), "--out", str(tmp_path / "x"), "--channel", "gfp"]) == 2

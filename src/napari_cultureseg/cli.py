@@ -76,6 +76,35 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
     return out
 
 
+def _is_ome_zarr_plate(arg: str) -> bool:
+    from .core.omezarr import is_plate
+
+    try:
+        return is_plate(arg)
+    except OSError:
+        return False
+
+
+def _ome_zarr_fields(args: list[str], channel: str | None) -> dict[Path, tuple[str, int]]:
+    """The fields of the OME-Zarr HCS plates among ``args``: ``{image folder: (output stem,
+    plane of ``channel``)}``, the stem the field's key (``A01_f1``)."""
+    from .core.plate import discover_plate
+
+    out = {}
+    for arg in args:
+        if not _is_ome_zarr_plate(arg):
+            continue
+        plate = discover_plate(arg)
+        if channel is not None and channel not in plate.channels:
+            raise ValueError(
+                f"--channel {channel!r} is not a channel of {arg}; it has "
+                f"{', '.join(repr(c) for c in plate.channels)}"
+            )
+        for f in plate.fields:
+            out[f.path(channel)] = (f.stem, f.channel_plane(channel))
+    return out
+
+
 def output_stems(images: list[Path]) -> dict[Path, str]:
     """A distinct output stem per input image.
 
@@ -178,7 +207,11 @@ def cmd_plate(args) -> int:
     )
     if args.list:
         for f in plate.fields:
-            files = ", ".join(f"{c or '-'}: {p.name}" for c, p in f.channels.items())
+            files = ", ".join(
+                f"{c or '-'}: "
+                + (f"{p.relative_to(plate.root)} plane {f.planes[c]}" if f.planes else p.name)
+                for c, p in f.channels.items()
+            )
             print(f"  {f.key}  {files}")
     if plate.ignored:
         shown = ", ".join(p.name for p in plate.ignored[:5])
@@ -210,12 +243,14 @@ def cmd_segment(args) -> int:
     names = [c.name for c in cfg.classes] + [d.name for d in cfg.derived]
     for n in names:
         safe_name(n, what=f"class name of model {cfg.name!r}")
-    images = _images_in(args.images, names)
+    fields = _ome_zarr_fields(args.images, args.channel)  # {image folder: (stem, plane)}
+    images = _images_in([a for a in args.images if not _is_ome_zarr_plate(a)], names)
+    images += list(fields)
     if not images:
         print("no images found in " + " ".join(args.images), file=sys.stderr)
         return 2
     out = _check_out_dir(Path(args.out))
-    stems = output_stems(images)
+    stems = {**output_stems(images), **{p: stem for p, (stem, _) in fields.items()}}
     # every output of the batch, decided before anything is written
     planned: dict[Path, list[str]] = {}
     for path in images:
@@ -284,7 +319,14 @@ def cmd_segment(args) -> int:
         "threads": threads,
     }
     jobs = [
-        FieldJob(str(path), stems[path], str(out), tuple(files), args.model, options)
+        FieldJob(
+            str(path),
+            stems[path],
+            str(out),
+            tuple(files),
+            args.model,
+            {**options, "plane": fields[path][1]} if path in fields else options,
+        )
         for path, files in planned.items()
     ]
     results = {}
@@ -529,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)",
     )
     p.add_argument("--plane", type=int, default=None, help="plane of a multi-plane file to segment")
+    p.add_argument(
+        "--channel",
+        default=None,
+        help="the channel to segment in an OME-Zarr plate (its name, as `cultureseg plate` "
+        "lists them; default: the first)",
+    )
     p.add_argument(
         "--diameter",
         default="auto",

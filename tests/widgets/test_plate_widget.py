@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_cultureseg._widgets.plate import SEGMENTED, UNSURE, PlateWidget
@@ -181,3 +182,53 @@ def test_stop_ends_after_the_current_field_and_segmenting_again_goes_on(
     again = {p.name: p.stat().st_mtime_ns for p in out.glob("*_cell.tif")}
     assert len(again) == 5 and all(again[n] == t for n, t in first.items())
     assert w.progress.value == w.progress.max == 5
+
+
+def test_an_ome_zarr_plate_in_the_dock_with_its_channels(
+    make_napari_viewer, tiny_bundle, tmp_path, qtbot
+):
+    """An OME-Zarr HCS plate opens by its metadata; the chosen channel is shown and segmented,
+    and its masks are those of that plane."""
+    pytest.importorskip("ome_zarr")
+    from tests.test_batch import _hcs_plate
+
+    phase = phase_culture((64, 80), seed=3)[0]
+    other = (phase[::-1] // 2).astype(phase.dtype)
+    _hcs_plate(tmp_path / "plate.zarr", {("A", "1", 0): np.stack([phase, other])})
+    viewer = make_napari_viewer()
+    w = PlateWidget(viewer)
+    w.folder.value, w.results.value, w.model.value = tmp_path / "plate.zarr", tmp_path / "r", "tiny"
+    w.open_plate()
+    assert "ome-zarr: 1 wells, 1 fields" in w.status.value
+    assert set(w.channel.choices) == {"phase", "dapi"}
+    w.channel.value = "phase"
+    w.field.value = "A01_f1"
+    np.testing.assert_array_equal(viewer.layers["A01_f1"].data, phase)
+    w.segment_plate()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60000)
+    assert (tmp_path / "r" / "A01_f1_cell.tif").is_file()
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    tifffile.imwrite(ref / "A01_s1.tif", phase)
+    assert (
+        main(
+            [
+                "segment",
+                str(ref),
+                "--out",
+                str(tmp_path / "refout"),
+                "--model",
+                "tiny",
+                "--quiet",
+                "--diameter",
+                "auto",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        tifffile.imread(tmp_path / "r" / "A01_f1_cell.tif"),
+        tifffile.imread(tmp_path / "refout" / "A01_s1_cell.tif"),
+    )
+    w.channel.value = "dapi"  # the open field now shows the other plane
+    np.testing.assert_array_equal(viewer.layers["A01_f1"].data, other)

@@ -100,6 +100,10 @@ class PlateWidget(Container):
         self._fields: list = []
         self.statistic = ComboBox(label="colour wells by", choices=lambda _: self._statistics)
         self.field = ComboBox(label="field", choices=lambda _: self._fields)
+        self._channels: list = []
+        self.channel = ComboBox(label="channel", choices=lambda _: self._channels)
+        self.channel.tooltip = "The channel of a multichannel plate that is shown and segmented."
+        self.channel.changed.connect(lambda *_: self._open and self.open_field(self._open, True))
         self.prev_button = PushButton(text="◀ previous (PageUp)")
         self.next_button = PushButton(text="next (PageDown) ▶")
         self.status = Label(value="")
@@ -113,6 +117,7 @@ class PlateWidget(Container):
                 self.stop_button,
                 self.progress,
                 self.statistic,
+                self.channel,
                 self.field,
                 self.prev_button,
                 self.next_button,
@@ -166,6 +171,8 @@ class PlateWidget(Container):
         side = max(28, min(48, 560 // max(cols, 1)))
         for c in range(cols):
             self.grid.setColumnWidth(c, side)
+        self._channels = [(c or "(one)", c) for c in plate.channels]
+        self.channel.reset_choices()
         self._fields = [(self._field_label(f), f.key) for f in plate.fields]
         self.field.reset_choices()
         self.progress.max = max(1, len(plate.fields))
@@ -180,7 +187,7 @@ class PlateWidget(Container):
     def field_status(self, field) -> tuple[bool, float | None]:
         """Whether ``field`` has masks in the results folder, and the model's uncertainty
         there (from the field's record, one read)."""
-        stem = Path(field.path()).stem
+        stem = field.stem
         rec = read_record(self.results.value, stem)
         if rec is None:
             return any(Path(self.results.value).glob(f"{stem}_*.tif")), None
@@ -260,8 +267,12 @@ class PlateWidget(Container):
                 "table": True,
                 "threads": max(1, (os.cpu_count() or 1) - 1),  # one core stays with napari
             }
+            ch = self._channel()
             todo, done, refused = jobs_for(
-                [f.path() for f in self.plate.fields], out, self.model.value, options
+                [(f.path(ch), f.stem, f.channel_plane(ch)) for f in self.plate.fields],
+                out,
+                self.model.value,
+                options,
             )
         except (OSError, ValueError) as exc:
             self.status.value = f"not started: {exc}"
@@ -310,7 +321,7 @@ class PlateWidget(Container):
         if self.statistic.value in (SEGMENTED, UNSURE):
             self.colour_grid()
         current = self._current_field()
-        if current is not None and Path(current.path()).stem == r.stem:
+        if current is not None and current.stem == r.stem:
             self.open_field(current.key, force=True)  # the open field's masks, at once
 
     def _relabel_fields(self):
@@ -341,7 +352,7 @@ class PlateWidget(Container):
         if any((out / t).exists() and t not in ours for t in TABLES):
             self.status.value += "; tables not written: objects.csv or wells.csv is not ours"
             return
-        stems = [Path(f.path()).stem for f in self.plate.fields]
+        stems = [f.stem for f in self.plate.fields]
         done = [self._done[s] for s in stems if s in self._done]
         write_tables(out, done)
         record_outputs(out, TABLES)
@@ -350,6 +361,11 @@ class PlateWidget(Container):
         self._statistics = [SEGMENTED, UNSURE, *columns]
         self.statistic.reset_choices()
         self.colour_grid()
+
+    def _channel(self) -> str | None:
+        """The chosen channel, or None (the first) when the plate names none."""
+        ch = self.channel.value
+        return ch if self.plate is not None and ch in self.plate.channels else None
 
     def _current_field(self):
         if self.plate is None or not self._open:
@@ -365,7 +381,7 @@ class PlateWidget(Container):
         if 0 <= i < len(keys):
             self.field.value = keys[i]
 
-    def _reuse_image(self, plane: np.ndarray, path: Path):
+    def _reuse_image(self, plane: np.ndarray, path: Path, name: str):
         """The last field's image layer showing ``plane`` instead (napari adds and removes
         layers slowly), or None when there is none to reuse or it cannot show ``plane``."""
         from napari.layers import Image
@@ -376,7 +392,7 @@ class PlateWidget(Container):
             return None
         image.data = plane
         image.metadata["path"] = str(path)
-        image.name = path.stem
+        image.name = name
         if not rgb:
             image.reset_contrast_limits_range()
             image.reset_contrast_limits()
@@ -407,9 +423,12 @@ class PlateWidget(Container):
         if self.plate is None or not key or (key == self._open and not force):
             return  # (napari resets the choices when layers change: the same field stays)
         field = next(f for f in self.plate.fields if f.key == key)
-        path = Path(field.path())
+        ch = self._channel()
+        path = Path(field.path(ch))
+        channel_plane = field.channel_plane(ch)  # an OME-Zarr field: the channel's plane
+        index = () if channel_plane is None else (channel_plane,)
         try:
-            plane = read_image(path)
+            plane = np.asarray(read_image(path, plane=channel_plane))
         except ImageError as exc:
             self.status.value = f"{path.name}: {exc}"
             show_error(str(exc))
@@ -417,24 +436,24 @@ class PlateWidget(Container):
         last = self.session.corrections.pop(self._key, None) if self._key else None
         # the last field's corrections are saved, and its class layers let go of its workspace
         free = last.release() if last is not None else {}
-        image = self._reuse_image(plane, path)
+        image = self._reuse_image(plane, path, field.stem)
         if image is None:
             for layer in [*self._layers, *free.values()]:
                 if layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
             free = {}
-            image = self.viewer.add_image(plane, name=path.stem, metadata={"path": str(path)})
+            image = self.viewer.add_image(plane, name=field.stem, metadata={"path": str(path)})
         self._layers = [image]
         bundle = load_bundle(self.model.value)
         classes = bundle.config.classes
-        self._key = workspace_key(image, plane, ())
-        corr = self.session.corrections_for(image, plane, (), classes)
+        self._key = workspace_key(image, plane, index)
+        corr = self.session.corrections_for(image, plane, index, classes)
         for layer in corr.adopt(free).values():  # classes the new field's workspace lacks
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         corr.restore()
         shown = 0
-        saved = self._saved_masks(path.stem, classes)
+        saved = self._saved_masks(field.stem, classes)
         for spec in classes:
             mask = saved.get(spec.name)
             if mask is not None:

@@ -118,9 +118,12 @@ def read_record(out: str | Path, stem: str) -> dict | None:
 
 def finished(job: FieldJob) -> FieldDone | None:
     """The result of ``job`` from an earlier run, if that run finished it: its record says
-    done, for the same files, and every one of them is there."""
+    done, for the same files and the same image and plane, and every file is there."""
     rec = read_record(job.out, job.stem)
     if not rec or not rec.get("done") or tuple(rec.get("files", ())) != job.files:
+        return None
+    source = rec.get("source")  # another channel of the field (or another image) is not it
+    if source is not None and source != _source(job):
         return None
     if not all((Path(job.out) / f).exists() for f in job.files):  # (an OME-Zarr is a folder)
         return None
@@ -154,10 +157,15 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def _source(job: FieldJob) -> dict:
+    """What a field was segmented from: its image (resolved) and plane."""
+    return {"image": str(Path(job.path).resolve()), "plane": job.options.get("plane")}
+
+
 def _write_record(job: FieldJob, **content) -> None:
     path = record_path(job.out, job.stem)
     path.parent.mkdir(exist_ok=True)
-    text = json.dumps({"files": list(job.files), **content}, default=_plain)
+    text = json.dumps({"files": list(job.files), "source": _source(job), **content}, default=_plain)
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
@@ -296,9 +304,11 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
 
 
 def jobs_for(
-    paths: Sequence[str | Path], out: str | Path, model: str, options: dict
+    fields: Sequence[tuple[str | Path, str, int | None]], out: str | Path, model: str, options: dict
 ) -> tuple[list[FieldJob], list[FieldDone], list[str]]:
-    """Jobs to segment the images ``paths`` into ``out`` with the bundled ``model``.
+    """Jobs to segment ``fields`` (``(image, output stem, plane or None)`` each, e.g. a
+    plate's :attr:`~.plate.Field.stem` and :meth:`~.plate.Field.channel_plane`) into
+    ``out`` with the bundled ``model``.
 
     Returns the jobs still to run, the fields already done there (their records say so),
     and the images left out because files of theirs exist in ``out`` that no run of ours
@@ -310,10 +320,10 @@ def jobs_for(
     out = Path(out)
     ours = own_outputs(out)
     todo, done, refused = [], [], []
-    for path in paths:
-        stem = Path(path).stem
+    for path, stem, plane in fields:
         files = output_files(stem, cfg.classes, cfg.derived, prob=bool(options.get("prob")))
-        job = FieldJob(str(path), stem, str(out), files, model, dict(options))
+        opts = {**options, "plane": plane} if plane is not None else dict(options)
+        job = FieldJob(str(path), stem, str(out), files, model, opts)
         if (finished_field := finished(job)) is not None:
             done.append(finished_field)
         elif read_record(out, stem) is None and any(

@@ -90,6 +90,13 @@ def read_array(path: str | Path) -> np.ndarray:
             "shorten the file name or its folders' names"
         ) from exc
     if not exists:
+        from . import omezarr
+
+        if omezarr.is_image(path):  # an OME-Zarr image (a folder), e.g. a field of an HCS plate
+            try:
+                return omezarr.read_array(path)
+            except (ValueError, OSError, KeyError) as exc:
+                raise ImageError(f"{path.name}: could not be read as OME-Zarr ({exc})") from exc
         raise ImageError(f"{path}: no such file. Check the path.")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:

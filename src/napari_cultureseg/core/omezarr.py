@@ -130,3 +130,102 @@ def read_labels(path: str | Path) -> dict[str, np.ndarray]:
         level0 = attrs(group)["multiscales"][0]["datasets"][0]["path"]
         out[name] = np.asarray(group[level0])
     return out
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _attrs(path: Path) -> dict:
+    """The NGFF attributes of a zarr group folder (zarr v2 ``.zattrs`` or v3 ``zarr.json``)."""
+    import json
+
+    try:
+        if (path / ".zattrs").is_file():
+            return json.loads((path / ".zattrs").read_text())
+        if (path / "zarr.json").is_file():
+            a = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+            return a.get("ome", a)
+    except (OSError, ValueError):
+        pass
+    return {}
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether ``path`` is an OME-Zarr image (a folder with ``multiscales``)."""
+    p = Path(path)
+    return p.is_dir() and "multiscales" in _attrs(p)
+
+
+def is_plate(path: str | Path) -> bool:
+    """Whether ``path`` is an OME-Zarr HCS plate (a folder with ``plate`` metadata)."""
+    p = Path(path)
+    return p.is_dir() and "plate" in _attrs(p)
+
+
+def read_array(path: str | Path):
+    """The full-resolution level of an OME-Zarr image, lazily (a dask array), with its
+    time and z axes dropped when they hold one plane and the channel axis first:
+    ``(y, x)``, ``(c, y, x)`` or a stack. Only the plane used is ever read."""
+    need()
+    import dask.array as da
+    import zarr
+
+    p = Path(path)
+    ms = _attrs(p)["multiscales"][0]
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+    arr = da.from_zarr(zarr.open_array(str(p / ms["datasets"][0]["path"]), mode="r"))
+    if not axes:  # NGFF 0.1-0.3: always t, c, z, y, x
+        axes = list("tczyx"[-arr.ndim :])
+    for name in ("t", "z"):
+        if name in axes and arr.shape[axes.index(name)] == 1:
+            arr = arr.squeeze(axis=axes.index(name))
+            axes.remove(name)
+    if "c" in axes and arr.shape[axes.index("c")] == 1:
+        arr = arr.squeeze(axis=axes.index("c"))
+        axes.remove("c")
+    if "c" in axes:
+        arr = da.moveaxis(arr, axes.index("c"), 0)
+    return arr
+
+
+def channel_names(path: str | Path) -> list[str]:
+    """An OME-Zarr image's channel names (``omero`` labels, else ``c0``, ``c1``…)."""
+    p = Path(path)
+    a = _attrs(p)
+    labels = [c.get("label") or "" for c in (a.get("omero") or {}).get("channels", [])]
+    ms = a["multiscales"][0]
+    axes = [x["name"] if isinstance(x, dict) else x for x in ms.get("axes", [])]
+    if "c" not in axes:
+        return [labels[0] if labels else ""]
+    import zarr
+
+    n = zarr.open_array(str(p / ms["datasets"][0]["path"]), mode="r").shape[axes.index("c")]
+    if n == 1:
+        return [labels[0] if labels else ""]
+    if len(labels) != n or len(set(labels)) != n or not all(labels):
+        labels = [f"c{i}" for i in range(n)]
+    return labels
+
+
+def plate_fields(path: str | Path) -> list[tuple[str, int, str, int, Path]]:
+    """``(well, field, channel, plane, image)`` of every field of an HCS plate: the row and
+    column names of its ``plate`` metadata as a well name, the field's 1-based number in
+    its well, and each channel with its index in the image."""
+    root = Path(path)
+    plate = _attrs(root)["plate"]
+    rows = [r["name"] for r in plate.get("rows", [])]
+    cols = [c["name"] for c in plate.get("columns", [])]
+    out = []
+    for well in plate.get("wells", []):
+        if "rowIndex" in well:
+            row, col = rows[well["rowIndex"]], cols[well["columnIndex"]]
+        else:
+            row, col = well["path"].split("/")
+        images = _attrs(root / well["path"]).get("well", {}).get("images", [])
+        for i, image in enumerate(images):
+            folder = root / well["path"] / image["path"]
+            if not is_image(folder):
+                continue
+            for plane, channel in enumerate(channel_names(folder)):
+                out.append((f"{row}{col}", i + 1, channel, plane, folder))
+    return out

@@ -13,6 +13,9 @@ with one of the layouts that microscopes write, or with a user's pattern:
 ``operetta``
     PerkinElmer Operetta / Harmony: ``r01c01f01p01-ch1sk1fk1fl1.tiff``
     (row, column, field, plane, channel, time point).
+``ome-zarr``
+    An OME-Zarr HCS plate (``plate.zarr/A/1/0``, NGFF ``plate`` and ``well``
+    metadata): found by its metadata, not its file names.
 a pattern
     ``"{well}_{field}.tif"``, ``"{plate}_{row}{col}_f{field}_{channel}.png"``:
     fields ``{well}``, ``{row}`` (letters or a number), ``{col}``, ``{field}``,
@@ -79,6 +82,22 @@ class Field:
     """The focal plane, when the plate's files hold more than one (else 0)."""
     time: int = 0
     """The time point, when the plate's files hold more than one (else 0)."""
+    planes: dict[str, int] = field(default_factory=dict)
+    """OME-Zarr plates: ``{channel: index}`` of each channel in the field's image
+    (``channels`` then maps every channel to the same image folder)."""
+
+    @property
+    def stem(self) -> str:
+        """The name of the field's outputs (``<stem>_<class>.tif``): its image file's
+        stem, or for an OME-Zarr plate (whose images are folders named 0, 1, …) its key."""
+        return self.key if self.planes else self.path().stem
+
+    def channel_plane(self, channel: str | None = None) -> int | None:
+        """The plane to read from :meth:`path` for ``channel``: its index in an OME-Zarr
+        field's image, None for a file that holds one channel."""
+        if not self.planes:
+            return None
+        return self.planes[channel if channel is not None else sorted(self.channels)[0]]
 
     @property
     def key(self) -> str:
@@ -221,6 +240,10 @@ def discover_plate(
         No file is read as a field, or two files claim the same field and channel.
     """
     root = Path(folder)
+    from . import omezarr
+
+    if files is None and omezarr.is_plate(root):
+        return _ome_zarr_plate(root)
     if files is None:
         if not root.is_dir():
             raise PlateError(
@@ -284,6 +307,29 @@ def discover_plate(
     ]
     fields.sort(key=lambda f: (well_position(f.well), f.index, f.plane, f.time))
     return Plate(root, layout, fields, ignored)
+
+
+def _ome_zarr_plate(root: Path) -> Plate:
+    """The fields of an OME-Zarr HCS plate, from its ``plate`` and ``well`` metadata."""
+    from . import omezarr
+
+    try:
+        found = omezarr.plate_fields(root)
+    except (KeyError, IndexError, ValueError, OSError) as exc:
+        raise PlateError(f"{root}: its OME-Zarr plate metadata cannot be read ({exc})") from exc
+    groups: dict[tuple, tuple[dict, dict]] = {}
+    for well, index, channel, plane, image in found:
+        try:
+            name = normalise_well(well)
+        except PlateError:
+            continue
+        channels, planes = groups.setdefault((name, index), ({}, {}))
+        channels[channel], planes[channel] = image, plane
+    if not groups:
+        raise PlateError(f"{root}: an OME-Zarr plate without readable fields")
+    fields = [Field(w, i, ch, planes=pl) for (w, i), (ch, pl) in groups.items()]
+    fields.sort(key=lambda f: (well_position(f.well), f.index))
+    return Plate(root, "ome-zarr", fields)
 
 
 def field_of(path: str | Path) -> tuple[str, str]:
