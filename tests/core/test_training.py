@@ -324,4 +324,8 @@ def test_shipped_training_configs_are_valid(name):
     assert model.name == name and model.classes
     assert cfg.patch_size % 32 == 0 and model.tile % 32 == 0
     assert {"source", "licence", "attribution"} <= set(y["card"])
-    assert y["params"]["encoder"] == "mobilenet_v2"
+    # the recipe is the one that made the bundled model: same network, same classes
+    from napari_cultureseg.core.bundles import load_bundle
+
+    bundled = load_bundle(name).config
+    assert bundled.params == model.params and bundled.class_names == model.class_names
