@@ -258,3 +258,18 @@ def test_an_ome_zarr_plate_is_read_by_its_metadata_and_segmented_per_field(tiny_
     with open(out / "wells.csv") as f:
         assert "A01" in f.read()
     assert main(["segment", str(root), "--out", str(tmp_path / "x"), "--channel", "gfp"]) == 2
+
+
+def test_a_plate_field_and_an_image_with_the_same_name_are_refused(tiny_bundle, tmp_path):
+    """An OME-Zarr plate's field A01_f1 and an image A01_f1.tif in one run would write the
+    same masks: refused before anything is written."""
+    pytest.importorskip("ome_zarr")
+    import numpy as np
+
+    phase = phase_culture((64, 80), seed=0)[0]
+    _hcs_plate(tmp_path / "plate.zarr", {("A", "1", 0): np.stack([phase, phase])})
+    tifffile.imwrite(tmp_path / "A01_f1.tif", phase)
+    out = tmp_path / "out"
+    args = [tmp_path / "plate.zarr", tmp_path / "A01_f1.tif", "--out", out]
+    assert _run(*args) == 2
+    assert not any(p for p in out.iterdir() if not p.name.startswith("."))

@@ -251,6 +251,12 @@ def cmd_segment(args) -> int:
         return 2
     out = _check_out_dir(Path(args.out))
     stems = {**output_stems(images), **{p: stem for p, (stem, _) in fields.items()}}
+    shared = sorted({s for s in stems.values() if list(stems.values()).count(s) > 1})
+    if shared:  # an OME-Zarr plate's A01_f1 beside an image A01_f1.tif: one would overwrite
+        raise OutputError(
+            f"two inputs would write the same outputs ({', '.join(shared[:4])}); "
+            "segment them into different --out folders"
+        )
     # every output of the batch, decided before anything is written
     planned: dict[Path, list[str]] = {}
     for path in images:

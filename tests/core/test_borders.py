@@ -11,7 +11,7 @@ from napari_cultureseg.core.datasets import borders, load_folder
 from napari_cultureseg.core.postprocess import instances
 from napari_cultureseg.core.segment import Segmentation, segment
 from napari_cultureseg.core.tiling import run_to_end
-from napari_cultureseg.core.training import TrainConfig, fine_tune
+from napari_cultureseg.core.training import TrainConfig, run_training
 from napari_cultureseg.core.workspace import Workspace
 
 TINY = {"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels": [32, 16, 8]}
@@ -100,14 +100,8 @@ def test_a_model_with_a_border_channel_trains_segments_and_separates(tmp_path):
         steps=25, batch_size=2, patch_size=64, lr=3e-3, val_every=25, threads=1, augment=False
     )
     model = BundleConfig(name="b", architecture="unet", classes=(CELL,), params=TINY, tile=64)
-    gen = fine_tune(model, samples, samples, cfg)
     losses = []
-    while True:
-        try:
-            losses.append(next(gen).loss)
-        except StopIteration as stop:
-            bundle = stop.value
-            break
+    bundle = run_training(model, cfg, samples, samples, on_report=lambda r: losses.append(r.loss))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     bundle.save(tmp_path / "model")
     loaded = Bundle.load(tmp_path / "model")

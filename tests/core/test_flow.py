@@ -152,7 +152,7 @@ def test_flow_channels_in_the_bundle_targets_and_segmentation():
 
 
 def test_a_few_training_steps_learn_flows(tmp_path):
-    from napari_cultureseg.core.training import TrainConfig, fine_tune
+    from napari_cultureseg.core.training import TrainConfig, run_training
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:96, :96]
@@ -173,14 +173,10 @@ def test_a_few_training_steps_learn_flows(tmp_path):
         tile=96,
     )
     tc = TrainConfig(steps=30, batch_size=4, patch_size=64, lr=3e-3, val_every=30, threads=1)
-    gen = fine_tune(cfg, samples[:3], samples[3:], tc)
     losses = []
-    while True:
-        try:
-            losses.append(next(gen).loss)
-        except StopIteration as stop:
-            bundle = stop.value
-            break
+    bundle = run_training(
+        cfg, tc, samples[:3], samples[3:], on_report=lambda r: losses.append(r.loss)
+    )
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
     out = bundle.predictor("cpu")(samples[0].image[None])[0]
     assert out.shape == (3, 96, 96)

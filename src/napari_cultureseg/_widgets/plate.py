@@ -136,6 +136,7 @@ class PlateWidget(Container):
         self.worker = None  # segmenting the plate
         self._stopping = False
         self._done: dict = {}  # the fields segmented in the results folder, by image stem
+        self._status: dict = {}  # (segmented, uncertainty) by field stem (see field_status)
         self.session = session_for(napari_viewer)  # autosaves; shared with the other docks
         self.session.attach(self)
         self.open_button.changed.connect(self.open_plate)
@@ -158,6 +159,7 @@ class PlateWidget(Container):
             show_error(str(exc))
             return
         self.plate = plate
+        self._status = {}
         table = Path(self.results.value) / "wells.csv"
         self.wells = read_wells(table) if table.is_file() else {}
         columns = sorted({k for v in self.wells.values() for k in v})
@@ -188,11 +190,15 @@ class PlateWidget(Container):
         """Whether ``field`` has masks in the results folder, and the model's uncertainty
         there (from the field's record, one read)."""
         stem = field.stem
-        rec = read_record(self.results.value, stem)
-        if rec is None:
-            return any(Path(self.results.value).glob(f"{stem}_*.tif")), None
-        done = bool(rec.get("done"))
-        return done, rec.get("uncertainty") if done else None
+        if stem not in self._status:  # read once per plate opened, then kept up to date
+            rec = read_record(self.results.value, stem)
+            if rec is None:
+                got = any(Path(self.results.value).glob(f"{stem}_*.tif")), None
+            else:
+                done = bool(rec.get("done"))
+                got = done, rec.get("uncertainty") if done else None
+            self._status[stem] = got
+        return self._status[stem]
 
     def segmented(self, field) -> bool:
         return self.field_status(field)[0]
@@ -279,6 +285,7 @@ class PlateWidget(Container):
             show_error(f"Plate: {exc}")
             return
         self._done = {d.stem: d for d in done}
+        self._status = {d.stem: (True, d.uncertainty) for d in done}  # this results folder's
         self.progress.max, self.progress.value = max(1, len(self.plate.fields)), len(done)
         self._stopping = False
         note = (
@@ -315,6 +322,7 @@ class PlateWidget(Container):
             self.status.value = f"{Path(r.path).name} failed: {r.error}"
             return
         self._done[r.stem] = r
+        self._status[r.stem] = (True, r.uncertainty)
         n = f"{self.progress.value}/{self.progress.max}"
         self.status.value = f"segmented {Path(r.path).name} ({n})"
         self._relabel_fields()
@@ -327,7 +335,7 @@ class PlateWidget(Container):
     def _relabel_fields(self):
         """Field choices with their current status, the open field staying open (magicgui
         would select the first choice while it rebuilds them)."""
-        self._fields = [(self._field_label(f), f.key) for f in self.plate.fields]
+        self._fields = [(self._field_label(f), f.key) for f in self.plate.fields]  # (cached)
         with self.field.changed.blocked():
             self.field.reset_choices()
             if self._open is not None:

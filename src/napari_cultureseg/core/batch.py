@@ -314,9 +314,11 @@ def jobs_for(
     and the images left out because files of theirs exist in ``out`` that no run of ours
     wrote (a user's own masks are never overwritten: give another folder).
     """
-    from .bundles import load_bundle
+    from .bundles import load_bundle, safe_name
 
     cfg = load_bundle(model).config
+    for name in [c.name for c in cfg.classes] + [d.name for d in cfg.derived]:
+        safe_name(name, what=f"class name of model {cfg.name!r}")  # outputs stay inside out
     out = Path(out)
     ours = own_outputs(out)
     todo, done, refused = [], [], []

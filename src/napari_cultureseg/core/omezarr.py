@@ -117,18 +117,13 @@ def read_labels(path: str | Path) -> dict[str, np.ndarray]:
     need()
     import zarr
 
-    def attrs(group) -> dict:  # NGFF 0.5 keeps them under "ome"
-        a = dict(group.attrs)
-        return a.get("ome", a)
-
-    root = zarr.open_group(str(path), mode="r")
-    if "labels" not in root:
-        return {}
+    path = Path(path)
+    names = _attrs(path / "labels").get("labels", []) if (path / "labels").is_dir() else []
     out = {}
-    for name in attrs(root["labels"]).get("labels", []):
-        group = root["labels"][name]
-        level0 = attrs(group)["multiscales"][0]["datasets"][0]["path"]
-        out[name] = np.asarray(group[level0])
+    for name in names:
+        group = path / "labels" / name
+        level0 = _attrs(group)["multiscales"][0]["datasets"][0]["path"]
+        out[name] = np.asarray(zarr.open_array(str(group / level0), mode="r"))
     return out
 
 
