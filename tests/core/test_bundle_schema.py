@@ -48,6 +48,7 @@ BAD = [
     ("scale", {"diameter": -3, "reference": "cell"}, "scale.diameter"),
     ("scale", {"diameter": 20, "reference": "mitochondria"}, "scale.reference"),
     ("scale", {"diameter": 20, "reference": "cell", "estimator": "guess"}, "scale.estimator"),
+    ("scale", {"diameter": 20, "reference": "cell", "bias": 0}, "scale.bias"),
 ]
 
 

@@ -217,8 +217,30 @@ def test_bundle_scale_round_trips(tmp_path):
         "unet",
         (ClassSpec("cell", instances=True),),
         params=TINY_PARAMS,
-        scale=ScaleSpec(16.0, "cell", {"cell": 16.0}, 0.65),
+        scale=ScaleSpec(16.0, "cell", {"cell": 16.0}, 0.65, bias=1.07),
     )
     b = Bundle(cfg)
     b.save(tmp_path / "m")
     assert Bundle.load(tmp_path / "m").config.scale == cfg.scale
+
+
+def test_the_estimate_corrects_for_objects_the_model_draws_too_large():
+    """A model that draws its objects 1.25x too large (measured on its validation images:
+    ``ScaleSpec.bias``) would take an image's objects for 1.25x larger than they are."""
+    image = (discs(shape=(240, 240), radius=10, step=40, offset=20) > 0).astype(np.float32)
+    model = ExactModel(diameter=20.0)
+    plain = estimate_diameter(model, image, method="objects")
+    model.config = replace(model.config, scale=replace(model.config.scale, bias=1.25))
+    corrected = estimate_diameter(model, image, method="objects")
+    assert corrected.zoom == pytest.approx(1.25 * plain.zoom, rel=0.02)
+    assert corrected.diameter == pytest.approx(plain.diameter / 1.25, rel=0.02)
+
+
+def test_size_ratio_of_predictions_to_truth():
+    from napari_cultureseg.core.training.validation import size_ratio
+
+    truth = discs(shape=(240, 240), radius=10, step=40, offset=20)
+    fat = discs(shape=(240, 240), radius=11, step=40, offset=20)
+    assert size_ratio([fat, fat], [truth, truth]) == pytest.approx(1.1, rel=0.03)
+    assert size_ratio([truth], [truth]) == pytest.approx(1.0)
+    assert size_ratio([np.zeros_like(truth)], [truth]) is None

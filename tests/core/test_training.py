@@ -193,6 +193,23 @@ def test_bf16_training_learns_and_saves_plain_weights(tmp_path):
     assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.7
 
 
+def test_training_measures_how_much_larger_the_model_draws_objects():
+    """With objects scored on validation, the kept weights' size ratio (predicted / true
+    median diameter) is stored as the scale's bias, which the size estimate corrects for."""
+    from napari_cultureseg.core.bundles import ScaleSpec
+
+    model = replace(
+        MODEL,
+        classes=(ClassSpec("disc", min_size=0, fill_holes=False, instances=True),),
+        scale=ScaleSpec(diameter=14.0, reference="disc"),
+    )
+    _, bundle = _run(fine_tune(model, TRAIN, VAL, replace(CFG, select_by="objects")))
+    ratio = bundle.config.lineage["metrics"]["val_size_ratio"]
+    assert bundle.config.scale.bias == ratio and 0.5 < ratio < 2.0
+    _, plain = _run(fine_tune(MODEL, TRAIN[:2], VAL, replace(CFG, steps=2)))
+    assert plain.config.scale.bias == 1.0  # no scale, nothing measured
+
+
 def test_precision_is_checked():
     with pytest.raises(ValueError, match="precision must be fp32, bf16 or auto"):
         TrainConfig(precision="fp16")

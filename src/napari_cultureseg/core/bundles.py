@@ -181,6 +181,12 @@ class ScaleSpec:
     estimator: str = "objects"
     """How ``diameter: auto`` measures a new image (:data:`.scale.ESTIMATORS`), chosen
     per model on its validation images (``benchmarks/scale.py``)."""
+    bias: float = 1.0
+    """How much larger (median diameter) the model draws the reference class's objects
+    than the hand-drawn truth, at its own scale, on its validation images (measured at
+    the end of training, :attr:`training.validation.Validation.sizes`). An estimate
+    from the model's own objects would take the image's objects for that much larger
+    than they are; it is divided by this."""
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ScaleSpec:
@@ -191,6 +197,7 @@ class ScaleSpec:
             diameters={str(k): float(v) for k, v in (d.get("diameters") or {}).items()},
             pixel_size=float(d["pixel_size"]) if d.get("pixel_size") else None,
             estimator=str(d.get("estimator") or "objects"),
+            bias=float(d["bias"]) if d.get("bias") is not None else 1.0,
         )
 
 
@@ -367,6 +374,8 @@ class BundleConfig:
 
         if sc.estimator not in ESTIMATORS:
             bad("scale.estimator", f"{sc.estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        if not (math.isfinite(sc.bias) and 0.25 <= sc.bias <= 4.0):
+            bad("scale.bias", f"must be a ratio between 0.25 and 4, not {sc.bias}")
 
 
 class Bundle:

@@ -297,7 +297,8 @@ def estimate_diameter(
                         n = int(diam.size)
             if not logs:
                 break
-            new = float(np.clip(np.exp(np.average(logs, weights=weights)), lo, hi))
+            # the model draws objects sc.bias times too large: its own are taken at that
+            new = float(np.clip(np.exp(np.average(logs, weights=weights)) * sc.bias, lo, hi))
             d = float(sc.diameter / new)
             done = abs(np.log(new / zoom)) < np.log(1.1)  # within 10 %: done
             zoom = new

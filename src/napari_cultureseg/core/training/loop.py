@@ -24,7 +24,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..bundles import Bundle, BundleConfig, flow_channels, soft_channels, value_channels
+from ..bundles import (
+    Bundle,
+    BundleConfig,
+    distance_channels,
+    flow_channels,
+    soft_channels,
+    value_channels,
+)
 from ..datasets import PatchSampler, Sample
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
@@ -41,6 +48,7 @@ LINEAGE_FIELDS = (
     "class_weighting",
     "fg_weight_factor",
     "dice_weight",
+    "valley_weight",
     "steps",
     "val_every",
     "adversarial",
@@ -214,6 +222,8 @@ def fine_tune(
                 else int(bundle.config.lineage.get("adversarial", {}).get("lambda_step", 0)),
             )
         soft = soft_channels(cfg.classes)
+        names = [c.name for c in cfg.classes]
+        valleys = {ch: names.index(n) for n, ch in distance_channels(cfg.classes).items()}
         sampler = PatchSampler(
             train,
             config.patch_size,
@@ -241,6 +251,8 @@ def fine_tune(
                 dice_weight=config.dice_weight,
                 fg_weight_factor=config.fg_weight_factor,
                 soft=soft if channels is None else (),
+                valleys=valleys if channels is None else {},
+                valley_weight=config.valley_weight,
             )
 
         val_tile = config.val_tile or cfg.tile
@@ -403,6 +415,10 @@ def fine_tune(
         },
     }
     aux = {"discriminator": best["disc"]} if adversary is not None and best["disc"] else {}
+    ratio = getattr(best.get("val"), "sizes", {}).get(cfg.scale.reference or "")
+    if ratio and cfg.scale.diameter:  # what the scale estimate corrects for (ScaleSpec.bias)
+        cfg = replace(cfg, scale=replace(cfg.scale, bias=float(np.clip(ratio, 0.5, 2.0))))
+        lineage["metrics"]["val_size_ratio"] = ratio
     return Bundle(replace(cfg, lineage=lineage), best["state"], aux=aux)
 
 

@@ -90,6 +90,7 @@ LOSS_FIELDS = (
     "weight_clip",
     "fg_weight_factor",
     "dice_weight",
+    "valley_weight",
     "adversarial",
     "adversarial_lambda",
     "adversarial_lambda_steps",

@@ -31,6 +31,11 @@ class Validation:
     """Mean of per-image Dice (empty truth and empty prediction count as 1)."""
     objects: dict[str, float] = field(default_factory=dict)
     """SA(0.5) of the counted classes, pooled over images (only when asked for)."""
+    sizes: dict[str, float] = field(default_factory=dict)
+    """Per counted class, how much larger the model draws its objects than the truth: the
+    geometric mean over images of (median predicted diameter / median true diameter), at
+    the training scale (only with objects). The scale estimate corrects for it
+    (:attr:`bundles.ScaleSpec.bias`)."""
 
     def score(self, select_by: str = "dice") -> float:
         """The number that picks the kept weights (see ``TrainConfig.select_by``)."""
@@ -135,7 +140,21 @@ def score(
         for name, (preds, trues) in matched.items()
         if preds
     }
-    return Validation(pooled, mean, sa)
+    sizes = {name: r for name, (preds, trues) in matched.items() if (r := size_ratio(preds, trues))}
+    return Validation(pooled, mean, sa, sizes)
+
+
+def size_ratio(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray]) -> float | None:
+    """Geometric mean over images of (median predicted / median true object diameter), over
+    the images where both have objects; None when there is none."""
+    from ..scale import object_diameters
+
+    logs = []
+    for p, t in zip(preds, trues, strict=True):
+        dp, dt = object_diameters(p), object_diameters(t)
+        if dp.size and dt.size:
+            logs.append(np.log(np.median(dp) / np.median(dt)))
+    return round(float(np.exp(np.mean(logs))), 4) if logs else None
 
 
 def _truth_labels(s: Sample, c: int, cfg: BundleConfig, as_labels) -> np.ndarray:
