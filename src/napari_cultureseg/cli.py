@@ -323,6 +323,7 @@ def cmd_segment(args) -> int:
         "table": args.table,
         "format": args.format,
         "threads": threads,
+        "block": args.block,
     }
     jobs = [
         FieldJob(
@@ -577,6 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)",
     )
     p.add_argument("--plane", type=int, default=None, help="plane of a multi-plane file to segment")
+    p.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="segment TIFFs block by block, blocks of this side in pixels, read from disk as "
+        "they are needed (default: only TIFF planes above 8192x8192 pixels, whole-well "
+        "mosaics, in blocks of 2048); their masks are written as tiled TIFFs",
+    )
     p.add_argument(
         "--channel",
         default=None,

@@ -184,7 +184,7 @@ def test_an_image_too_big_for_memory_is_refused_before_it_is_read(tmp_path, monk
 
     monkeypatch.setattr(tifffile.TiffFile, "asarray", no_read)
     monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", no_read)
-    with pytest.raises(ImageError, match=r"2000 x 3000 .*GiB.*Crop it"):
+    with pytest.raises(ImageError, match=r"2000 x 3000 .*GiB.*Crop it.*block by block"):
         images.read_image(path)
     monkeypatch.setattr(images, "available_memory", lambda: 8 * 2**30)
     monkeypatch.undo()

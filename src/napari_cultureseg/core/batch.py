@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,8 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
         from .bundles import load_bundle
 
         bundle = load_bundle(job.model)  # cached per process
+        if is_mosaic(job):
+            return _run_mosaic(job, bundle, progress)
         plane = read_image(job.path, plane=o.get("plane"))
         zoom, how = choose_zoom(
             bundle,
@@ -301,6 +304,95 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
             else str(exc)
         )
         return FieldDone(job.stem, job.path, error=what)
+
+
+def is_mosaic(job: FieldJob) -> bool:
+    """Whether a field is segmented block by block (:mod:`.mosaic`): a TIFF plane of more
+    than :data:`mosaic.MOSAIC_PIXELS` pixels, or any TIFF when the job gives a ``block``."""
+    from .images import stored_shape
+    from .mosaic import MOSAIC_PIXELS
+
+    path = Path(job.path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return False
+    if job.options.get("block"):
+        return True
+    found = stored_shape(path)
+    if found is None:
+        return False
+    plane = [n for n in found[0] if n > 4][-2:]
+    return len(plane) == 2 and plane[0] * plane[1] > MOSAIC_PIXELS
+
+
+def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
+    """:func:`run_field` for a whole-well mosaic: block by block, outputs as tiled TIFFs."""
+    from .mosaic import BLOCK, lazy_plane, segment_mosaic, write_tiled_tif
+    from .plate import field_of
+    from .scale import choose_zoom
+
+    o = job.options
+    if o.get("format") == "ome-zarr" or o.get("prob"):
+        raise ValueError(
+            f"{Path(job.path).name} is a mosaic segmented block by block: its masks are written "
+            "as tiled TIFFs only (no --format ome-zarr, no --prob); crop it into fields for those"
+        )
+    if o.get("plane") not in (None, 0):
+        raise ValueError(
+            f"{Path(job.path).name}: a mosaic is read as one plane; save plane {o['plane']} "
+            "on its own"
+        )
+    source = lazy_plane(job.path)
+    zoom, how = choose_zoom(
+        bundle,
+        source,  # the estimate reads its central crop only
+        diameter=o.get("diameter", "auto"),
+        pixel_size=o.get("pixel_size"),
+        path=Path(job.path),
+        device=o.get("device", "auto"),
+    )
+    well, index = field_of(Path(job.path))
+    work = Path(job.out) / f".{job.stem}.blocks"
+    try:
+        result = segment_mosaic(
+            bundle,
+            source,
+            work,
+            zoom=zoom,
+            block=int(o.get("block") or BLOCK),
+            device=o.get("device", "auto"),
+            tile=o.get("tile"),
+            overlap=o.get("overlap"),
+            batch_size=o.get("batch_size"),
+            tta=o.get("tta", 1),
+            table=bool(o.get("table")),
+            info={"image": job.stem, "well": well, "field": index},
+            progress=progress,
+        )
+        _write_record(job, done=False)  # from here on these files are this field's own
+        named = {f"{n}.tif": z for n, z in result.masks.items()}
+        named.update({f"{n}_instances.tif": z for n, z in result.objects.items()})
+        for name, z in named.items():
+            write_atomic(_planned(job, f"{job.stem}_{name}"), lambda t, z=z: write_tiled_tif(t, z))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    h, w = result.shape
+    rec = None
+    if o.get("table"):
+        rec = {
+            "well": well or job.stem,
+            "pixels": h * w,
+            "areas": result.areas,
+            "objects": {
+                n: [r["area"] for r in result.rows if r["class"] == n] for n in result.objects
+            },
+        }
+    summary = ", ".join(f"{n} {100 * a / (h * w):.1f}%" for n, a in result.areas.items())
+    summary += f" ({how}, zoom {zoom:.2f}, {h}x{w} block by block)"
+    unsure = round(result.uncertainty, 6)
+    _write_record(job, done=True, summary=summary, rows=result.rows, field=rec, uncertainty=unsure)
+    return FieldDone(
+        job.stem, job.path, list(job.files), summary, result.rows, rec, uncertainty=unsure
+    )
 
 
 def jobs_for(

@@ -14,6 +14,7 @@ Everything a model sees goes through two steps:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +201,12 @@ def check_fits(path: Path) -> None:
             f"{need / 2**30:.1f} GiB to read and segment, and {have / 2**30:.1f} GiB are "
             "available. Crop it or downsample it first (e.g. in Fiji), or split a mosaic into "
             "fields; for a stack, save the plane you want on its own."
+            + (
+                f" A TIFF mosaic can be segmented block by block from disk: cultureseg segment "
+                f"{path.name} --out masks/ --block 2048"
+                if path.suffix.lower() in (".tif", ".tiff")
+                else ""
+            )
         )
 
 
@@ -325,10 +332,15 @@ def fill_nonfinite(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def normalise(x: np.ndarray, norm: Normalisation = Normalisation()) -> np.ndarray:
+def normalise(
+    x: np.ndarray, norm: Normalisation = Normalisation(), levels: Sequence | None = None
+) -> np.ndarray:
     """Percentile-normalise each channel of ``(C, H, W)`` so ``low``→0 and ``high``→1.
 
-    A flat channel (no contrast) becomes all zeros rather than NaN.
+    ``levels``: each channel's ``(low, high)`` values, when they were measured on
+    more than ``x`` (a whole-well mosaic normalised block by block takes the
+    percentiles of the whole mosaic, :func:`levels_of`). A flat channel (no
+    contrast) becomes all zeros rather than NaN.
     """
     if norm.kind == "none":
         return x.astype(np.float32, copy=False)
@@ -339,15 +351,27 @@ def normalise(x: np.ndarray, norm: Normalisation = Normalisation()) -> np.ndarra
         ch = x[c]
         if norm.flatten:
             ch = flatten_background(ch, norm.flatten)
-        # percentiles of a subsample: identical in effect, 20× faster on mosaics
-        step = max(1, int(np.sqrt(ch.size / 1e6)))
-        lo, hi = (float(v) for v in np.percentile(ch[::step, ::step], [norm.low, norm.high]))
+        lo, hi = levels[c] if levels is not None else _percentiles(ch, norm)
         if hi - lo <= 1e-12 * max(1.0, abs(hi)):
             out[c] = 0.0
         else:  # in float32 and in place: no float64 temporary the size of the image
             np.subtract(ch, np.float32(lo), out=out[c], dtype=np.float32)
             out[c] *= np.float32(1.0 / (hi - lo))
     return out
+
+
+def _percentiles(ch: np.ndarray, norm: Normalisation) -> tuple[float, float]:
+    # percentiles of a subsample: identical in effect, 20× faster on mosaics
+    step = max(1, int(np.sqrt(ch.size / 1e6)))
+    lo, hi = (float(v) for v in np.percentile(ch[::step, ::step], [norm.low, norm.high]))
+    return lo, hi
+
+
+def levels_of(samples: Sequence[np.ndarray], norm: Normalisation) -> list[tuple[float, float]]:
+    """Each channel's ``(low, high)`` percentile values over ``samples``, ``(C, n)`` arrays of
+    model-input values drawn from all over one image (see :func:`normalise`)."""
+    pooled = np.concatenate([np.asarray(s, np.float32) for s in samples], axis=1)
+    return [tuple(float(v) for v in np.percentile(ch, [norm.low, norm.high])) for ch in pooled]
 
 
 def flatten_background(ch: np.ndarray, sigma: float) -> np.ndarray:
@@ -502,30 +526,40 @@ def zoomed_shape(shape: tuple[int, int], zoom: float) -> tuple[int, int]:
     return max(1, round(shape[0] * zoom)), max(1, round(shape[1] * zoom))
 
 
-def to_model_input(
-    plane: np.ndarray, spec: InputSpec = InputSpec(), *, zoom: float = 1.0
-) -> np.ndarray:
-    """Turn a 2-D plane into the ``(C, H, W)`` float32 array a model with ``spec`` expects.
-
-    ``zoom`` resamples the image (bilinear, area-averaged when shrinking) after
-    the channel conversion and the 3×3 median, before normalisation, so that
-    its objects have the size the model learnt (:mod:`.scale`); the result then
-    has :func:`zoomed_shape` pixels.
-    """
+def prepared_input(plane: np.ndarray, spec: InputSpec = InputSpec(), *, zoom: float = 1.0):
+    """A plane as ``(C, H, W)`` model input before normalisation: channels, the 3×3 median
+    and the zoom (bilinear, area-averaged when shrinking), see :func:`to_model_input`."""
     plane = as_plane(plane)
     shape = zoomed_shape(plane.shape[:2], zoom)
     gray_int = plane.ndim == 2 and plane.dtype.kind in "iub" and spec.channels == 1
     if zoom != 1.0 and gray_int and not spec.median3:
         # a gray integer plane is resampled as it is: a mosaic's float32 copy at
         # full size, 4 B a pixel, is never made
-        x = resample_plane(plane, shape)[None]
-    else:
-        x = fill_nonfinite(to_channels(plane, spec.channels))
-        if spec.median3:
-            x = median3(x)
-        if zoom != 1.0:
-            x = np.stack([resample_plane(c, shape) for c in x])
-    x = normalise(x, spec.normalisation)
+        return resample_plane(plane, shape)[None]
+    x = fill_nonfinite(to_channels(plane, spec.channels))
+    if spec.median3:
+        x = median3(x)
+    if zoom != 1.0:
+        x = np.stack([resample_plane(c, shape) for c in x])
+    return x
+
+
+def to_model_input(
+    plane: np.ndarray,
+    spec: InputSpec = InputSpec(),
+    *,
+    zoom: float = 1.0,
+    levels: Sequence | None = None,
+) -> np.ndarray:
+    """Turn a 2-D plane into the ``(C, H, W)`` float32 array a model with ``spec`` expects.
+
+    ``zoom`` resamples the image (bilinear, area-averaged when shrinking) after
+    the channel conversion and the 3×3 median, before normalisation, so that
+    its objects have the size the model learnt (:mod:`.scale`); the result then
+    has :func:`zoomed_shape` pixels. ``levels``: the normalisation's per-channel
+    ``(low, high)`` (default: the percentiles of this plane, :func:`normalise`).
+    """
+    x = normalise(prepared_input(plane, spec, zoom=zoom), spec.normalisation, levels)
     if spec.histogram_reference is not None:  # quantiles of normalised training images
         x = match_histogram(x, np.asarray(spec.histogram_reference))
     return x

@@ -215,6 +215,7 @@ def segment(
     fit: bool | None = None,
     zoom: float = 1.0,
     tta: int = 1,
+    levels=None,
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
@@ -255,6 +256,10 @@ def segment(
         Test-time augmentation: average the predictions of this many flipped and
         rotated copies of every tile (1: none, 4: flips, 8: flips and rotations);
         costs as many forward passes.
+    levels
+        Each input channel's normalisation ``(low, high)``, measured on more than
+        ``image`` (a block of a whole-well mosaic, :mod:`.mosaic`); default: its own
+        percentiles.
 
     Yields
     ------
@@ -270,7 +275,7 @@ def segment(
     cfg = bundle.config
     plane = as_plane(image)
     zoom = 1.0 if cfg.input.resize_to else check_zoom(zoom)
-    x = to_model_input(plane, cfg.input, zoom=zoom)
+    x = to_model_input(plane, cfg.input, zoom=zoom, levels=levels)
     device = resolve_device(device)
     if batch_size is None:
         batch_size = 1 if device == "cpu" else 4

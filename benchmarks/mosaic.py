@@ -1,0 +1,178 @@
+"""A 20000² whole-well mosaic segmented block by block: peak memory, time, agreement.
+
+    python benchmarks/mosaic.py [--side 20000] [--model phase-cells] [--threads 1]
+
+A real Usiigaci field (set02, 1022x1024, 16-bit scaled to 8 bits) is repeated
+into a tiled ``side``² TIFF (written tile by tile, never whole in memory), and
+``cultureseg segment --table`` runs on it in a fresh process under
+``/usr/bin/time -v``: peak resident memory and seconds. The baseline, in the same
+run: an 8000² mosaic of the same field segmented in memory (the path of every
+image up to 8192², 1.64 GB in ``memory.py``) and block by block (``--block
+2048``): block-by-block memory should not grow with the mosaic.
+
+Agreement, on a 2000² crop: block by block (512-px blocks, so seams run through
+it) against the whole crop in memory, with the same zoom and normalisation levels;
+beside it, how much the in-memory path itself moves when only its tile changes
+(640 instead of its own), the scale of "equal" for any tiled segmentation.
+Results: ``benchmarks/results/mosaic.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "import sys; from napari_cultureseg.cli import main; sys.exit(main(sys.argv[1:]))"
+FIELD = ROOT.parent / "shared" / "data" / "phase_usiigaci" / "set02_image.tif"
+
+
+def field8() -> np.ndarray:
+    from napari_cultureseg.core.images import read_image
+
+    f = read_image(FIELD).astype(np.float32)  # 16-bit: 255 * uint16 would wrap around
+    lo, hi = np.percentile(f, (0.1, 99.9))
+    return (255 * np.clip((f - lo) / (hi - lo), 0, 1)).astype(np.uint8)
+
+
+def write_mosaic(path: Path, side: int, tile: int = 512) -> None:
+    """The field repeated into a side² tiled TIFF, one band of tiles at a time."""
+    import tifffile
+
+    f = field8()
+    fh, fw = f.shape
+
+    def tiles():
+        for y in range(0, side, tile):
+            rows = np.arange(y, y + tile) % fh
+            band = f[rows]
+            for x in range(0, side, tile):
+                yield band[:, np.arange(x, x + tile) % fw]
+
+    tifffile.imwrite(path, tiles(), shape=(side, side), dtype=np.uint8, tile=(tile, tile))
+
+
+def run(image: Path, out: Path, model: str, threads: int, extra=()) -> dict:
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", RUN, "segment"]
+    cmd += [str(image), "--out", str(out), "--model", model, "--threads", str(threads)]
+    cmd += ["--table", "--quiet", *extra]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    rec = {}
+    recs = list((out / ".cultureseg-fields").glob("*.json"))
+    if recs:
+        rec = json.loads(recs[0].read_text())
+    counted = {}
+    for row in rec.get("rows", []):
+        counted[row["class"]] = counted.get(row["class"], 0) + 1
+    return {
+        "image": image.name,
+        "how": " ".join(extra) or "default",
+        "exit_code": r.returncode,
+        "peak_rss_gb": round(int(m.group(1)) / 1024**2, 3) if m else None,
+        "seconds": round(seconds, 1),
+        "summary": rec.get("summary", ""),
+        "objects": counted,
+        "error": r.stderr[-600:] if r.returncode else "",
+    }
+
+
+def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
+
+    from napari_cultureseg.core import metrics as M
+    from napari_cultureseg.core.bundles import load_bundle
+    from napari_cultureseg.core.mosaic import lazy_plane, mosaic_levels, segment_mosaic
+    from napari_cultureseg.core.scale import choose_zoom
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    bundle = load_bundle(model)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "crop.tif"
+        write_mosaic(path, side, tile=256)
+        source = lazy_plane(path)
+        img = np.asarray(source[:])
+        zoom, how = choose_zoom(bundle, img, device="cpu")
+        levels = mosaic_levels(source, bundle.config.input, zoom, block)
+        res = segment_mosaic(bundle, source, Path(tmp) / "w", zoom=zoom, block=block, device="cpu")
+        ref = run_to_end(segment(bundle, img, device="cpu", zoom=zoom, levels=levels))
+        other = run_to_end(
+            segment(bundle, img, device="cpu", zoom=zoom, levels=levels, tile=640, fit=False)
+        )
+        for c in bundle.config.classes:
+            m0 = ref.masks()[c.name]
+            mb = np.asarray(res.masks[c.name][:]) > 0
+            row = {
+                "blocks_vs_whole_mask_disagreement": float(np.mean(mb != m0)),
+                "tile640_vs_whole_mask_disagreement": float(np.mean(other.masks()[c.name] != m0)),
+            }
+            if c.instances:
+                l0 = ref.instances(c.name, m0)
+                lb = np.asarray(res.objects[c.name][:])
+                lo = other.instances(c.name)
+                row.update(
+                    objects_whole=int(l0.max()),
+                    objects_blocks=int(lb.max()),
+                    objects_tile640=int(lo.max()),
+                    blocks_vs_whole_object_f1=round(M.object_prf(lb, l0, 0.5)[2], 4),
+                    tile640_vs_whole_object_f1=round(M.object_prf(lo, l0, 0.5)[2], 4),
+                )
+            out[c.name] = row
+        out["zoom"] = round(float(zoom), 4)
+        out["how"] = how
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side", type=int, default=20000)
+    ap.add_argument("--baseline-side", type=int, default=8000)
+    ap.add_argument("--model", default="phase-cells")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mosaic.json"))
+    args = ap.parse_args(argv)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small = tmp / f"mosaic{args.baseline_side}.tif"
+        write_mosaic(small, args.baseline_side)
+        for extra in ((), ("--block", "2048")):
+            runs.append(run(small, tmp / f"out-small{len(extra)}", args.model, args.threads, extra))
+            print(json.dumps(runs[-1]), flush=True)
+        small.unlink()
+        big = tmp / f"mosaic{args.side}.tif"
+        write_mosaic(big, args.side)
+        runs.append(run(big, tmp / "out-big", args.model, args.threads))
+        print(json.dumps(runs[-1]), flush=True)
+    agreement = crop_agreement(args.model)
+    print(json.dumps(agreement), flush=True)
+    base = runs[0]["peak_rss_gb"]
+    result = {
+        "images": f"uint8 mosaics of {FIELD.name} repeated, tiled TIFF",
+        "model": args.model,
+        "threads": args.threads,
+        "runs": runs,
+        "ratio_to_in_memory_baseline": {
+            r["image"] + " " + r["how"]: round(r["peak_rss_gb"] / base, 2)
+            for r in runs
+            if base and r["peak_rss_gb"]
+        },
+        "crop_2000_agreement": agreement,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Whole-well mosaics segmented block by block (core/mosaic.py, `cultureseg segment --block`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_cultureseg.core import metrics as M
+from napari_cultureseg.core.images import ImageError
+from napari_cultureseg.core.mosaic import (
+    blocks,
+    lazy_plane,
+    mosaic_levels,
+    segment_mosaic,
+    write_tiled_tif,
+)
+
+
+def test_blocks_cover_the_plane_once_with_their_cores():
+    shape = (1000, 1300)
+    seen = np.zeros(shape, np.int32)
+    for (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) in blocks(shape, 384, 100):
+        seen[y0:y1, x0:x1] += 1
+        assert oy0 == max(0, y0 - 100) and oy1 == min(1000, y1 + 100)
+        assert ox0 == max(0, x0 - 100) and ox1 == min(1300, x1 + 100)
+    assert (seen == 1).all()
+
+
+def test_a_tiff_is_read_lazily_and_a_stack_is_refused(tmp_path):
+    img = (np.arange(600 * 500) % 251).astype(np.uint8).reshape(600, 500)
+    tifffile.imwrite(tmp_path / "m.tif", img, tile=(128, 128))
+    z = lazy_plane(tmp_path / "m.tif")
+    assert z.shape == (600, 500)
+    assert np.array_equal(np.asarray(z[100:300, 250:500]), img[100:300, 250:500])
+    tifffile.imwrite(tmp_path / "one.tif", img[None])  # a singleton axis is indexed away
+    assert np.array_equal(np.asarray(lazy_plane(tmp_path / "one.tif")[5:9, 7:11]), img[5:9, 7:11])
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([img, img, img, img, img]))
+    with pytest.raises(ImageError, match="one 2-D plane"):
+        lazy_plane(tmp_path / "stack.tif")
+
+
+def test_tiled_tif_round_trips(tmp_path):
+    import zarr
+
+    data = (np.arange(700 * 650, dtype=np.uint32) * 7919) % 100003
+    data = data.reshape(700, 650)
+    z = zarr.open_array(
+        store=str(tmp_path / "a.zarr"),
+        mode="w",
+        shape=data.shape,
+        chunks=(256, 256),
+        dtype="uint32",
+    )
+    z[:] = data
+    write_tiled_tif(tmp_path / "a.tif", z, tile=256)
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        assert tif.pages[0].is_tiled
+        assert np.array_equal(tif.asarray(), data)
+
+
+def test_block_by_block_agrees_with_the_whole_image(shared_data, tmp_path):
+    """The shipped phase model on a real, dense field cut into 9 blocks: masks and objects as
+    in one piece (tiling alone moves a mask by a few tenths of a percent of its pixels)."""
+    from napari_cultureseg.core.bundles import load_bundle
+    from napari_cultureseg.core.images import read_image
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    img = read_image(shared_data / "phase_usiigaci" / "set14_image.tif")
+    tifffile.imwrite(tmp_path / "field.tif", img, tile=(256, 256))
+    bundle = load_bundle("phase-cells")
+    source = lazy_plane(tmp_path / "field.tif")
+    zoom = 0.9
+    result = segment_mosaic(bundle, source, tmp_path / "work", zoom=zoom, block=384, device="cpu")
+    levels = mosaic_levels(source, bundle.config.input, zoom, 384)
+    seg = run_to_end(segment(bundle, img, device="cpu", zoom=zoom, levels=levels))
+    mask = seg.masks()["cell"]
+    labels = seg.instances("cell", mask)
+    blocked = np.asarray(result.masks["cell"][:]) > 0
+    objects = np.asarray(result.objects["cell"][:])
+    assert np.mean(blocked != mask) < 0.01
+    assert abs(int(objects.max()) - int(labels.max())) <= 0.03 * labels.max()
+    _, _, f1 = M.object_prf(objects, labels, 0.5)
+    assert f1 >= 0.95
+    assert result.counts["cell"] == len(np.unique(objects)) - 1  # every label written is kept
+    # an object across a seam is one object, not two halves
+    halves = [lab for lab in np.unique(labels) if lab and _split_by(objects, labels == lab)]
+    assert len(halves) <= 0.03 * labels.max()
+
+
+def _split_by(objects, obj):
+    """True when two mosaic objects each hold at least a third of ``obj``."""
+    ids, counts = np.unique(objects[obj], return_counts=True)
+    big = counts[ids > 0] >= obj.sum() / 3
+    return int(big.sum()) >= 2
+
+
+def test_cli_streams_a_mosaic_to_tiled_tiffs_and_resumes(tiny_bundle, tmp_path):
+    from napari_cultureseg.cli import main
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((700, 640)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "A01_s1.tif", img, tile=(128, 128))
+    out = tmp_path / "out"
+    args = [
+        "segment",
+        str(tmp_path / "A01_s1.tif"),
+        "--out",
+        str(out),
+        "--model",
+        "tiny",
+        "--block",
+        "256",
+        "--diameter",
+        "none",
+        "--device",
+        "cpu",
+        "--table",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    for name in ("A01_s1_cell.tif", "A01_s1_debris.tif", "A01_s1_cell_instances.tif"):
+        with tifffile.TiffFile(out / name) as tif:
+            assert tif.pages[0].is_tiled and tif.pages[0].shape == (700, 640)
+    assert not list(out.glob(".*.blocks"))  # the zarr scratch space is gone
+    record = json.loads((out / ".cultureseg-fields" / "A01_s1.json").read_text())
+    assert record["done"] and "block by block" in record["summary"]
+    labels = tifffile.imread(out / "A01_s1_cell_instances.tif")
+    rows = [r for r in record["rows"] if r["class"] == "cell"]
+    assert len(rows) == len(np.unique(labels)) - 1
+    assert sorted(r["area"] for r in rows) == sorted(
+        np.bincount(labels.ravel())[1:][np.bincount(labels.ravel())[1:] > 0].tolist()
+    )
+    before = (out / "A01_s1_cell.tif").stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 0  # finished: nothing is computed again
+    assert (out / "A01_s1_cell.tif").stat().st_mtime_ns == before
+
+
+def test_a_mosaic_refuses_outputs_it_cannot_stream_and_writes_nothing(tiny_bundle, tmp_path):
+    from napari_cultureseg.cli import main
+
+    tifffile.imwrite(tmp_path / "m.tif", np.zeros((300, 300), np.uint8))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "m.tif"),
+            "--out",
+            str(out),
+            "--model",
+            "tiny",
+            "--block",
+            "128",
+            "--format",
+            "ome-zarr",
+            "--diameter",
+            "none",
+            "--quiet",
+        ]
+    )
+    assert code != 0
+    assert not [p for p in out.glob("*") if not p.name.startswith(".")]
