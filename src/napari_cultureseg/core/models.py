@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 _STRIDES: dict[str, int] = {}
 # architecture → module that registers it when imported (imported on first use)
-_LAZY = {"spheroid-multiscale": "napari_cultureseg.core.spheroid"}
+_LAZY = {
+    "spheroid-multiscale": "napari_cultureseg.core.spheroid",
+    "tiramisu": "napari_cultureseg.core.tiramisu",
+}
 
 
 def register(name: str, *, stride: int = 32) -> Callable:
@@ -126,10 +129,39 @@ def per_class_unets(
     return PerClassUNets()
 
 
+@register("deeplabv3+", stride=16)
+def deeplabv3plus(
+    *,
+    in_channels: int,
+    classes: int,
+    encoder: str = "resnet18",
+    encoder_output_stride: int = 16,
+    decoder_channels: int = 256,
+    decoder_atrous_rates: tuple[int, int, int] = (12, 24, 36),
+):
+    """DeepLabV3+ (Chen et al. 2018; smp's): atrous convolutions, spatial pyramid pooling and
+    a light decoder, one logit per class (Ørting et al. compare it for nuclei and cytoplasm)."""
+    import segmentation_models_pytorch as smp
+
+    return smp.DeepLabV3Plus(
+        encoder_name=encoder,
+        encoder_weights=None,
+        encoder_output_stride=int(encoder_output_stride),
+        decoder_channels=int(decoder_channels),
+        decoder_atrous_rates=tuple(decoder_atrous_rates),
+        in_channels=in_channels,
+        classes=classes,
+    )
+
+
 def output_stride(name: str, params: dict) -> int:
     """How many input pixels one step of the deepest feature map spans (tiles align to it)."""
     if name in ("unet", "per-class-unets"):
         return 2 ** int(params.get("encoder_depth", 5))
+    if name == "tiramisu":  # one pooling per down block
+        return 2 ** len(params.get("down", (4, 5, 7, 10, 12)))
+    if name == "deeplabv3+":
+        return int(params.get("encoder_output_stride", 16))
     if "stride" in params:
         return int(params["stride"])
     _factory(name)
