@@ -1,4 +1,4 @@
-"""The architectures Ørting et al. compare for nuclei and cytoplasm from bright field:
+"""The architectures the MIDL 2019 study compares for nuclei and cytoplasm from bright field:
 the Tiramisu (FC-DenseNet, Jégou et al. 2017, written here) and DeepLabV3+ (smp)."""
 
 from __future__ import annotations

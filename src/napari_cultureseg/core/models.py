@@ -140,7 +140,7 @@ def deeplabv3plus(
     decoder_atrous_rates: tuple[int, int, int] = (12, 24, 36),
 ):
     """DeepLabV3+ (Chen et al. 2018; smp's): atrous convolutions, spatial pyramid pooling and
-    a light decoder, one logit per class (Ørting et al. compare it for nuclei and cytoplasm)."""
+    a light decoder, one logit per class (the MIDL 2019 nuclei and cytoplasm study's best)."""
     import segmentation_models_pytorch as smp
 
     return smp.DeepLabV3Plus(

@@ -1,4 +1,7 @@
-"""The Tiramisu: a fully convolutional DenseNet (Jégou et al. 2017), as Ørting et al. compare it.
+"""The Tiramisu: a fully convolutional DenseNet (Jégou et al. 2017).
+
+One of the three networks the MIDL 2019 study of nuclei and cytoplasm from bright
+field compares (with a U-Net and DeepLabV3+).
 
 The "one hundred layers Tiramisu" (FC-DenseNet103) is a U-shaped network whose
 blocks are DenseNet blocks (Huang et al. 2017): every layer (batch norm, ReLU,
