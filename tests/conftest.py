@@ -55,6 +55,17 @@ def tiny_bundle(cultureseg_home):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on a busy 2-core machine two can be 100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs the public data folder {SHARED_DATA} (absent on a fresh clone)")

@@ -15,36 +15,17 @@ from napari_cultureseg.core import maskrcnn as mr
 from napari_cultureseg.core import synth_coculture as sc
 from napari_cultureseg.core.tiling import run_to_end
 
+from .test_synth_coculture import field
+
 BG = 200
 FAST = {"batch_size": 1, "patch_size": 64, "rois_per_image": 32, "threads": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _field(kind: str, seed: int, n: int = 5, side: int = 120):
-    """A mono-culture field of ``n`` dark cells of one shape (as in test_synth_coculture)."""
-    shape = {"A": np.add.outer(*[np.arange(-5, 6) ** 2] * 2) <= 25, "B": np.ones((5, 13), bool)}
-    shape, rng = shape[kind], np.random.default_rng(seed)
-    image, labels = np.full((side, side), BG, np.uint8), np.zeros((side, side), np.uint16)
-    for i in range(1, n + 1):
-        for _ in range(100):
-            y, x = rng.integers(8, side - 8 - np.array(shape.shape), size=2)
-            win = (slice(y - 4, y + shape.shape[0] + 4), slice(x - 4, x + shape.shape[1] + 4))
-            if not labels[win].any():
-                labels[y : y + shape.shape[0], x : x + shape.shape[1]][shape] = i
-                break
-    image[labels > 0] = BG // 2 if kind == "A" else BG // 4
-    return image, labels
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _source(kind: str):
-    pairs = [_field(kind, 100 * ord(kind) + k) for k in range(4)]
+    pairs = [field(kind, 100 * ord(kind) + k) for k in range(4)]
     names = [f"{kind}x_p{k // 2:04d}_t{k % 2:05d}" for k in range(4)]
     return sc.source_from_pairs(pairs, name=kind, names=names)
 
