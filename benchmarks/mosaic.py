@@ -89,9 +89,16 @@ def run(image: Path, out: Path, model: str, threads: int, extra=()) -> dict:
 
 def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
 
+    from fractions import Fraction
+
     from napari_cultureseg.core import metrics as M
     from napari_cultureseg.core.bundles import load_bundle
-    from napari_cultureseg.core.mosaic import lazy_plane, mosaic_levels, segment_mosaic
+    from napari_cultureseg.core.mosaic import (
+        lazy_plane,
+        mosaic_levels,
+        rational_zoom,
+        segment_mosaic,
+    )
     from napari_cultureseg.core.scale import choose_zoom
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.tiling import run_to_end
@@ -100,10 +107,13 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "crop.tif"
-        write_mosaic(path, side, tile=256)
+        write_mosaic(path, 1024, tile=256)
+        zoom, how = choose_zoom(bundle, np.asarray(lazy_plane(path)[:]), device="cpu")
+        zoom = rational_zoom(zoom)  # as the blocks take it; a side of q pixels' multiples
+        q = Fraction(zoom).limit_denominator(16).denominator
+        write_mosaic(path, side - side % q, tile=256)
         source = lazy_plane(path)
         img = np.asarray(source[:])
-        zoom, how = choose_zoom(bundle, img, device="cpu")
         levels = mosaic_levels(source, bundle.config.input, zoom, block)
         res = segment_mosaic(bundle, source, Path(tmp) / "w", zoom=zoom, block=block, device="cpu")
         ref = run_to_end(segment(bundle, img, device="cpu", zoom=zoom, levels=levels))
