@@ -110,31 +110,3 @@ def test_the_loss_of_a_distance_channel_is_zero_at_its_target_and_has_no_dice():
     at_target = masked_loss(exact, target, valid, **kw)
     off = masked_loss(exact + torch.cat([torch.zeros_like(m), 0.5 + 0 * d], 1), target, valid, **kw)
     assert float(at_target) < 1e-3 and float(off) > float(at_target) + 1e-3
-
-
-def test_valleys_are_where_touching_objects_meet_and_weigh_more():
-    import torch
-
-    from napari_cultureseg.core.targets import distances
-    from napari_cultureseg.core.training.losses import masked_loss, valley_map
-
-    lab = np.zeros((40, 60), np.int32)
-    lab[5:35, 5:30] = 1
-    lab[5:35, 30:55] = 2
-    mask = torch.tensor(lab > 0, dtype=torch.float32)[None]
-    dist = torch.tensor(distances(lab))[None]
-    v = valley_map(mask, dist)[0].numpy()
-    assert set(np.nonzero(v.any(0))[0]) == {28, 29, 30, 31}  # the shared outline, widened
-    alone = np.where(lab == 2, 0, lab)
-    one = valley_map(
-        torch.tensor(alone > 0, dtype=torch.float32)[None], torch.tensor(distances(alone))[None]
-    )
-    assert one.sum() == 0  # a lone object's outline against the background is no valley
-    # a prediction wrong only in the valley costs more with a valley weight
-    target = torch.stack([mask[0], dist[0]])[None]
-    logits = torch.logit(target.clamp(0.02, 0.98))
-    logits[0, 1, :, 28:32] = 4.0  # the valley filled in: the two objects would merge
-    valid = torch.ones_like(target, dtype=torch.bool)
-    plain = masked_loss(logits, target, valid, soft=(1,))
-    weighted = masked_loss(logits, target, valid, soft=(1,), valleys={1: 0}, valley_weight=5.0)
-    assert weighted > 1.5 * plain

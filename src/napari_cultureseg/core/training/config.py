@@ -54,10 +54,6 @@ class TrainConfig:
     """Extra factor on the foreground weight of ``class_weighting`` (Sadanandan et al. 2017: 3)."""
     dice_weight: float = 0.0
     """Weight of an added soft-Dice term (0: BCE only)."""
-    valley_weight: float = 1.0
-    """Weight of a distance channel's *valleys*, the lines where touching objects of its
-    class meet (1: no more than the rest of the object). The seeds that split touching
-    objects are cut apart there (:func:`losses.valleys`)."""
     positive_fraction: float = 0.5
     negative_fraction: float = 0.25
     augment: AugmentSpec | bool | dict = True

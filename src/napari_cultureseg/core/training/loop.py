@@ -24,14 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..bundles import (
-    Bundle,
-    BundleConfig,
-    distance_channels,
-    flow_channels,
-    soft_channels,
-    value_channels,
-)
+from ..bundles import Bundle, BundleConfig, flow_channels, soft_channels, value_channels
 from ..datasets import PatchSampler, Sample
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
@@ -48,7 +41,6 @@ LINEAGE_FIELDS = (
     "class_weighting",
     "fg_weight_factor",
     "dice_weight",
-    "valley_weight",
     "steps",
     "val_every",
     "adversarial",
@@ -222,8 +214,6 @@ def fine_tune(
                 else int(bundle.config.lineage.get("adversarial", {}).get("lambda_step", 0)),
             )
         soft = soft_channels(cfg.classes)
-        names = [c.name for c in cfg.classes]
-        valleys = {ch: names.index(n) for n, ch in distance_channels(cfg.classes).items()}
         sampler = PatchSampler(
             train,
             config.patch_size,
@@ -251,8 +241,6 @@ def fine_tune(
                 dice_weight=config.dice_weight,
                 fg_weight_factor=config.fg_weight_factor,
                 soft=soft if channels is None else (),
-                valleys=valleys if channels is None else {},
-                valley_weight=config.valley_weight,
             )
 
         val_tile = config.val_tile or cfg.tile

@@ -40,8 +40,6 @@ def masked_loss(
     dice_weight: float = 0.0,
     fg_weight_factor: float = 1.0,
     soft: tuple[int, ...] = (),
-    valleys: dict | None = None,
-    valley_weight: float = 1.0,
 ):
     """Masked multilabel BCE-with-logits (plus optional soft Dice) of a batch.
 
@@ -63,9 +61,6 @@ def masked_loss(
         Weight of ``1 − soft Dice`` over the valid pixels, per 0/1 channel.
     soft
         Channels whose targets are values, not masks (no class weight, no Dice).
-    valleys, valley_weight
-        ``{distance channel: its class channel}``: the distance channel's pixels where
-        touching objects meet (:func:`valleys`) weigh ``valley_weight`` times more.
 
     Returns
     -------
@@ -98,10 +93,6 @@ def masked_loss(
         n_in = inside.sum(dims)
         w_in = torch.where(n_in > 0, (n_valid - n_in) / n_in.clamp(min=1), torch.ones_like(n_in))
         w_soft = v * (1 + (w_in.clamp(1.0, 50.0).view(1, -1, 1, 1) - 1) * inside)
-        if valleys and valley_weight != 1.0:
-            w_soft = w_soft.clone()
-            for ch, k in valleys.items():
-                w_soft[:, ch] *= 1 + (valley_weight - 1) * valley_map(t[:, k], t[:, ch]) * v[:, ch]
         w = torch.where(hard.view(1, -1, 1, 1), w, w_soft)
     has = n_valid > 0
     if not bool(has.any()):
@@ -120,27 +111,6 @@ def masked_loss(
         dice = 1 - (2 * (p * t).sum(dims) + 1) / (p.sum(dims) + t.sum(dims) + 1)
         loss = loss + dice_weight * dice[dice_on].mean()
     return loss
-
-
-def valley_map(mask, distance):
-    """Where touching objects meet, from a class's 0/1 target and its distance target.
-
-    ``(B, H, W)`` float tensors in, ``(B, H, W)`` 0/1 out. A valley pixel lies inside
-    the class (its 3×3 neighbourhood too: not on the outline against the background)
-    and its distance is below half the largest within 2 px: the outline pixels two
-    touching objects share (their distances, 1 / the object's peak, against 3 / peak
-    two pixels in; a pixel that far from the background has 2 / peak against at most
-    4 / peak), widened by a pixel each side. A waist of a single object can pass
-    too; it is only weighted more, its target unchanged.
-    """
-    import torch.nn.functional as F
-
-    m = mask.unsqueeze(1)
-    d = distance.unsqueeze(1)
-    interior = -F.max_pool2d(-m, 3, stride=1, padding=1)
-    low = (d < 0.5 * F.max_pool2d(d, 5, stride=1, padding=2)).float()
-    core = interior * low * m
-    return (F.max_pool2d(core, 3, stride=1, padding=1) * m).squeeze(1)
 
 
 def lr_factor(progress: float, schedule: str = "onecycle", warmup: float = 0.05) -> float:

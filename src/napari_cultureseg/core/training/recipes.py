@@ -90,7 +90,6 @@ LOSS_FIELDS = (
     "weight_clip",
     "fg_weight_factor",
     "dice_weight",
-    "valley_weight",
     "adversarial",
     "adversarial_lambda",
     "adversarial_lambda_steps",
