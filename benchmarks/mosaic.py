@@ -6,9 +6,9 @@ A real Usiigaci field (set02, 1022x1024, 16-bit scaled to 8 bits) is repeated
 into a tiled ``side``² TIFF (written tile by tile, never whole in memory), and
 ``cultureseg segment --table`` runs on it in a fresh process under
 ``/usr/bin/time -v``: peak resident memory and seconds. The baseline, in the same
-run: an 8000² mosaic of the same field segmented in memory (the path of every
-image up to 8192², 1.64 GB in ``memory.py``) and block by block (``--block
-2048``): block-by-block memory should not grow with the mosaic.
+run: an 8000² mosaic of the same field segmented in memory (``--block 0``; the
+path of every image up to 6144²) and block by block (``--block 2048``, its default
+since): block-by-block memory should not grow with the mosaic.
 
 Agreement, on a 2000² crop: block by block (512-px blocks, so seams run through
 it) against the whole crop in memory, with the same zoom and normalisation levels;
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         small = tmp / f"mosaic{args.baseline_side}.tif"
         write_mosaic(small, args.baseline_side)
-        for extra in ((), ("--block", "2048")):
+        for extra in (("--block", "0"), ("--block", "2048")):
             runs.append(run(small, tmp / f"out-small{len(extra)}", args.model, args.threads, extra))
             print(json.dumps(runs[-1]), flush=True)
         small.unlink()

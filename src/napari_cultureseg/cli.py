@@ -583,8 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="segment TIFFs block by block, blocks of this side in pixels, read from disk as "
-        "they are needed (default: only TIFF planes above 8192x8192 pixels, whole-well "
-        "mosaics, in blocks of 2048); their masks are written as tiled TIFFs",
+        "they are needed (default: only TIFF planes above 6144x6144 pixels, whole-well "
+        "mosaics, in blocks of 2048; 0: never); their masks are written as tiled TIFFs",
     )
     p.add_argument(
         "--channel",

@@ -163,3 +163,22 @@ def test_a_mosaic_refuses_outputs_it_cannot_stream_and_writes_nothing(tiny_bundl
     )
     assert code != 0
     assert not [p for p in out.glob("*") if not p.name.startswith(".")]
+
+
+def test_which_tiffs_go_block_by_block(tmp_path, monkeypatch):
+    from napari_cultureseg.core import mosaic
+    from napari_cultureseg.core.batch import FieldJob, is_mosaic
+
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((300, 400), np.uint8))
+    (tmp_path / "big.png").write_bytes(b"")
+
+    def job(path, **options):
+        return FieldJob(str(path), "big", str(tmp_path), (), "tiny", options)
+
+    assert not is_mosaic(job(tmp_path / "big.tif"))  # 120 000 pixels: in memory
+    monkeypatch.setattr(mosaic, "MOSAIC_PIXELS", 100_000)
+    assert is_mosaic(job(tmp_path / "big.tif"))  # above the limit: block by block
+    assert not is_mosaic(job(tmp_path / "big.tif", block=0))  # --block 0: never
+    monkeypatch.setattr(mosaic, "MOSAIC_PIXELS", 10**9)
+    assert is_mosaic(job(tmp_path / "big.tif", block=256))  # --block N: always
+    assert not is_mosaic(job(tmp_path / "big.png", block=256))  # TIFFs only

@@ -308,15 +308,17 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
 
 def is_mosaic(job: FieldJob) -> bool:
     """Whether a field is segmented block by block (:mod:`.mosaic`): a TIFF plane of more
-    than :data:`mosaic.MOSAIC_PIXELS` pixels, or any TIFF when the job gives a ``block``."""
+    than :data:`mosaic.MOSAIC_PIXELS` pixels, or any TIFF when the job gives a ``block``
+    side (``block`` 0: never, the whole plane in memory)."""
     from .images import stored_shape
     from .mosaic import MOSAIC_PIXELS
 
     path = Path(job.path)
     if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
         return False
-    if job.options.get("block"):
-        return True
+    block = job.options.get("block")
+    if block is not None:
+        return block > 0
     found = stored_shape(path)
     if found is None:
         return False
