@@ -40,10 +40,15 @@ sys.exit(main(sys.argv[2:]))
 def peak_rss(
     variant: str, image: Path, out: Path, model: str, threads: int, src: Path | None = None
 ) -> dict:
-    """Peak RSS of one ``cultureseg segment`` run; ``src``: another checkout's package."""
+    """Peak RSS of one ``cultureseg segment`` run; ``src``: another checkout's package.
+
+    This release's runs keep the plane in memory (``--block 0``): block by block is the
+    default above 6144² since, measured in ``mosaic.py``; the earlier release has no
+    ``--block`` and always kept it in memory."""
     mode = "untiled" if variant == "untiled" else "tiled"
     cmd = ["/usr/bin/time", "-v", sys.executable, "-c", RUN, mode, "segment", str(image)]
     cmd += ["--out", str(out), "--model", model, "--threads", str(threads), "--quiet"]
+    cmd += [] if src else ["--block", "0"]
     env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
