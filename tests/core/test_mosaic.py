@@ -125,7 +125,7 @@ def test_cli_streams_a_mosaic_to_tiled_tiffs_and_resumes(tiny_bundle, tmp_path):
     for name in ("A01_s1_cell.tif", "A01_s1_debris.tif", "A01_s1_cell_instances.tif"):
         with tifffile.TiffFile(out / name) as tif:
             assert tif.pages[0].is_tiled and tif.pages[0].shape == (700, 640)
-    assert not list(out.glob(".*.blocks"))  # the zarr scratch space is gone
+    assert not list(out.glob(".*.blocks*"))  # the zarr scratch space is gone
     record = json.loads((out / ".cultureseg-fields" / "A01_s1.json").read_text())
     assert record["done"] and "block by block" in record["summary"]
     labels = tifffile.imread(out / "A01_s1_cell_instances.tif")
@@ -182,3 +182,13 @@ def test_which_tiffs_go_block_by_block(tmp_path, monkeypatch):
     monkeypatch.setattr(mosaic, "MOSAIC_PIXELS", 10**9)
     assert is_mosaic(job(tmp_path / "big.tif", block=256))  # --block N: always
     assert not is_mosaic(job(tmp_path / "big.png", block=256))  # TIFFs only
+
+
+def test_a_folder_that_holds_something_is_never_used_for_the_blocks(tiny_bundle, tmp_path):
+    tifffile.imwrite(tmp_path / "m.tif", np.zeros((200, 200), np.uint8))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("a user's file")
+    with pytest.raises(ValueError, match="new or empty"):
+        segment_mosaic(tiny_bundle, lazy_plane(tmp_path / "m.tif"), work, zoom=1.0, device="cpu")
+    assert (work / "mine.txt").read_text() == "a user's file"

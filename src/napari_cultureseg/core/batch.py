@@ -353,7 +353,10 @@ def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
         device=o.get("device", "auto"),
     )
     well, index = field_of(Path(job.path))
-    work = Path(job.out) / f".{job.stem}.blocks"
+    import tempfile
+
+    # a new hidden folder in --out (never an existing one), removed when the field ends
+    work = Path(tempfile.mkdtemp(prefix=f".{job.stem}.blocks-", dir=job.out))
     try:
         result = segment_mosaic(
             bundle,

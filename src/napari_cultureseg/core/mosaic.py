@@ -30,7 +30,6 @@ agreement with the in-memory path on a crop.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +223,7 @@ def segment_mosaic(
     source
         ``(H, W)`` or ``(H, W, 3|4)`` array read on slicing (:func:`lazy_plane`).
     work
-        A folder for the zarr arrays (made; emptied first).
+        A new or empty folder for the zarr arrays (made if missing).
     zoom
         The whole mosaic's zoom (:func:`scale.choose_zoom` on its central crop); used as
         the nearest fraction with a denominator up to 16 (:func:`rational_zoom`).
@@ -250,9 +249,9 @@ def segment_mosaic(
         )
     h, w = source.shape[:2]
     work = Path(work)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    if any(work.iterdir()):  # never delete what is there: it may not be ours
+        raise ValueError(f"{work}: the folder for a mosaic's blocks must be new or empty")
     # blocks on the mosaic's own network grid: a zoom p/q, origins on multiples of the
     # unit that maps to whole strides of the network (no block is shifted by a fraction
     # of a pixel against another)
@@ -317,9 +316,8 @@ def _write_owned(labels, out: MosaicResult, name: str, outer, core) -> np.ndarra
     n = int(labels.max(initial=0))
     target = out.objects[name]
     window = np.asarray(target[oy0:oy1, ox0:ox1])
-    mine = np.zeros(window.shape, np.uint32)
     if n == 0:
-        return mine
+        return np.zeros(window.shape, np.uint32)
     counts, cy, cx = _centres(labels, n)
     owned = (cy >= cy0) & (cy < cy1) & (cx >= cx0) & (cx < cx1) & (counts > 0)
     owned[0] = False
@@ -335,8 +333,7 @@ def _write_owned(labels, out: MosaicResult, name: str, outer, core) -> np.ndarra
     new[~free] = 0
     window[new > 0] = new[new > 0]
     target[oy0:oy1, ox0:ox1] = window
-    mine[:] = new
-    return mine
+    return new
 
 
 def _block_rows(written, masks, plane, outer, info) -> list[dict]:
