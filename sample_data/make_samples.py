@@ -28,8 +28,9 @@ if __name__ == "__main__":
     image, masks = culture((260, 348), seed=0, rgb=True)
     iio.imwrite(HERE / "tumour_culture.png", image)
     for name in CLASS_NAMES:
-        tifffile.imwrite(HERE / f"tumour_culture_{name}.tif", masks[name].astype("uint8"),
-                         compression="zlib")
+        tifffile.imwrite(
+            HERE / f"tumour_culture_{name}.tif", masks[name].astype("uint8"), compression="zlib"
+        )
     image, mask = spheroid_well(270, seed=0, difficulty="easy")
     iio.imwrite(HERE / "spheroid_well.png", image)
     tifffile.imwrite(HERE / "spheroid_well_spheroid.tif", mask.astype("uint8"), compression="zlib")

@@ -43,8 +43,10 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
     tool's own outputs and masks: the files listed in the folder's output
     manifest, ``X_<class>.tif`` beside an image ``X.*`` (a mask of X), and
     ``*_<class>_instances`` / ``*_<class>_prob`` files of the model's classes.
-    Files named explicitly are always taken.
+    Files named explicitly are always taken; an OME-Zarr image (a folder) is one image.
     """
+    from .core.omezarr import is_image
+
     classes = classes or []
     out: list[Path] = []
     for p in map(Path, paths):
@@ -52,7 +54,9 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
             is_dir = p.is_dir()
         except OSError:  # a path the file system cannot even look up: reading it will say so
             is_dir = False
-        if is_dir:
+        if is_dir and is_image(p):  # an OME-Zarr image is one image, not a folder of them
+            out.append(p)
+        elif is_dir:
             files = sorted(
                 f
                 for f in p.iterdir()
@@ -116,6 +120,8 @@ def output_stems(images: list[Path]) -> dict[Path, str]:
     from collections import Counter
 
     def stem(p: Path) -> str:
+        if p.suffix.lower() == ".zarr":  # an OME-Zarr image: well.ome.zarr -> well
+            return p.name[: -len(".zarr")].removesuffix(".ome").removesuffix("_image")
         return p.stem.removesuffix("_image")
 
     names = {p: stem(p) for p in images}

@@ -154,8 +154,7 @@ def test_a_mosaic_refuses_outputs_it_cannot_stream_and_writes_nothing(tiny_bundl
             "tiny",
             "--block",
             "128",
-            "--format",
-            "ome-zarr",
+            "--prob",
             "--diameter",
             "none",
             "--quiet",
@@ -163,6 +162,63 @@ def test_a_mosaic_refuses_outputs_it_cannot_stream_and_writes_nothing(tiny_bundl
     )
     assert code != 0
     assert not [p for p in out.glob("*") if not p.name.startswith(".")]
+
+
+def test_a_mosaic_streams_to_ome_zarr_with_the_masks_of_its_tiffs(tiny_bundle, tmp_path):
+    pytest.importorskip("ome_zarr")
+    import zarr
+
+    from napari_cultureseg.cli import main
+    from napari_cultureseg.core.omezarr import read_labels
+
+    rng = np.random.default_rng(1)
+    img = (rng.random((600, 520)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "A01_s1.tif", img, tile=(128, 128))
+    common = ["--model", "tiny", "--block", "256", "--diameter", "none", "--device", "cpu"]
+    src = str(tmp_path / "A01_s1.tif")
+    assert main(["segment", src, "--out", str(tmp_path / "tif"), *common, "--quiet"]) == 0
+    args = ["segment", src, "--out", str(tmp_path / "zarr"), *common, "--format", "ome-zarr"]
+    assert main([*args, "--quiet"]) == 0
+    written = tmp_path / "zarr" / "A01_s1.ome.zarr"
+    labels = read_labels(written)
+    assert sorted(labels) == ["cell", "cell_instances", "debris"]
+    for name, got in labels.items():
+        want = tifffile.imread(tmp_path / "tif" / f"A01_s1_{name}.tif")
+        np.testing.assert_array_equal(got, want)
+    level0 = json.loads((written / ".zattrs").read_text())["multiscales"][0]["datasets"][0]
+    np.testing.assert_array_equal(zarr.open_array(str(written / level0["path"]), mode="r")[:], img)
+    assert not list((tmp_path / "zarr").glob(".*.blocks*"))
+    assert not list((tmp_path / "zarr").glob("*.tif"))
+
+
+def test_an_ome_zarr_mosaic_is_read_lazily_and_gives_the_masks_of_its_tiff(
+    tiny_bundle, tmp_path, monkeypatch
+):
+    pytest.importorskip("ome_zarr")
+    from napari_cultureseg.cli import main
+    from napari_cultureseg.core import batch, mosaic
+    from napari_cultureseg.core.omezarr import write_field
+
+    rng = np.random.default_rng(2)
+    img = (rng.random((520, 450)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "w2.tif", img, tile=(128, 128))
+    write_field(tmp_path / "w.ome.zarr", img, {}, {})
+    common = ["--model", "tiny", "--block", "256", "--diameter", "none", "--device", "cpu"]
+    for src, out in (("w.ome.zarr", "zarr"), ("w2.tif", "tif")):
+        args = ["segment", str(tmp_path / src), "--out", str(tmp_path / out), *common]
+        assert main([*args, "--quiet"]) == 0
+    # the same pixels as a TIFF and as an OME-Zarr give the same masks; w.ome.zarr -> w_*
+    for name in ("cell", "debris", "cell_instances"):
+        np.testing.assert_array_equal(
+            tifffile.imread(tmp_path / "zarr" / f"w_{name}.tif"),
+            tifffile.imread(tmp_path / "tif" / f"w2_{name}.tif"),
+        )
+    # read on demand (a dask array: a block reads its window only); large ones go by block
+    assert type(mosaic.lazy_source(tmp_path / "w.ome.zarr")).__module__.startswith("dask")
+    job = batch.FieldJob(str(tmp_path / "w.ome.zarr"), "w", str(tmp_path), (), "tiny", {})
+    assert not batch.is_mosaic(job)  # 520 x 450: in memory
+    monkeypatch.setattr(mosaic, "MOSAIC_PIXELS", 1000)
+    assert batch.is_mosaic(job)
 
 
 def test_which_tiffs_go_block_by_block(tmp_path, monkeypatch):

@@ -307,19 +307,27 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
 
 
 def is_mosaic(job: FieldJob) -> bool:
-    """Whether a field is segmented block by block (:mod:`.mosaic`): a TIFF plane of more
-    than :data:`mosaic.MOSAIC_PIXELS` pixels, or any TIFF when the job gives a ``block``
-    side (``block`` 0: never, the whole plane in memory)."""
+    """Whether a field is segmented block by block (:mod:`.mosaic`): a TIFF plane or an
+    OME-Zarr image of more than :data:`mosaic.MOSAIC_PIXELS` pixels, or any of them when
+    the job gives a ``block`` side (``block`` 0: never, the whole plane in memory)."""
+    from . import omezarr
     from .images import stored_shape
     from .mosaic import MOSAIC_PIXELS
 
     path = Path(job.path)
-    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+    zarr_image = omezarr.is_image(path)
+    if not zarr_image and (path.suffix.lower() not in (".tif", ".tiff") or not path.is_file()):
         return False
     block = job.options.get("block")
     if block is not None:
         return block > 0
-    found = stored_shape(path)
+    if zarr_image:
+        try:
+            found = (tuple(omezarr.read_array(path).shape),)
+        except (ValueError, OSError, KeyError):
+            return False  # reading it as a field will say what is wrong
+    else:
+        found = stored_shape(path)
     if found is None:
         return False
     plane = [n for n in found[0] if n > 4][-2:]
@@ -328,22 +336,17 @@ def is_mosaic(job: FieldJob) -> bool:
 
 def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
     """:func:`run_field` for a whole-well mosaic: block by block, outputs as tiled TIFFs."""
-    from .mosaic import BLOCK, lazy_plane, segment_mosaic, write_tiled_tif
+    from .mosaic import BLOCK, lazy_source, segment_mosaic, write_tiled_tif
     from .plate import field_of
     from .scale import choose_zoom
 
     o = job.options
-    if o.get("format") == "ome-zarr" or o.get("prob"):
+    if o.get("prob"):
         raise ValueError(
-            f"{Path(job.path).name} is a mosaic segmented block by block: its masks are written "
-            "as tiled TIFFs only (no --format ome-zarr, no --prob); crop it into fields for those"
+            f"{Path(job.path).name} is a mosaic segmented block by block: its probabilities "
+            "are not kept (no --prob); crop it into fields for those"
         )
-    if o.get("plane") not in (None, 0):
-        raise ValueError(
-            f"{Path(job.path).name}: a mosaic is read as one plane; save plane {o['plane']} "
-            "on its own"
-        )
-    source = lazy_plane(job.path)
+    source = lazy_source(job.path, o.get("plane"))
     zoom, how = choose_zoom(
         bundle,
         source,  # the estimate reads its central crop only
@@ -374,10 +377,15 @@ def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
             progress=progress,
         )
         _write_record(job, done=False)  # from here on these files are this field's own
-        named = {f"{n}.tif": z for n, z in result.masks.items()}
-        named.update({f"{n}_instances.tif": z for n, z in result.objects.items()})
-        for name, z in named.items():
-            write_atomic(_planned(job, f"{job.stem}_{name}"), lambda t, z=z: write_tiled_tif(t, z))
+        if o.get("format") == "ome-zarr":
+            _write_mosaic_zarr(job, bundle, source, result)
+        else:
+            named = {f"{n}.tif": z for n, z in result.masks.items()}
+            named.update({f"{n}_instances.tif": z for n, z in result.objects.items()})
+            for name, z in named.items():
+                write_atomic(
+                    _planned(job, f"{job.stem}_{name}"), lambda t, z=z: write_tiled_tif(t, z)
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     h, w = result.shape
@@ -398,6 +406,28 @@ def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
     return FieldDone(
         job.stem, job.path, list(job.files), summary, result.rows, rec, uncertainty=unsure
     )
+
+
+def _write_mosaic_zarr(job: FieldJob, bundle, source, result) -> None:
+    """A mosaic's image and masks as one OME-Zarr image, streamed from the lazily read
+    plane and the blocks' zarr arrays one chunk at a time (one thread: bounded memory)."""
+    import dask
+    import dask.array as da
+
+    from .mosaic import CHUNK
+    from .omezarr import write_field
+
+    cfg = bundle.config
+    colours = {c.name: c.colour for c in [*cfg.classes, *cfg.derived]}
+    chunks = (CHUNK, CHUNK, *source.shape[2:])
+    if isinstance(source, da.Array):  # an OME-Zarr mosaic
+        image = source.rechunk(chunks)
+    else:
+        image = da.from_array(source, chunks)
+    masks = {n: da.from_zarr(z) for n, z in result.masks.items()}
+    named = {f"{n}_instances": da.from_zarr(z) for n, z in result.objects.items()}
+    with dask.config.set(scheduler="synchronous"):
+        write_field(_planned(job, f"{job.stem}.ome.zarr"), image, masks, colours, named)
 
 
 def jobs_for(

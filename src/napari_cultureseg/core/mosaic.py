@@ -3,9 +3,10 @@
 A stitched mosaic of 20000² pixels does not fit the way a field is segmented
 (the plane, its model input, the probabilities and the labels all in memory:
 about 10 GB). Here it is read lazily (tifffile's zarr view of a TIFF, tiled or
-not) and segmented in square *blocks* with a *margin* around each, the way a
-field is segmented (:func:`segment.segment`), and the results are written as
-they come into chunked zarr arrays on disk, then into tiled TIFFs:
+not, or an OME-Zarr image's full-resolution level) and segmented in square
+*blocks* with a *margin* around each, the way a field is segmented
+(:func:`segment.segment`), and the results are written as they come into chunked
+zarr arrays on disk, then into tiled TIFFs or one OME-Zarr image:
 
 - **one zoom** for the whole mosaic: the object size is estimated once, on its
   central crop (as for a field), or given;
@@ -98,6 +99,35 @@ def lazy_plane(path: str | Path):
     if others:  # singleton axes (a time point, a z-slice): indexed away
         z = _Squeezed(z, others)
     return z
+
+
+def lazy_source(path: str | Path, plane: int | None = None):
+    """A mosaic's plane read on demand: a TIFF's (:func:`lazy_plane`) or an OME-Zarr image's
+    full-resolution level (a dask array; ``plane`` picks a channel when it has several).
+
+    Raises
+    ------
+    ImageError
+        Neither, or a plane that is not there.
+    """
+    from . import omezarr
+
+    path = Path(path)
+    if not omezarr.is_image(path):
+        if plane not in (None, 0):
+            raise ImageError(
+                f"{path.name}: a TIFF mosaic is read as one plane; save plane {plane} on its own"
+            )
+        return lazy_plane(path)
+    arr = omezarr.read_array(path)  # (y, x) or (c, y, x), lazily
+    if arr.ndim == 3 and plane is not None and 0 <= plane < arr.shape[0]:
+        return arr[plane]
+    if arr.ndim == 2 and plane in (None, 0):
+        return arr
+    raise ImageError(
+        f"{path.name}: an OME-Zarr image of shape {tuple(arr.shape)}; a mosaic is segmented "
+        "one 2-D plane at a time: choose a channel (--channel for a plate, --plane K)"
+    )
 
 
 class _Squeezed:

@@ -52,6 +52,10 @@ def _levels(shape) -> list[int]:
     return factors
 
 
+def _is_dask(a) -> bool:
+    return type(a).__module__.startswith("dask.")
+
+
 def write_field(
     path: str | Path,
     image: np.ndarray,
@@ -62,6 +66,9 @@ def write_field(
     """Write ``image`` (``(H, W)`` or ``(H, W, 3|4)``) and its class ``masks`` (0/1, each
     coloured by ``colours``) and object label images ``instances`` (by their label image's
     name, e.g. ``cell_instances``) as an OME-Zarr image at ``path``; returns ``path``.
+
+    Each may be a dask array (a whole-well mosaic's, read from disk chunk by chunk): it is
+    then written, pyramid included, one chunk at a time and never held whole.
 
     Raises
     ------
@@ -96,8 +103,9 @@ def write_field(
         for name in masks
     }
     for name, labels in [*masks.items(), *(instances or {}).items()]:
+        dtype = np.uint8 if name in coloured else np.uint32
         write_labels(
-            np.asarray(labels, dtype=np.uint8 if name in coloured else np.uint32),
+            labels.astype(dtype) if _is_dask(labels) else np.asarray(labels, dtype=dtype),
             root,
             name=name,
             axes="yx",
