@@ -45,9 +45,23 @@ def scores_with(bundle, truths, keys, only, **patch) -> dict:
     return row
 
 
-def merge_result(path, key: str, entry: dict) -> None:
-    """Store ``entry`` under ``key`` in the JSON file at ``path``, keeping the other keys."""
+def merge_result(path, key: str, entry: dict, *, deep: bool = False) -> None:
+    """Store ``entry`` under ``key`` in the JSON file at ``path``, keeping the other keys.
+
+    With ``deep``, ``entry``'s own keys are merged into what is stored under ``key``
+    (two runs of a benchmark that each measure a part of one entry). The file is locked
+    while it is read and written, so runs side by side do not lose each other's results.
+    """
+    import fcntl
+
     path = Path(path)
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    stored[key] = entry
-    path.write_text(json.dumps(stored, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        if deep and isinstance(stored.get(key), dict):
+            entry = {**stored[key], **entry}
+        stored[key] = entry
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(stored, indent=1) + "\n")
+        tmp.replace(path)

@@ -9,11 +9,15 @@ only ``architecture`` and ``params`` changed (``ARCHS``) and the same time
 budget, on the recipe's own train/validation split (validation picks the kept
 weights); it is then scored once on the recipe's test images, which no choice
 saw: Dice of nucleus, cell and cytoplasm (cell minus nucleus, the MIDL 2019 study's
-third class), nucleus object F1 and SA(0.5) (object size estimated per image),
-its parameters, and seconds per 1024² field on this CPU (``--threads``, after a
-warm-up pass). Whether a winner replaces the shipped model is decided on a new
-experiment instead (``benchmarks/loeo.py --variant <arch> --set
-architecture=<arch> --set params=...``), not here.
+third class), nucleus object F1 and SA(0.5), its parameters, and seconds per 1024²
+field on this CPU (``--threads``, after a warm-up pass). Whether a winner replaces
+the shipped model is decided on a new experiment instead (``benchmarks/loeo.py
+--variant <arch> --set architecture=<arch> --set params=...``), not here.
+
+The test fields are resampled to the training object size that their own nucleus
+masks give (``--diameter truth``, the default): the table compares networks, not
+the size estimate, which is the same code for all three and costs a dozen
+forward passes per field (``--diameter auto`` measures it too).
 
 Bundles are cached in ``benchmarks/results/cache/architectures/<arch>``.
 """
@@ -64,11 +68,10 @@ def train(arch: str, seconds: float, threads: int, cache: Path = CACHE) -> Path:
     return out
 
 
-def cytoplasm_dice(bundle, truths) -> float:
-    """Dice of cell minus nucleus, pooled over images (object size estimated per image)."""
+def cytoplasm_dice(bundle, truths, zooms: dict) -> float:
+    """Dice of cell minus nucleus, pooled over images, each at its zoom in ``zooms``."""
     import numpy as np
 
-    from napari_cultureseg.core.scale import estimate_diameter
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.tiling import run_to_end
 
@@ -76,7 +79,7 @@ def cytoplasm_dice(bundle, truths) -> float:
     for t in truths:
         if "cell" not in t.masks or "nucleus" not in t.masks:
             continue
-        zoom = estimate_diameter(bundle, t.image, device="cpu").zoom
+        zoom = zooms.get(t.name, 1.0)
         masks = run_to_end(segment(bundle, t.image, device="cpu", zoom=zoom)).masks()
         pred = masks["cell"] & ~masks["nucleus"]
         true = (np.asarray(t.masks["cell"]) > 0) & ~(np.asarray(t.masks["nucleus"]) > 0)
@@ -113,6 +116,12 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", default=",".join(ARCHS))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "architectures.json"))
     ap.add_argument("--cache", default=str(CACHE), help="where the trained bundles are kept")
+    ap.add_argument(
+        "--diameter",
+        default="truth",
+        choices=["truth", "auto"],
+        help="test fields at the object size of their own masks, or estimated",
+    )
     args = ap.parse_args(argv)
     for arch in args.archs.split(","):
         if arch not in ARCHS:
@@ -121,7 +130,8 @@ def main(argv=None) -> int:
         bundle = Bundle.load(path)
         ids = set(bundle.config.card["test_ids"])
         truths = truth_from_folder(DATA, bundle.config.class_names, only=ids)
-        r = evaluate(bundle, truths, device="cpu", diameter="auto")["classes"]
+        scored = evaluate(bundle, truths, device="cpu", diameter=args.diameter)
+        r = scored["classes"]
         net = bundle.build()
         row = {
             "architecture": arch,
@@ -132,7 +142,8 @@ def main(argv=None) -> int:
             "test_images": len(truths),
             "nucleus_dice": r["nucleus"]["dice"],
             "cell_dice": r["cell"]["dice"],
-            "cytoplasm_dice": cytoplasm_dice(bundle, truths),
+            "cytoplasm_dice": cytoplasm_dice(bundle, truths, scored["zooms"]),
+            "diameter": args.diameter,
             "nucleus_object_f1": r["nucleus"].get("object_f1"),
             "nucleus_sa_0.5": r["nucleus"].get("sa_0.5"),
             "seconds_per_1024": seconds_per_field(bundle, args.threads),

@@ -1,7 +1,8 @@
 """Table I of DeepMuCS (Khalid et al.) for our co-cultures: Mask R-CNN against the U-Net route.
 
-    python benchmarks/coculture.py [--n-train 200] [--n-test 40] [--seconds 3600] \
-        [--threads 1] [--backbone resnet18] [--out benchmarks/results/coculture.json]
+    python benchmarks/coculture.py [--n-train 200] [--n-test 40] [--seconds 3300] \
+        [--threads 1] [--backbone resnet18] [--routes maskrcnn,unet] [--bundle] \
+        [--out benchmarks/results/coculture.json]
 
 Generated bright-field co-cultures of the four aiSEGcell cell types (MkP, macrophage,
 pre-osteoclast, GMP; see ``coculture_generate.py``) are written once to ``--work``
@@ -12,10 +13,10 @@ training images under the same time budget and are scored on the same test image
     the paper's anchors, from scratch; batches of 2 random 512² windows, flips and 90°
     turns), detections above score 0.05 (the usual COCO-evaluation floor), each pixel to
     the best one;
-(b) ``unet``: a recipe written here, one class per cell type (``instances: true``,
-    ``separate: distance``, as ``configs/phase-cells.yaml`` for its cells), trained by
-    ``train_from_config`` (batches of 4 random 256²: the same pixels a step; flips and
-    90° turns only), objects from ``Segmentation.instances``. Its classes are
+(b) ``unet``: ``configs/coculture-celltype.yaml``, one class per cell type
+    (``instances: true``, ``separate: distance``, as ``configs/phase-cells.yaml`` for its
+    cells), trained by ``train_from_config`` (batches of 4 random 256²: the same pixels a
+    step; flips and 90° turns only), objects from ``Segmentation.instances``. Its classes are
     independent: a pixel may be in two types' objects. An object's score is the mean
     probability of its class inside it (COCO ranks by score).
 
@@ -24,7 +25,9 @@ area ranges (small < 18², medium 18²-31², large > 31² px² of mask; up to 20
 an image): mAP, mAP50, mAP75, mAPs/m/l over all types and per type; a cell found with
 the wrong type counts as missed. Also seconds per test image (CPU, ``--threads``) and
 the training-set size. Results merge into ``--out`` under ``n_train=<n>``, next to the
-paper's figures, so runs with several ``--n-train`` make the table.
+paper's figures, so runs with several ``--n-train`` make the table, and the two routes
+may run as two processes side by side (``--routes maskrcnn`` and ``--routes unet``).
+``--bundle`` keeps the U-Net route's model as the bundled ``coculture-celltype``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "results" / "cache" / "coculture"
+CONFIG = ROOT / "configs" / "coculture-celltype.yaml"
 PAPER = {  # Khalid et al., Table I, segmentation columns (LIVECell co-cultures, 8 types)
     f"DeepMuCS{n}": dict(zip(("mAP", "mAP50", "mAP75", "mAPs", "mAPm", "mAPl"), v, strict=True))
     for n, v in (
@@ -45,7 +49,6 @@ PAPER = {  # Khalid et al., Table I, segmentation columns (LIVECell co-cultures,
         (4000, (77.04, 94.09, 91.63, 71.63, 80.93, 84.67)),
     )
 }
-COLOURS = ("#ff4646", "#3ce63c", "#4696ff", "#ffd21e")
 
 
 def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
@@ -68,62 +71,13 @@ def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
     return folder
 
 
-def recipe(path: Path, data: Path, types, seconds: float, seed: int) -> Path:
-    """A U-Net recipe with one counted class per cell type, trained on ``data/train``."""
-    import yaml
+def recipe(seconds: float, seed: int) -> Path:
+    """``configs/coculture-celltype.yaml`` with this run's budget and seed, not bundled."""
+    from loeo import patched_recipe
 
-    classes = [
-        {
-            "name": t,
-            "colour": COLOURS[k % len(COLOURS)],
-            "threshold": 0.5,
-            "fill_holes": False,
-            "min_size": 30,
-            "instances": True,
-            "separate": "distance",
-            "seed_threshold": 0.5,
-            "description": f"{t} cells (generated co-culture)",
-        }
-        for k, t in enumerate(types)
-    ]
-    y = {
-        "name": "coculture-unet",
-        "bundle": False,
-        "description": "Cell types of bright-field co-cultures, one counted class each.",
-        "modality": "bright field",
-        "architecture": "unet",
-        "params": {
-            "encoder": "resnet18",
-            "encoder_depth": 5,
-            "decoder_channels": [128, 64, 32, 16, 16],
-        },
-        "classes": classes,
-        "derived": [],
-        "input": {"channels": 1, "normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8}},
-        "tile": 512,
-        "overlap": 0.25,
-        "data_root": str(data),
-        "data": [{"folder": "train", "use": "train"}],  # no validation: as route (a)
-        "training": {
-            "steps": 1_000_000,
-            "batch_size": 4,
-            "patch_size": 256,
-            "lr": 0.001,
-            "weight_decay": 1e-4,
-            "schedule": "onecycle",
-            "warmup": 0.03,
-            "seed": seed,
-            "early_stop_patience": None,
-            "class_weighting": False,
-            "dice_weight": 1.0,
-            "augment": {"dihedral": True, "intensity": False},
-            "precision": "auto",
-            "max_seconds": float(seconds),
-        },
-        "card": {"source": f"generated co-cultures of aiSEGcell mono-cultures ({data.name})"},
-    }
-    path.write_text(yaml.safe_dump(y, sort_keys=False))
-    return path
+    return patched_recipe(
+        CONFIG, [f"training.max_seconds={seconds}", f"training.seed={seed}", "bundle=false"]
+    )
 
 
 def train_maskrcnn(train, args, work: Path):
@@ -166,8 +120,22 @@ def route_maskrcnn(train, test, args, work):
     return results, times, {"train_seconds": round(trained, 1), **model.info}
 
 
+def ship(saved: Path, args) -> Path:
+    """The U-Net route's bundle, copied into the package as ``coculture-celltype``."""
+    from napari_cultureseg.core.bundles import Bundle, bundled_dir
+
+    bundle = Bundle.load(saved)
+    command = (
+        f"python benchmarks/coculture.py --routes unet --n-train {args.n_train} "
+        f"--n-test {args.n_test} --seconds {args.seconds:g} --seed {args.seed} --bundle"
+    )
+    card = {**bundle.config.card, "config_file": CONFIG.name, "command": command}
+    return bundle.with_config(card=card).save(bundled_dir() / "coculture-celltype", overwrite=True)
+
+
 def route_unet(data: Path, test, args, work):
     import numpy as np
+    import yaml
     from scipy import ndimage as ndi
     from skimage.segmentation import relabel_sequential
 
@@ -178,15 +146,25 @@ def route_unet(data: Path, test, args, work):
     from napari_cultureseg.core.training import train_from_config
 
     types = test[0].types
-    path = recipe(work / "coculture-unet.yaml", data, types, args.seconds, args.seed)
+    declared = [c["name"] for c in yaml.safe_load(CONFIG.read_text())["classes"]]
+    if declared != list(types):
+        raise SystemExit(f"{CONFIG.name} declares {declared}; the co-cultures hold {types}")
+    path = recipe(args.seconds, args.seed)
 
     def report(r):
         if r.step == 1 or r.step % 100 == 0:
             print(f"  unet step {r.step} {r.seconds:.0f}s loss {r.loss:.3f}", flush=True)
 
     t0 = time.perf_counter()
-    saved = train_from_config(path, out_dir=work / "unet", on_report=report, threads=args.threads)
+    try:
+        saved = train_from_config(
+            path, out_dir=work / "unet", data_root=data, on_report=report, threads=args.threads
+        )
+    finally:
+        path.unlink()
     trained = time.perf_counter() - t0
+    if args.bundle:
+        saved = ship(saved, args)
     bundle = Bundle.load(saved)
     results, times = [], []
     for i, s in enumerate(test, 1):
@@ -208,11 +186,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-train", type=int, default=200, help="generated training co-cultures")
     ap.add_argument("--n-test", type=int, default=40, help="generated test co-cultures")
-    ap.add_argument("--seconds", type=float, default=3600, help="training budget per route")
+    ap.add_argument("--seconds", type=float, default=3300, help="training budget per route")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet50"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--routes", default="maskrcnn,unet", help="comma-separated: maskrcnn,unet")
+    ap.add_argument(
+        "--bundle",
+        action="store_true",
+        help="keep the U-Net route's model as the bundled coculture-celltype",
+    )
     ap.add_argument("--work", type=Path, default=WORK, help="data and trained models")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "coculture.json")
     args = ap.parse_args(argv)
@@ -287,7 +270,7 @@ def main(argv=None) -> int:
             print(f"  {who:14s} {cells}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     merge_result(args.out, "paper (Khalid et al. Table I, segmentation, %)", PAPER)
-    merge_result(args.out, f"n_train={args.n_train}", entry)
+    merge_result(args.out, f"n_train={args.n_train}", entry, deep=True)  # routes run apart
     print(f"results: {args.out}")
     return 0
 

@@ -1,6 +1,7 @@
 """A 20000² whole-well mosaic segmented block by block: peak memory, time, agreement.
 
     python benchmarks/mosaic.py [--side 20000] [--model phase-cells] [--threads 1]
+    python benchmarks/mosaic.py --add "--block 2048 --format ome-zarr"
 
 A real Usiigaci field (set02, 1022x1024, 16-bit scaled to 8 bits) is repeated
 into a tiled ``side``² TIFF (written tile by tile, never whole in memory), and
@@ -144,6 +145,29 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
     return out
 
 
+def add_runs(args) -> int:
+    """Runs of the baseline-side mosaic with other options, added to the stored results."""
+    result = json.loads(Path(args.out).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small = tmp / f"mosaic{args.baseline_side}.tif"
+        write_mosaic(small, args.baseline_side)
+        for k, options in enumerate(args.add):
+            extra = tuple(options.split())
+            r = run(small, tmp / f"out-add{k}", args.model, args.threads, extra)
+            print(json.dumps(r), flush=True)
+            same = (r["image"], r["how"])
+            result["runs"] = [o for o in result["runs"] if (o["image"], o["how"]) != same] + [r]
+    base = result["runs"][0]["peak_rss_gb"]
+    result["ratio_to_in_memory_baseline"] = {
+        r["image"] + " " + r["how"]: round(r["peak_rss_gb"] / base, 2)
+        for r in result["runs"]
+        if base and r["peak_rss_gb"]
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", type=int, default=20000)
@@ -151,7 +175,17 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="phase-cells")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mosaic.json"))
+    ap.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help='only segment the baseline-side mosaic with these options (e.g. "--block 2048 '
+        '--format ome-zarr") and add the run to the results file',
+    )
     args = ap.parse_args(argv)
+    if args.add:
+        return add_runs(args)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

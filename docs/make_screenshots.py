@@ -12,7 +12,9 @@ With ``cultures`` as argument only that one is made; with ``plate``, only
 docs/images/plate.jpg: a synthetic 24-well plate (4 fields of 512² per well,
 cell numbers rising along the plate) segmented by ``cultureseg segment --table
 --rank`` with the default model, opened in the Plate dock, wells coloured by
-cell count, one field open.
+cell count, one field open. With ``coculture``, only docs/images/coculture_napari.jpg:
+a generated test co-culture segmented with ``coculture-celltype``, one layer of
+instances per cell type.
 """
 
 from __future__ import annotations
@@ -118,6 +120,35 @@ def plate() -> None:
     viewer.close()
 
 
+def coculture() -> None:
+    """A generated test co-culture segmented with ``coculture-celltype``: one instance layer
+    per cell type (needs ``python benchmarks/coculture.py --routes unet --bundle`` first)."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cultureseg.core.images import read_image
+
+    root = Path(__file__).resolve().parents[1]
+    test = root / "benchmarks" / "results" / "cache" / "coculture" / "data-200-40-0" / "test"
+    image = test / "cc00000_image.tif"
+    if not image.is_file():
+        raise SystemExit(f"{image} is missing: run benchmarks/coculture.py first")
+    viewer = napari.Viewer(title="napari-cultureseg")
+    viewer.window.resize(1920, 1080)
+    viewer.add_image(read_image(image), name="generated co-culture (test)")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-cultureseg", "Segment")
+    seg.image.value = viewer.layers["generated co-culture (test)"]
+    seg.model.value = "coculture-celltype"
+    app = QApplication.instance()
+    seg.start()
+    wait(app, lambda: seg.worker is None)
+    viewer.reset_view()
+    for _ in range(20):
+        app.processEvents()
+    save(viewer, "coculture_napari.jpg")
+    viewer.close()
+
+
 def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
@@ -168,6 +199,9 @@ if __name__ == "__main__":
         sys.exit(0)
     if sys.argv[1:] == ["plate"]:
         plate()
+        sys.exit(0)
+    if sys.argv[1:] == ["coculture"]:
+        coculture()
         sys.exit(0)
     code = main()
     cultures()
