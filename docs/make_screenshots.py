@@ -130,7 +130,7 @@ def coculture() -> None:
 
     root = Path(__file__).resolve().parents[1]
     test = root / "benchmarks" / "results" / "cache" / "coculture" / "data-200-40-0" / "test"
-    image = test / "cc00000_image.tif"
+    image = test / "test00000_image.tif"
     if not image.is_file():
         raise SystemExit(f"{image} is missing: run benchmarks/coculture.py first")
     viewer = napari.Viewer(title="napari-cultureseg")

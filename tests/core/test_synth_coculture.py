@@ -187,10 +187,10 @@ def test_test_fields_are_apart_from_training_fields(tmp_path):
     test_names = {f"{s.name}:{f.name}" for s in test for f in s.fields}
     assert te <= test_names
     assert sorted(p.name for p in (tmp_path / "test").iterdir()) == sorted(
-        f"cc{i:05d}_{k}.tif" for i in range(2) for k in ("image", "A", "B")
+        f"test{i:05d}_{k}.tif" for i in range(2) for k in ("image", "A", "B")
     )
-    image = tifffile.imread(tmp_path / "train" / "cc00000_image.tif")
-    mask_a = tifffile.imread(tmp_path / "train" / "cc00000_A.tif")
+    image = tifffile.imread(tmp_path / "train" / "train00000_image.tif")
+    mask_a = tifffile.imread(tmp_path / "train" / "train00000_A.tif")
     assert image.dtype == np.uint8 and mask_a.dtype == np.uint16 and mask_a.shape == image.shape
     assert mask_a.max() >= 1
 

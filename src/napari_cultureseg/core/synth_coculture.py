@@ -506,8 +506,9 @@ def write_dataset(
     """Write co-cultures to ``folder/train``, ``folder/test`` and ``folder/manifest.json``.
 
     Each image is ``<id>_image.tif`` with one instance mask ``<id>_<type>.tif`` per cell
-    type. Test images are made only from test fields (see :func:`split_sources`), so no
-    position a test image shows is seen in training. ``options`` go to
+    type, ``<id>`` ``train00000``, … and ``test00000``, … (one recipe may name both folders:
+    no image id is in both). Test images are made only from test fields (see
+    :func:`split_sources`), so no position a test image shows is seen in training. ``options`` go to
     :func:`generate_coculture`. Deterministic for ``seed``. Returns the manifest.
     """
     import json
@@ -526,9 +527,9 @@ def write_dataset(
         used = set()
         for i, s in enumerate(part_seeds):
             cc = generate_coculture(lib, seed=int(s), **options)
-            write_tif(folder / split / f"cc{i:05d}_image.tif", cc.image)
+            write_tif(folder / split / f"{split}{i:05d}_image.tif", cc.image)
             for t, lab in cc.type_labels().items():
-                write_tif(folder / split / f"cc{i:05d}_{t}.tif", lab)
+                write_tif(folder / split / f"{split}{i:05d}_{t}.tif", lab)
             used |= cc.fields
         manifest[split] = {"images": len(part_seeds), "pixel_size": lib.pixel_size,
                            "fields": sorted(used)}  # fmt: skip
