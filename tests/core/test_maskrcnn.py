@@ -80,7 +80,7 @@ def test_anchors_are_the_papers_and_the_rpn_head_matches():
 
 def test_targets_are_the_written_instances(dataset):
     samples = mr.read_folder(dataset / "train")
-    assert [s.name for s in samples] == ["cc00000", "cc00001", "cc00002"]
+    assert [s.name for s in samples] == ["train00000", "train00001", "train00002"]
     for s in samples:
         t = s.target()
         expected = 0
@@ -115,7 +115,7 @@ def test_missing_type_mask_is_an_error(dataset, tmp_path):
     for p in (dataset / "test").iterdir():
         if not p.name.endswith("_B.tif"):
             (tmp_path / p.name).write_bytes(p.read_bytes())
-    with pytest.raises(ValueError, match=r"no cc00000_B\.tif.*one instance mask per type"):
+    with pytest.raises(ValueError, match=r"no test00000_B\.tif.*one instance mask per type"):
         mr.read_folder(tmp_path, types=["A", "B"])
     with pytest.raises(ValueError, match="no manifest.json.*types="):
         mr.read_folder(tmp_path)
