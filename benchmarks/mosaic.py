@@ -145,6 +145,16 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
     return out
 
 
+def ratios(runs: list[dict]) -> dict:
+    """Each run's peak memory over the first run's (the in-memory baseline)."""
+    base = runs[0]["peak_rss_gb"]
+    return {
+        r["image"] + " " + r["how"]: round(r["peak_rss_gb"] / base, 2)
+        for r in runs
+        if base and r["peak_rss_gb"]
+    }
+
+
 def add_runs(args) -> int:
     """Runs of the baseline-side mosaic with other options, added to the stored results."""
     result = json.loads(Path(args.out).read_text())
@@ -158,12 +168,7 @@ def add_runs(args) -> int:
             print(json.dumps(r), flush=True)
             same = (r["image"], r["how"])
             result["runs"] = [o for o in result["runs"] if (o["image"], o["how"]) != same] + [r]
-    base = result["runs"][0]["peak_rss_gb"]
-    result["ratio_to_in_memory_baseline"] = {
-        r["image"] + " " + r["how"]: round(r["peak_rss_gb"] / base, 2)
-        for r in result["runs"]
-        if base and r["peak_rss_gb"]
-    }
+    result["ratio_to_in_memory_baseline"] = ratios(result["runs"])
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
@@ -201,17 +206,12 @@ def main(argv=None) -> int:
         print(json.dumps(runs[-1]), flush=True)
     agreement = crop_agreement(args.model)
     print(json.dumps(agreement), flush=True)
-    base = runs[0]["peak_rss_gb"]
     result = {
         "images": f"uint8 mosaics of {FIELD.name} repeated, tiled TIFF",
         "model": args.model,
         "threads": args.threads,
         "runs": runs,
-        "ratio_to_in_memory_baseline": {
-            r["image"] + " " + r["how"]: round(r["peak_rss_gb"] / base, 2)
-            for r in runs
-            if base and r["peak_rss_gb"]
-        },
+        "ratio_to_in_memory_baseline": ratios(runs),
         "crop_2000_agreement": agreement,
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -508,8 +508,9 @@ def write_dataset(
     Each image is ``<id>_image.tif`` with one instance mask ``<id>_<type>.tif`` per cell
     type, ``<id>`` ``train00000``, … and ``test00000``, … (one recipe may name both folders:
     no image id is in both). Test images are made only from test fields (see
-    :func:`split_sources`), so no position a test image shows is seen in training. ``options`` go to
-    :func:`generate_coculture`. Deterministic for ``seed``. Returns the manifest.
+    :func:`split_sources`), so no position a test image shows is seen in training.
+    ``options`` go to :func:`generate_coculture`. Deterministic for ``seed``. Returns the
+    manifest.
     """
     import json
 
