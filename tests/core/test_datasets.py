@@ -218,3 +218,32 @@ def test_histogram_matching_maps_every_image_onto_the_brightest_training_image()
     assert not np.allclose(val[0].image, samples[2].image)  # and it did change something
     with pytest.raises(ValueError, match="training images"):
         match_to_brightest([], samples, spec)
+
+
+def test_samples_are_held_compactly_and_patches_come_out_as_float32():
+    """A training set stays in memory for a whole run: soft targets in float16, uniform
+    valid flags as a broadcast, labels in the smallest type; patches are float32 again."""
+    from napari_cultureseg.core.targets import distances
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[8:30, 8:40], labels[34:60, 10:50] = 1, 2
+    dist = distances(labels)
+    target = np.stack([(labels > 0).astype(np.float32), dist])
+    image = np.zeros((1, 64, 64), np.float32)
+    s = Sample("a", image, target, np.ones((2, 64, 64), bool), labels={0: labels})
+    assert s.target.dtype == np.float16 and s.labels[0].dtype == np.uint8
+    assert np.abs(s.target.astype(np.float32) - target).max() < 1e-3
+    assert s.valid.shape == (2, 64, 64) and s.valid.all() and s.valid.strides[1:] == (0, 0)
+    assert not s.valid.flags.writeable, "a shared flag must not be written through"
+
+    half = np.ones((2, 64, 64), bool)
+    half[1, :, :10] = False  # one channel partly unknown: kept pixel by pixel
+    mixed = Sample("b", image, target, half)
+    assert mixed.valid.strides[1:] != (0, 0) and np.array_equal(mixed.valid, half)
+    unknown = Sample("c", image, target, np.stack([half[0], ~half[0]]))
+    assert unknown.valid[0].all() and not unknown.valid[1].any()
+
+    sampler = PatchSampler([s], 32, np.random.default_rng(0), augment=False, soft={1: 0})
+    x, t, v = sampler.draw()
+    assert x.dtype == t.dtype == np.float32 and v.dtype == bool and v.flags.writeable
+    assert set(np.unique(t[0])) <= {0.0, 1.0} and 0 < t[1].max() <= 1
