@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_cultureseg.core.adversarial import make_discriminator
 from napari_cultureseg.core.models import architectures, create_model
 from napari_cultureseg.core.spheroid import (
     adversarial_lambda,
     adversarial_losses,
     downsample_input,
-    make_discriminator,
     spheroid_mask,
     weighted_labels,
 )

@@ -72,7 +72,7 @@ def test_shipped_bundles_still_load_and_build():
         assert any(c.largest_only for c in bundle.config.classes) == whole
         bundle.build()  # strict load of the weights
         if bundle.config.lineage.get("training", {}).get("adversarial"):
-            from napari_cultureseg.core.spheroid import make_discriminator
+            from napari_cultureseg.core.adversarial import make_discriminator
 
             disc = make_discriminator(
                 bundle.config.input.channels,

@@ -160,6 +160,25 @@ def value_channels(classes) -> dict[int, int | None]:
     return out
 
 
+ZOOM_LIMITS = (0.25, 4.0)
+"""Zooms outside this range are refused: the image would lose its objects or explode."""
+
+ESTIMATORS = ("objects", "all-objects", "coarse", "confidence")
+
+
+def check_zoom(zoom: float, *, what: str = "the image") -> float:
+    """``zoom`` as a float, refused (ValueError saying what to do) outside :data:`ZOOM_LIMITS`."""
+    zoom = float(zoom)
+    lo, hi = ZOOM_LIMITS
+    if not np.isfinite(zoom) or not lo <= zoom <= hi:
+        raise ValueError(
+            f"resampling {what} by {zoom:.3g} is outside {lo}-{hi}; check the object diameter "
+            "or pixel size you gave (the model's own is shown by `cultureseg models`), or "
+            "give none to segment at the image's own scale"
+        )
+    return zoom
+
+
 @dataclass(frozen=True)
 class ScaleSpec:
     """The scale a model learnt: how big its objects were, in the pixels the network saw.
@@ -179,7 +198,7 @@ class ScaleSpec:
     pixel_size: float | None = None
     """Micrometres per network pixel when the training data's pixel size was known."""
     estimator: str = "objects"
-    """How ``diameter: auto`` measures a new image (:data:`.scale.ESTIMATORS`), chosen
+    """How ``diameter: auto`` measures a new image (:data:`ESTIMATORS`), chosen
     per model on its validation images (``benchmarks/scale.py``)."""
     bias: float = 1.0
     """How much larger (median diameter) the model draws the reference class's objects
@@ -370,8 +389,6 @@ class BundleConfig:
             bad("scale.diameter", f"must be a positive number of pixels, not {sc.diameter}")
         if sc.reference is not None and sc.reference not in self.class_names:
             bad("scale.reference", f"{sc.reference!r} is not a class")
-        from .scale import ESTIMATORS
-
         if sc.estimator not in ESTIMATORS:
             bad("scale.estimator", f"{sc.estimator!r} is not one of {', '.join(ESTIMATORS)}")
         if not (math.isfinite(sc.bias) and 0.25 <= sc.bias <= 4.0):

@@ -39,10 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-ZOOM_LIMITS = (0.25, 4.0)
-"""Zooms outside this range are refused: the image would lose its objects or explode."""
-
-ESTIMATORS = ("objects", "all-objects", "coarse", "confidence")
+from .bundles import ESTIMATORS, ZOOM_LIMITS, check_zoom
 
 
 def object_diameters(mask: np.ndarray, *, min_area: int = 4) -> np.ndarray:
@@ -64,19 +61,6 @@ def median_diameter(masks: Iterable[np.ndarray], *, min_objects: int = 1) -> flo
     d = [object_diameters(m) for m in masks]
     d = np.concatenate(d) if d else np.zeros(0)
     return float(np.median(d)) if d.size >= min_objects else None
-
-
-def check_zoom(zoom: float, *, what: str = "the image") -> float:
-    """``zoom`` as a float, refused (ValueError saying what to do) outside :data:`ZOOM_LIMITS`."""
-    zoom = float(zoom)
-    lo, hi = ZOOM_LIMITS
-    if not np.isfinite(zoom) or not lo <= zoom <= hi:
-        raise ValueError(
-            f"resampling {what} by {zoom:.3g} is outside {lo}-{hi}; check the object diameter "
-            "or pixel size you gave (the model's own is shown by `cultureseg models`), or "
-            "give none to segment at the image's own scale"
-        )
-    return zoom
 
 
 def zoom_for(

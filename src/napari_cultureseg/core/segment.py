@@ -18,6 +18,7 @@ from .bundles import (
     ClassSpec,
     DerivedClass,
     boundary_channels,
+    check_zoom,
     distance_channels,
     flow_channels,
 )
@@ -270,7 +271,6 @@ def segment(
     -------
     Segmentation
     """
-    from .scale import check_zoom
 
     cfg = bundle.config
     plane = as_plane(image)

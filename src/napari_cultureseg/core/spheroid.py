@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .adversarial import LAMBDA_END, LAMBDA_START
 from .models import register
 
-LAMBDA_START, LAMBDA_END = 8.3e-6, 0.1  # Sadanandan et al. 2017, section 2.4
 THRESHOLD_8BIT = 120  # probabilities stored as 8-bit, thresholded at 120 (section 2.5)
 MIN_SIZE = 64  # pixels at the network's 480² resolution
 INPUT_SIZE = 480
@@ -170,61 +170,6 @@ def spheroid_multiscale(*, in_channels: int, classes: int, base: int = 60, block
             return self.head(y)[..., :h, :w]
 
     return SpheroidNet()
-
-
-def make_discriminator(in_channels: int, classes: int, *, base: int = 8, depth: int = 6):
-    """Sadanandan et al.'s fully convolutional adversarial network.
-
-    ``forward(image, seg)`` takes the image ``(B, C, H, W)`` and a segmentation
-    ``(B, K, H, W)`` in [0, 1] (sigmoid probabilities, or the 0/1 ground truth)
-    and returns a map of real/fake logits ``(B, 1, ⌈H/2^depth⌉, ⌈W/2^depth⌉)``,
-    one per patch; ``score(image, seg)`` averages it to ``(B, 1)`` (the paper's
-    average pooling).
-
-    As in the paper the input is the image multiplied by the one-hot
-    segmentation: for each class both ``image·p`` and ``image·(1 - p)``
-    (2·C·K channels). Then ``depth`` = 6 × (3×3 convolution, dilation 2,
-    stride 2 → 1×1 convolution), ``base`` = 8 feature maps doubling at each
-    strided one, and a final 3×3 convolution. The paper reduces to two
-    maps for a two-way softmax; one logit is the same model (the difference of
-    the two), and fits BCE-with-logits.
-
-    Guesses, since the paper does not say: LeakyReLU(0.2) after every
-    convolution and no batch normalisation (the usual for such critics since
-    Radford et al. 2016), and BCE on every patch logit of the map
-    (:func:`adversarial.discriminator_loss`) where the paper pools first and
-    takes one BCE per image; both push all patches the same way.
-    """
-    import torch
-    from torch import nn
-
-    layers, cin = [], 2 * in_channels * classes
-    for i in range(depth):
-        cout = base * 2**i
-        layers += [
-            nn.Conv2d(cin, cout, 3, 2, 2, dilation=2),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(cout, cout, 1),
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        cin = cout
-    layers.append(nn.Conv2d(cin, 1, 3, padding=1))
-
-    class Discriminator(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(*layers)
-
-        def forward(self, image, seg):
-            x = torch.cat(
-                [image[:, None] * seg[:, :, None], image[:, None] * (1 - seg[:, :, None])], 1
-            )
-            return self.net(x.flatten(1, 2))
-
-        def score(self, image, seg):
-            return self.forward(image, seg).mean(dim=(2, 3))
-
-    return Discriminator()
 
 
 def adversarial_losses(disc, image, logits, target, weights, lam):

@@ -86,7 +86,7 @@ class TrainConfig:
     disc_lr: float = 1e-3
     """The discriminator's (constant) Adam learning rate (Sadanandan 2017); it uses ``betas``."""
     disc_params: dict = field(default_factory=dict)
-    """``base``, ``depth`` of :func:`spheroid.make_discriminator` (default 8, 6, as in
+    """``base``, ``depth`` of :func:`adversarial.make_discriminator` (default 8, 6, as in
     Sadanandan et al. 2017)."""
     per_class_batches: bool = True
     """``per-class-unets`` only: every step draws each class's network its own batch,
