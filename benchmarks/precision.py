@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import torch
 
     from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec
-    from napari_cultureseg.core.models import native_bf16
+    from napari_cultureseg.core.device import native_bf16
     from napari_cultureseg.core.training.losses import masked_loss
 
     torch.set_num_threads(args.threads)

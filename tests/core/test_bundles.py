@@ -12,7 +12,8 @@ from napari_cultureseg.core.bundles import (
     load_bundle,
     user_models_dir,
 )
-from napari_cultureseg.core.models import architectures, create_model, resolve_device
+from napari_cultureseg.core.device import resolve_device
+from napari_cultureseg.core.models import architectures, create_model
 
 from ..conftest import TINY_PARAMS, tiny_config
 

@@ -266,6 +266,7 @@ class FinetuneWidget(Container):
         def predict(net):
             import torch
 
+            from ..core.device import to_device
             from ..core.models import output_stride
             from ..core.segment import predict as predict_input
             from ..core.tiling import run_to_end
@@ -274,7 +275,7 @@ class FinetuneWidget(Container):
 
             def p(batch):
                 with torch.inference_mode():
-                    return torch.sigmoid(net(torch.from_numpy(batch).to(device))).cpu().numpy()
+                    return torch.sigmoid(net(to_device(batch, device))).cpu().numpy()
 
             cfg = bundle.config
             stride = output_stride(cfg.architecture, cfg.params)

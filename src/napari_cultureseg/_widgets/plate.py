@@ -260,7 +260,7 @@ class PlateWidget(Container):
             show_error("Plate: choose a results folder to segment into")
             return
         from ..core.bundles import load_bundle as load
-        from ..core.models import resolve_device
+        from ..core.device import resolve_device
 
         try:
             out.mkdir(exist_ok=True)

@@ -30,8 +30,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
 from ..core.bundles import DEFAULT_MODEL, find_bundle, list_bundles, load_bundle
+from ..core.device import available_devices, resolve_device
 from ..core.images import ImageError, as_plane
-from ..core.models import available_devices, resolve_device
 from ..core.segment import Segmentation, segment
 from ._corrections import Corrections, layer_name, workspace_key
 
@@ -424,7 +424,8 @@ class SegmentWidget(Container):
 
     def _on_progress(self, p):
         self.progress.value = int(100 * p.fraction)
-        self.status.value = f"tiles {p.done}/{p.total}"
+        note = getattr(p, "note", "")  # e.g. the GPU ran out of memory: smaller tiles
+        self.status.value = f"tiles {p.done}/{p.total}" + (f" ({note})" if note else "")
 
     def _on_result(self, result: Segmentation, req: SegmentRequest, index: tuple[int, ...]):
         self._finished_run = True

@@ -467,13 +467,13 @@ class Bundle:
         """
         import torch
 
+        from .device import autocast, to_device
+
         net = self.network(device)
-        use_amp = device.startswith("cuda")
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode(), torch.autocast("cuda", enabled=use_amp):
-                x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
-                return torch.sigmoid(net(x).float()).cpu().numpy()
+            with torch.inference_mode(), autocast(device):
+                return torch.sigmoid(net(to_device(batch, device)).float()).cpu().numpy()
 
         return predict
 

@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,8 +23,9 @@ from .bundles import (
     distance_channels,
     flow_channels,
 )
+from .device import TileTooLarge, batch_for, resilient, resolve_device
 from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
-from .models import output_stride, resolve_device
+from .models import output_stride
 from .postprocess import binary_mask, instances, transfer_labels
 from .tiling import Progress, fit_tile, predict_tiled
 
@@ -246,7 +248,10 @@ def segment(
     batch_size
         Tiles per forward pass; default 1 on the CPU (measured: 512² tiles of a
         1022×1024 image take 0.72 s one by one, 1.07 s in pairs, 1.67 s in fours
-        on 2 cores: batches only cost cache there) and 4 on a GPU.
+        on 2 cores: batches only cost cache there) and on a GPU as many as fit
+        in half its free memory (:func:`device.batch_for`). When the device runs
+        out of memory the batch is halved, then the tile, and the progress says so
+        (:attr:`tiling.Progress.note`, and a RuntimeWarning).
     zoom
         Resample the image by this factor before the network (> 1 enlarges), so
         that its objects have the size the model learnt (see :mod:`.scale`:
@@ -277,13 +282,26 @@ def segment(
     zoom = 1.0 if cfg.input.resize_to else check_zoom(zoom)
     x = to_model_input(plane, cfg.input, zoom=zoom, levels=levels)
     device = resolve_device(device)
-    if batch_size is None:
-        batch_size = 1 if device == "cpu" else 4
-    predictor = augmented(bundle.predictor(device), tta, tuple(flow_channels(cfg.classes).values()))
+    if batch_size is None:  # for the largest tile fit_tile may choose
+        batch_size = batch_for(device, int(1.25 * (tile or cfg.tile)))
+    notes: list[str] = []
+    predictor = augmented(
+        resilient(bundle.predictor(device), device, on_retry=notes.append),
+        tta,
+        tuple(flow_channels(cfg.classes).values()),
+    )
     shape = plane.shape[:2]
     del plane, image
     probs, _ = yield from predict(
-        x, predictor, cfg, tile=tile, overlap=overlap, batch_size=batch_size, fit=fit, back=False
+        x,
+        predictor,
+        cfg,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        fit=fit,
+        back=False,
+        notes=notes,
     )
     return Segmentation(
         probs, cfg.classes, cfg.derived, zoom, shape=shape, diameter=cfg.scale.diameter
@@ -358,6 +376,7 @@ def predict(
     fit: bool | None = None,
     out_shape: tuple[int, int] | None = None,
     back: bool = True,
+    notes: list[str] | None = None,
 ) -> Generator[Progress, None, tuple[np.ndarray, float]]:
     """Probabilities of a ``(C, H, W)`` model input, the way ``cfg`` (a BundleConfig) says.
 
@@ -371,9 +390,16 @@ def predict(
     False: they stay on the grid the network saw (a ``resize_to`` bundle's, or
     ``x``'s), for :class:`Segmentation` to resample on demand.
 
+    ``notes``: messages for the user (e.g. a :func:`device.resilient` predictor's),
+    relayed in every :class:`Progress` and warned about; when one tile does not
+    fit in the device's memory (:class:`device.TileTooLarge`) the tiles are
+    halved (down to :data:`MIN_TILE`) and the image predicted again.
+
     Returns ``(probabilities (K', H, W), scale)``, ``scale`` being image pixels
     per network pixel by area (see :attr:`Segmentation.scale`).
     """
+    notes = [] if notes is None else notes
+    told = len(notes)
     full = tuple(out_shape) if out_shape is not None else x.shape[1:]
     stride = output_stride(cfg.architecture, cfg.params)
     if cfg.input.resize_to:  # the whole image in one pass, as the model was trained
@@ -392,21 +418,54 @@ def predict(
                 f"tile must be a multiple of {stride} for this model, got {tile}; "
                 f"try {max(stride, tile // stride * stride)}"
             )
-        probs = yield from predict_tiled(
-            x,
-            predictor,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            n_out=cfg.n_outputs,
-            align=stride,
-        )
+        while True:
+            try:
+                probs = yield from _relay(
+                    predict_tiled(
+                        x,
+                        predictor,
+                        tile=tile,
+                        overlap=overlap,
+                        batch_size=batch_size,
+                        n_out=cfg.n_outputs,
+                        align=stride,
+                    ),
+                    notes,
+                    told,
+                )
+                break
+            except TileTooLarge as exc:
+                smaller = tile // 2 // stride * stride
+                if smaller < max(MIN_TILE, stride):
+                    raise TileTooLarge(tile, exc.device) from exc
+                notes.append(
+                    f"{exc}; segmenting again with {smaller}² tiles (slower); "
+                    f"to avoid this, give a tile of {smaller} or segment on the CPU"
+                )
+                tile = smaller
     scale = 1.0
     if probs.shape[1:] != full:
         scale = full[0] * full[1] / (probs.shape[1] * probs.shape[2])
         if back:
             probs = np.stack([np.clip(resample_plane(p, full), 0.0, 1.0) for p in probs])
     return probs, scale
+
+
+MIN_TILE = 64
+"""The smallest tile :func:`predict` falls back to when a device runs out of memory."""
+
+
+def _relay(gen, notes: list[str], told: int):
+    """Run a progress generator, adding the newest of ``notes`` (from index ``told`` on)."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        for n in notes[told:]:
+            warnings.warn(n, RuntimeWarning, stacklevel=2)
+        told = len(notes)
+        yield replace(p, note=notes[-1]) if notes else p
 
 
 def predict_whole(

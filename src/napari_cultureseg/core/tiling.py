@@ -39,6 +39,9 @@ class Progress:
 
     done: int
     total: int
+    note: str = ""
+    """Something the user should know, e.g. that the device ran out of memory and
+    smaller batches or tiles are used (:mod:`.device`)."""
 
     @property
     def fraction(self) -> float:

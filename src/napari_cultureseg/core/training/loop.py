@@ -26,6 +26,7 @@ import numpy as np
 
 from ..bundles import Bundle, BundleConfig, flow_channels, soft_channels, value_channels
 from ..datasets import PatchSampler, Sample
+from ..device import to_device
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
 from .validation import Validation, resize_samples, score
@@ -92,9 +93,8 @@ def _class_batch(net, c: int, sampler: PatchSampler, n: int, device, forward):
     """Class ``c``'s network of a per-class ensemble (``models.per_class_unets``) on a
     batch drawn for class ``c``: its logit, target and valid, ``(n, 1, P, P)`` each.
     ``forward(model, x)`` runs a model (under the run's precision)."""
-    import torch
 
-    x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(n, for_class=c))
+    x, t, v = (to_device(a, device) for a in sampler.batch(n, for_class=c))
     return forward(lambda b: net.class_logit(c, b), x), t[:, c : c + 1], v[:, c : c + 1]
 
 
@@ -169,7 +169,7 @@ def fine_tune(
     if cfg.input.resize_to:
         train = resize_samples(train, cfg.input.resize_to)
         val = resize_samples(val, cfg.input.resize_to)
-    from ..models import native_bf16, resolve_device
+    from ..device import native_bf16, resolve_device
 
     device = resolve_device(config.device)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and native_bf16(device))
@@ -300,7 +300,7 @@ def fine_tune(
                     ]
                 ).mean()
             else:
-                x, t, v = (torch.from_numpy(a).to(device) for a in sampler.batch(config.batch_size))
+                x, t, v = (to_device(a, device) for a in sampler.batch(config.batch_size))
                 logits = forward(net, x)
                 loss = loss_of(logits, t, v)
             total, adv = loss, None

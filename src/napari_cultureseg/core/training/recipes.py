@@ -30,8 +30,8 @@ from ..bundles import (
     user_models_dir,
 )
 from ..datasets import Sample, load_folder, scale_zooms, split
+from ..device import resolve_device
 from ..images import InputSpec
-from ..models import resolve_device
 from .config import Report, TrainConfig
 from .loop import run_training
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..bundles import BundleConfig
 from ..datasets import Sample
+from ..device import to_device
 from ..images import fit_shape, resize_planes
 from ..models import output_stride
 from ..postprocess import binary_mask
@@ -87,7 +88,7 @@ def score(
 
     def predict(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return torch.sigmoid(net(torch.from_numpy(batch).to(device))).cpu().numpy()
+            return torch.sigmoid(net(to_device(batch, device))).cpu().numpy()
 
     stride = output_stride(cfg.architecture, cfg.params)
     k = len(cfg.classes)
