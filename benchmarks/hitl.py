@@ -27,6 +27,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "brightfield_aisegcell"
 CACHE = ROOT / "benchmarks" / "results" / "cache"
@@ -66,12 +68,17 @@ def corrected_samples(fields, base, held: str, painted_distances: str = "lone") 
     return samples
 
 
-def fine_tuned(base, name: str, samples, seconds: float, threads: int):
-    """Fine-tune ``base`` on ``samples`` as the Fine-tune widget does (its defaults), for
-    ``seconds``: the job's result (no new version when the parent stayed better)."""
+def fine_tuned(base, name: str, samples, seconds: float, threads: int, overrides=None):
+    """Fine-tune ``base`` on ``samples`` as the Fine-tune widget does (its defaults, or
+    ``overrides`` of them), for ``seconds``: the job's result (no new version when the
+    parent stayed better)."""
     from napari_cultureseg.core.versions import fine_tune_job, finetune_config
 
-    cfg = finetune_config(steps=100000, val_every=50, threads=threads, max_seconds=seconds)
+    cfg = finetune_config(
+        **{"steps": 100000, "val_every": 50, **(overrides or {})},
+        threads=threads,
+        max_seconds=seconds,
+    )
     gen = fine_tune_job(base, name, samples, cfg)
     while True:
         try:
@@ -178,7 +185,18 @@ def main(argv=None) -> int:
         "of --ks and --ts; writes benchmarks/results/hitl_ranking_<experiment>.json)",
     )
     ap.add_argument("--draws", type=int, default=5, help="random draws with --rank")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a fine-tuning setting of finetune_config (e.g. precision=auto, lr=1e-3)",
+    )
     args = ap.parse_args(argv)
+    overrides = {}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        overrides[key] = yaml.safe_load(value)
     ks = [int(k) for k in args.ks.split(",")]
     ts = [float(t) for t in args.ts.split(",")]
     figure = ROOT / "docs" / "images" / f"{Path(args.out).stem}.png"  # hitl.json -> hitl.png
@@ -241,7 +259,7 @@ def main(argv=None) -> int:
     for k in ks:
         samples = corrected_samples(corrected_pool[:k], base, held, args.painted_distances)
         for seconds in ts:
-            result = fine_tuned(base, base_dir.name, samples, seconds, args.threads)
+            result = fine_tuned(base, base_dir.name, samples, seconds, args.threads, overrides)
             # no new version when fine-tuning did not beat the parent: the parent is what remains
             after = scores(Bundle.load(result.path), evaluation) if result.path else before
             row = {
@@ -263,6 +281,7 @@ def main(argv=None) -> int:
         "runs": runs,
         "threads": args.threads,
         "painted_distances": args.painted_distances,
+        "finetune_overrides": overrides,
         "wall_seconds": time.perf_counter() - t0,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
