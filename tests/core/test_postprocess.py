@@ -209,3 +209,25 @@ def test_a_zoomed_segmentation_separates_objects_at_the_size_the_model_learnt():
     assert lab.shape == (20, 32) and lab.max() == 2 and ((lab > 0) == m).all()
     small = Segmentation(zoomed.probabilities, (spec,))  # the same map, found at image scale
     assert small.instances("cell").max() == 1
+
+
+@pytest.mark.parametrize("choose", ["roc_threshold", "dice_threshold"])
+def test_a_chosen_threshold_reproduces_its_operating_point_in_the_masks(choose):
+    """Scores tied at the threshold (8-bit probabilities) are foreground in the metrics that
+    choose a threshold; the masks made with it must be the same (one rule, ``>=``)."""
+    from napari_cultureseg.core import metrics as M
+
+    rng = np.random.default_rng(3)
+    truth = np.zeros((64, 64), bool)
+    truth[10:40, 12:50] = True
+    prob = np.clip(truth * 0.55 + rng.normal(0.2, 0.15, truth.shape), 0, 1)
+    prob = np.round(prob * 255) / 255  # stored as 8 bits: many ties
+    t = getattr(M, choose)(prob, truth)
+    assert np.any(prob == t), "the chosen threshold is one of the scores (a tie)"
+    mask = binary_mask(prob, threshold=t, fill_holes=False)
+    best = max(M.dice(prob >= s, truth) for s in np.unique(prob))
+    if choose == "dice_threshold":
+        assert M.dice(mask, truth) == pytest.approx(best)
+    tp, fp, tn, fn = M.confusion(mask, truth)
+    assert (tp, fp) == tuple(M.confusion(prob >= t, truth)[:2])
+    assert M.sensitivity(mask, truth) > M.sensitivity(prob > t, truth), "ties decide here"

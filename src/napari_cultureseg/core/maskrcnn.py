@@ -374,7 +374,7 @@ def _pasted(masks, boxes, shape, threshold):
         w, h = max(b[2] - b[0] + 1, 1), max(b[3] - b[1] + 1, 1)
         m = F.interpolate(m[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         x0, x1, y0, y1 = max(b[0], 0), min(b[2] + 1, im_w), max(b[1], 0), min(b[3] + 1, im_h)
-        win = m[y0 - b[1] : y1 - b[1], x0 - b[0] : x1 - b[0]] > threshold
+        win = m[y0 - b[1] : y1 - b[1], x0 - b[0] : x1 - b[0]] >= threshold  # postprocess.above
         out.append((y0, x0, win.numpy()))
     return out
 

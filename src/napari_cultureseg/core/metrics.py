@@ -18,6 +18,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import norm
 
+from .postprocess import above
+
 __all__ = [
     "DEFAULT_TAUS",
     "MatchResult",
@@ -577,7 +579,7 @@ def binary_report(prob, truth, threshold=0.5, valid=None):
         ``auc_high``.
     """
     prob = np.asarray(prob)
-    tp, fp, tn, fn = confusion(prob >= threshold, truth, valid)
+    tp, fp, tn, fn = confusion(above(prob, threshold), truth, valid)
     a, lo, hi = auc_ci(prob, truth, valid)
     return {
         "sensitivity": _ratio(tp, tp + fn),

@@ -29,6 +29,17 @@ def fill_holes_fast(mask: np.ndarray) -> np.ndarray:
     return mask | hole[labels]
 
 
+def above(scores, threshold):
+    """``scores >= threshold``: the one rule by which a probability becomes a mask.
+
+    Post-processing (:func:`binary_mask`), validation, the metrics and the
+    thresholds they choose (:func:`metrics.roc_threshold`, :func:`metrics.dice_threshold`) all
+    binarise this way, so a stored threshold reproduces the operating point it was
+    chosen at, also where scores tie at the threshold (8-bit probabilities).
+    """
+    return np.asarray(scores) >= threshold
+
+
 def binary_mask(
     prob: np.ndarray,
     *,
@@ -44,7 +55,7 @@ def binary_mask(
     prob
         ``(H, W)`` probabilities in [0, 1].
     threshold
-        Pixels with ``prob > threshold`` are foreground.
+        Pixels with ``prob >= threshold`` are foreground (:func:`above`).
     fill_holes
         Fill holes enclosed by the foreground.
     min_size
@@ -57,7 +68,7 @@ def binary_mask(
     numpy.ndarray
         ``(H, W)`` bool.
     """
-    mask = np.asarray(prob) > threshold
+    mask = above(prob, threshold)
     if fill_holes:
         mask = fill_holes_fast(mask)
     if min_size > 0 or largest_only:

@@ -26,7 +26,7 @@ from .bundles import (
 from .device import TileTooLarge, batch_for, resilient, resolve_device
 from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
 from .models import output_stride
-from .postprocess import binary_mask, instances, transfer_labels
+from .postprocess import above, binary_mask, instances, transfer_labels
 from .tiling import Progress, fit_tile, predict_tiled
 
 
@@ -164,7 +164,7 @@ class Segmentation:
         seeds = getattr(spec, "seed_threshold", 0.5)
         resampled = self.raw.shape[1:] != self.image_shape
         if resampled and grid == "network" and isinstance(spec, ClassSpec):
-            net = _cleaned(self.raw[self._index(name)] > spec.threshold, spec, spec.min_size)
+            net = _cleaned(above(self.raw[self._index(name)], spec.threshold), spec, spec.min_size)
             labels = instances(
                 net,
                 min_size=spec.min_size,

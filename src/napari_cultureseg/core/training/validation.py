@@ -17,7 +17,7 @@ from ..datasets import Sample
 from ..device import to_device
 from ..images import fit_shape, resize_planes
 from ..models import output_stride
-from ..postprocess import binary_mask
+from ..postprocess import above, binary_mask
 from ..segment import predict_whole
 from ..tiling import predict_tiled, run_to_end
 
@@ -114,7 +114,7 @@ def score(
             v = s.valid[c]
             if not v.any():
                 continue
-            m = prob[c] > spec.threshold
+            m = above(prob[c], spec.threshold)
             if getattr(spec, "largest_only", False):  # scored as in Sadanandan 2017: cleaned
                 m = binary_mask(
                     prob[c],
