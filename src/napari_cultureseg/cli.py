@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .core.images import SUFFIXES
+from .core.runtimes import RUNTIMES
 
 """Written into ``--out``: the files this tool wrote there, never taken as inputs again."""
 
@@ -324,6 +325,7 @@ def cmd_segment(args) -> int:
         "diameter": args.diameter,
         "pixel_size": args.pixel_size,
         "tta": args.tta,
+        "runtime": args.runtime,
         "plane": args.plane,
         "prob": args.prob,
         "table": args.table,
@@ -501,6 +503,7 @@ def cmd_evaluate(args) -> int:
         device=args.device,
         diameter=diameter,
         tta=args.tta,
+        runtime=args.runtime,
         on_image=None if args.quiet else lambda n: print(f"  {n}", file=sys.stderr),
     )
     result.update(
@@ -510,6 +513,7 @@ def cmd_evaluate(args) -> int:
             "split": args.split,
             "diameter": args.diameter,
             "tta": args.tta,
+            "runtime": args.runtime,
         }
     )
     print(f"{bundle.config.name} on {len(truths)} images of {args.data} ({args.split})")
@@ -573,6 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or per image: counts, confluence %%, mean object area)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="torch",
+        help="torch (default), or onnx: ONNX Runtime on the CPU, about twice as fast there "
+        "(the network is exported once to $CULTURESEG_HOME/cache/onnx; pip install onnxruntime)",
+    )
     p.add_argument("--tile", type=int, default=None, help="tile size (default: the model's)")
     p.add_argument(
         "--overlap", type=float, default=None, help="tile overlap fraction (default: the model's)"
@@ -581,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=None,
-        help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)",
+        help="tiles per forward pass (default: 1 on the CPU; on a GPU as many as fit in half "
+        "its free memory, fewer if it runs out)",
     )
     p.add_argument("--plane", type=int, default=None, help="plane of a multi-plane file to segment")
     p.add_argument(
@@ -689,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch", help="torch or onnx (CPU)")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.add_argument(
         "--record",

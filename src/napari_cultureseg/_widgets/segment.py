@@ -60,6 +60,8 @@ class SegmentRequest:
     """Test-time augmentation copies (1, 2, 4, 8)."""
     path: str | None = None
     """The image's file, whose metadata may hold its pixel size."""
+    runtime: str = "torch"
+    """``torch`` or ``onnx`` (ONNX Runtime on the CPU, :mod:`core.runtimes`)."""
 
 
 def current_plane(viewer, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -86,6 +88,11 @@ def prepare_model(request: SegmentRequest):
     """
     bundle = load_bundle(request.model)
     bundle.network(resolve_device(request.device))
+    if request.runtime == "onnx":  # its native library too; the export runs in the worker
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            pass  # segment() falls back to torch and says so
     return bundle
 
 
@@ -121,6 +128,7 @@ def run_segmentation(request: SegmentRequest, plane: np.ndarray):
         fit=request.fit_tile,
         zoom=zoom,
         tta=request.tta,
+        runtime=request.runtime,
     )
     return replace(result, note=how)
 
@@ -153,6 +161,13 @@ class SegmentWidget(Container):
         )
         self.device = ComboBox(
             label="device", choices=lambda _: ["auto", *available_devices()], value="auto"
+        )
+        self.runtime = ComboBox(
+            label="runtime",
+            choices=[("torch", "torch"), ("ONNX Runtime (CPU)", "onnx")],
+            value="torch",
+            tooltip="ONNX Runtime runs the network about twice as fast on a CPU. The first "
+            "run of a model exports it (a minute), later runs reuse the export.",
         )
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=512)
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)
@@ -211,6 +226,7 @@ class SegmentWidget(Container):
             "more settings",
             [
                 self.device,
+                self.runtime,
                 self.pixel_size,
                 self.tta,
                 self.tile,
@@ -372,6 +388,7 @@ class SegmentWidget(Container):
             pixel_size=float(self.pixel_size.value) or None,
             tta=int(self.tta.value),
             path=source,
+            runtime=str(self.runtime.value),
         )
 
     def start(self):

@@ -46,7 +46,7 @@ class FieldJob:
     """A bundled model's name or a bundle folder (each worker loads it once)."""
     options: dict = field(default_factory=dict)
     """``device``, ``tile``, ``overlap``, ``batch_size``, ``diameter``, ``pixel_size``,
-    ``tta``, ``plane``, ``prob``, ``table``, ``threads`` (as the CLI's options)."""
+    ``tta``, ``runtime``, ``plane``, ``prob``, ``table``, ``threads`` (as the CLI's options)."""
 
 
 @dataclass
@@ -245,6 +245,7 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
             batch_size=o.get("batch_size"),
             zoom=zoom,
             tta=o.get("tta", 1),
+            runtime=o.get("runtime", "torch"),
         )
         while True:
             try:
@@ -372,6 +373,7 @@ def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
             overlap=o.get("overlap"),
             batch_size=o.get("batch_size"),
             tta=o.get("tta", 1),
+            runtime=o.get("runtime", "torch"),
             table=bool(o.get("table")),
             info={"image": job.stem, "well": well, "field": index},
             progress=progress,

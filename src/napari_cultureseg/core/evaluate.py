@@ -77,6 +77,7 @@ def evaluate(
     on_image: Callable[[str], None] | None = None,
     diameter: str | float | None = None,
     tta: int = 1,
+    runtime: str = "torch",
 ) -> dict:
     """Segment every image and score each class that has a reference.
 
@@ -89,6 +90,8 @@ def evaluate(
         own reference mask: an oracle, for benchmarks only) or a number of pixels.
     tta
         Test-time augmentation copies (see :func:`segment.augmented`).
+    runtime
+        ``torch`` or ``onnx`` (see :mod:`.runtimes`).
 
     Returns
     -------
@@ -113,7 +116,9 @@ def evaluate(
         elif diameter is not None:
             zoom = zoom_for(sc, diameter=float(diameter))
         zooms[t.name] = round(float(zoom), 4)
-        seg = run_to_end(segment(bundle, t.image, device=device, zoom=zoom, tta=tta))
+        seg = run_to_end(
+            segment(bundle, t.image, device=device, zoom=zoom, tta=tta, runtime=runtime)
+        )
         masks = seg.masks()
         for k, spec in enumerate(seg.classes):
             if spec.name not in t.masks:

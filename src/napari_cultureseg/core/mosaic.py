@@ -242,6 +242,7 @@ def segment_mosaic(
     overlap: float | None = None,
     batch_size: int | None = None,
     tta: int = 1,
+    runtime: str = "torch",
     table: bool = False,
     info: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -316,6 +317,7 @@ def segment_mosaic(
                 zoom=zoom,
                 tta=tta,
                 levels=levels,
+                runtime=runtime,
             )
         )
         unsure += seg.uncertainty() * (core[1] - core[0]) * (core[3] - core[2])

@@ -27,6 +27,7 @@ from .device import TileTooLarge, batch_for, resilient, resolve_device
 from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
 from .models import output_stride
 from .postprocess import above, binary_mask, instances, transfer_labels
+from .runtimes import predictor_for
 from .tiling import Progress, fit_tile, predict_tiled
 
 
@@ -219,6 +220,7 @@ def segment(
     zoom: float = 1.0,
     tta: int = 1,
     levels=None,
+    runtime: str = "torch",
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
@@ -262,6 +264,9 @@ def segment(
         Test-time augmentation: average the predictions of this many flipped and
         rotated copies of every tile (1: none, 4: flips, 8: flips and rotations);
         costs as many forward passes.
+    runtime
+        ``torch``, or ``onnx``: ONNX Runtime on the CPU (:mod:`.runtimes`; about twice
+        as fast there; falls back to torch, saying why in the progress, where it cannot run).
     levels
         Each input channel's normalisation ``(low, high)``, measured on more than
         ``image`` (a block of a whole-well mosaic, :mod:`.mosaic`); default: its own
@@ -284,9 +289,10 @@ def segment(
     device = resolve_device(device)
     if batch_size is None:  # for the largest tile fit_tile may choose
         batch_size = batch_for(device, int(1.25 * (tile or cfg.tile)))
-    notes: list[str] = []
+    run = predictor_for(bundle, device, runtime)
+    notes: list[str] = [run.note] if run.note else []
     predictor = augmented(
-        resilient(bundle.predictor(device), device, on_retry=notes.append),
+        resilient(run.predict, device, on_retry=notes.append),
         tta,
         tuple(flow_channels(cfg.classes).values()),
     )
