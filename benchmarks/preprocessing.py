@@ -61,7 +61,7 @@ def run_variant(name: str, y: dict, data_root: Path, seconds: float, threads: in
     truths = truth_from_folder(
         data_root / y["data"][0]["folder"], ["nucleus"], only={s.name for s in val}
     )
-    r = evaluate(bundle, truths, device="cpu")["classes"]["nucleus"]
+    r = evaluate(bundle, truths, device="cpu", diameter=None)["classes"]["nucleus"]
     return {
         "input": VARIANTS[name],
         "train_images": len(train),

@@ -22,7 +22,7 @@ def _folder(tmp_path, n=2):
 def test_evaluate_matches_direct_computation(tiny_bundle, tmp_path):
     truths = truth_from_folder(_folder(tmp_path), ["cell", "debris"])
     assert [t.name for t in truths] == ["s0", "s1"] and set(truths[0].masks) == {"cell"}
-    res = evaluate(tiny_bundle, truths, device="cpu")
+    res = evaluate(tiny_bundle, truths, device="cpu", diameter=None)
     assert res["images"] == 2 and set(res["classes"]) == {"cell"}  # debris has no reference
     segs = [run_to_end(segment(tiny_bundle, t.image)) for t in truths]
     pred = np.concatenate([s.masks()["cell"].ravel() for s in segs])

@@ -75,7 +75,7 @@ def evaluate(
     *,
     device: str = "auto",
     on_image: Callable[[str], None] | None = None,
-    diameter: str | float | None = None,
+    diameter: str | float | None = "auto",
     tta: int = 1,
     runtime: str = "torch",
 ) -> dict:
@@ -84,8 +84,9 @@ def evaluate(
     Parameters
     ----------
     diameter
-        The object size of every image: None (segment at the image's own
-        scale), ``"auto"`` (estimated per image, :func:`scale.estimate_diameter`),
+        The object size of every image: ``"auto"`` (estimated per image,
+        :func:`scale.estimate_diameter`; the default, as for ``cultureseg evaluate``
+        and ``segment``), None (segment at the image's own scale),
         ``"truth"`` (the median diameter of the reference class in the image's
         own reference mask: an oracle, for benchmarks only) or a number of pixels.
     tta

@@ -149,10 +149,10 @@ def choose_zoom(
     bundle,
     plane: np.ndarray,
     *,
-    diameter=None,
+    diameter="auto",
     pixel_size: float | None = None,
     path=None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> tuple[float, str]:
     """The zoom for one image, and a few words on where it came from.
 
