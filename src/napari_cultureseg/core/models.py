@@ -1,4 +1,4 @@
-"""Model architectures by name, and the device a model runs on.
+"""Model architectures by name (the device a model runs on is :mod:`.device`'s).
 
 Every architecture maps ``(B, C, H, W)`` to per-class *logits* ``(B, K, H, W)``;
 ``sigmoid(logits)`` is the probability of each class independently, so classes
