@@ -543,6 +543,61 @@ def cmd_demo(args) -> int:
     return demo(sample=args.sample, model=args.model, screenshot=args.screenshot)
 
 
+def cmd_export(args) -> int:
+    from .core.bioimageio import export_package
+    from .core.bundles import BundleError, load_bundle
+
+    try:
+        import bioimageio.spec  # noqa: F401
+    except ImportError:
+        print(
+            "error: exporting needs bioimageio.spec and bioimageio.core: "
+            "pip install 'napari-cultureseg[bioimageio]'",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        print(f"error: {out} exists; give another name or --overwrite", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_bundle(args.model)
+        export_package(bundle, out, test=not args.no_test)
+    except (BundleError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    tested = "" if args.no_test else ", tested by bioimageio.core"
+    print(f"wrote {out} (bioimage.io model{tested})")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .core.bioimageio import import_package
+    from .core.bundles import Bundle, BundleError, safe_name, user_models_dir
+
+    try:
+        import zipfile
+
+        with zipfile.ZipFile(args.package) as z:
+            import json
+
+            name = args.name or json.loads(z.read("config.json"))["name"]
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        name = args.name or Path(args.package).stem
+    dest = user_models_dir() / safe_name(name)
+    if dest.exists():
+        print(f"error: a model {name!r} is installed already; give --name", file=sys.stderr)
+        return 2
+    try:
+        path = import_package(args.package, dest)
+    except (BundleError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cfg = Bundle.load(path).config
+    print(f"installed {cfg.name} in {path}: {', '.join(cfg.class_names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .core.bundles import DEFAULT_MODEL
 
@@ -682,6 +737,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="write a model as a bioimage.io model package (.zip)")
+    p.add_argument("model", help="model name or bundle folder")
+    p.add_argument("out", help="the package to write, e.g. phase-cells.zip")
+    p.add_argument("--format", choices=["bioimageio"], default="bioimageio")
+    p.add_argument(
+        "--no-test", action="store_true", help="do not run bioimageio.core's test of the package"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="install a model from a package `cultureseg export` wrote")
+    p.add_argument("package", help="the .zip")
+    p.add_argument("--name", default=None, help="install under this name (default: its own)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("evaluate", help="metrics of a model on images with ground truth")
     p.add_argument("data", help="folder with <id>_image.<ext> and <id>_<class>.tif")
