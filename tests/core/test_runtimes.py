@@ -66,7 +66,11 @@ def test_onnx_falls_back_to_torch_and_says_why(bundle, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
     run = predictor_for(bundle, "cpu", "onnx")
     assert run.name == "torch" and "pip install onnxruntime" in run.note
+    auto = predictor_for(bundle, "cpu", "auto")
+    assert auto.name == "torch" and not auto.note, "auto takes torch without a word"
     with pytest.raises(ValueError, match="runtime must be one of"):
         predictor_for(bundle, "cpu", "tensorrt")
     gen = segment(bundle, np.zeros((64, 64), np.float32), device="cpu", runtime="onnx")
     assert "onnxruntime is not installed" in next(gen).note
+    monkeypatch.undo()
+    assert predictor_for(bundle, "cpu").name == "onnx", "auto: ONNX Runtime on a CPU"

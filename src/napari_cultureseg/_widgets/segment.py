@@ -60,8 +60,8 @@ class SegmentRequest:
     """Test-time augmentation copies (1, 2, 4, 8)."""
     path: str | None = None
     """The image's file, whose metadata may hold its pixel size."""
-    runtime: str = "torch"
-    """``torch`` or ``onnx`` (ONNX Runtime on the CPU, :mod:`core.runtimes`)."""
+    runtime: str = "auto"
+    """``auto``, ``torch`` or ``onnx`` (ONNX Runtime on the CPU, :mod:`core.runtimes`)."""
 
 
 def current_plane(viewer, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -88,7 +88,7 @@ def prepare_model(request: SegmentRequest):
     """
     bundle = load_bundle(request.model)
     bundle.network(resolve_device(request.device))
-    if request.runtime == "onnx":  # its native library too; the export runs in the worker
+    if request.runtime in ("auto", "onnx"):  # its native library too; the export: the worker
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
@@ -164,10 +164,14 @@ class SegmentWidget(Container):
         )
         self.runtime = ComboBox(
             label="runtime",
-            choices=[("torch", "torch"), ("ONNX Runtime (CPU)", "onnx")],
-            value="torch",
-            tooltip="ONNX Runtime runs the network about twice as fast on a CPU. The first "
-            "run of a model exports it (a minute), later runs reuse the export.",
+            choices=[
+                ("auto (ONNX Runtime on a CPU)", "auto"),
+                ("torch", "torch"),
+                ("ONNX Runtime (CPU)", "onnx"),
+            ],
+            value="auto",
+            tooltip="ONNX Runtime runs the network about twice as fast on a CPU, with the "
+            "same masks. A model's first run exports it once; later runs reuse the export.",
         )
         self.tile = SpinBox(label="tile size", min=64, max=4096, step=32, value=512)
         self.overlap = FloatSpinBox(label="tile overlap", min=0.0, max=0.75, step=0.05, value=0.25)

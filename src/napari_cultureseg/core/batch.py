@@ -245,7 +245,7 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
             batch_size=o.get("batch_size"),
             zoom=zoom,
             tta=o.get("tta", 1),
-            runtime=o.get("runtime", "torch"),
+            runtime=o.get("runtime", "auto"),
         )
         while True:
             try:
@@ -373,7 +373,7 @@ def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
             overlap=o.get("overlap"),
             batch_size=o.get("batch_size"),
             tta=o.get("tta", 1),
-            runtime=o.get("runtime", "torch"),
+            runtime=o.get("runtime", "auto"),
             table=bool(o.get("table")),
             info={"image": job.stem, "well": well, "field": index},
             progress=progress,

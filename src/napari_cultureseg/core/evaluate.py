@@ -77,7 +77,7 @@ def evaluate(
     on_image: Callable[[str], None] | None = None,
     diameter: str | float | None = "auto",
     tta: int = 1,
-    runtime: str = "torch",
+    runtime: str = "auto",
 ) -> dict:
     """Segment every image and score each class that has a reference.
 
@@ -92,7 +92,7 @@ def evaluate(
     tta
         Test-time augmentation copies (see :func:`segment.augmented`).
     runtime
-        ``torch`` or ``onnx`` (see :mod:`.runtimes`).
+        ``auto``, ``torch`` or ``onnx`` (see :mod:`.runtimes`).
 
     Returns
     -------

@@ -242,7 +242,7 @@ def segment_mosaic(
     overlap: float | None = None,
     batch_size: int | None = None,
     tta: int = 1,
-    runtime: str = "torch",
+    runtime: str = "auto",
     table: bool = False,
     info: dict | None = None,
     progress: Callable[[int, int], None] | None = None,

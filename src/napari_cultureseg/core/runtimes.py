@@ -1,10 +1,13 @@
 """Running a bundle's network: torch, or ONNX Runtime on the CPU.
 
-``runtime="onnx"`` exports the network (with its sigmoid) to ONNX once and runs it
-with ONNX Runtime's CPU provider. Measured beside torch eager on this project's
-2-core CPU, interleaved in one process, one thread each, a 576² tile of
-``phase-cells`` (resnet18 U-Net): 2.09 s against 4.10 s under a load of 3 (other
-jobs running), a ratio of 1.96; outputs within 5e-6 of torch.
+``runtime="onnx"`` (and ``auto``, the default, on a CPU) exports the network (with
+its sigmoid) to ONNX once and runs it with ONNX Runtime's CPU provider.
+``benchmarks/runtimes.py`` segmented every real-data model's test images both ways
+(one thread, the same zoom, beside two other jobs): the same Dice to five decimals
+for every class of four models, probabilities within 2e-5, and ONNX Runtime 1.9×
+(phase-cells, fluorescence-nuclei, coculture-celltype) to 2.4×
+(brightfield-nucleus-cell) faster. The speed on an idle machine is
+``benchmarks/speed.py``'s to report.
 
 The ONNX file is a cache, not a model format: it lives in the user's folder
 (``$CULTURESEG_HOME/cache/onnx``, never beside a bundle from elsewhere), named for
@@ -28,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("torch", "onnx")
-"""``torch``: the network in PyTorch (any device). ``onnx``: ONNX Runtime on the CPU."""
+RUNTIMES = ("auto", "torch", "onnx")
+"""``auto`` (the default): ONNX Runtime on the CPU when it is installed, torch on a GPU.
+``torch``: the network in PyTorch (any device). ``onnx``: ONNX Runtime on the CPU."""
 
 OPSET = 18
 
@@ -156,10 +160,16 @@ def onnx_predictor(bundle, *, threads: int | None = None, folder: Path | None = 
     return predict
 
 
-def predictor_for(bundle, device: str, runtime: str = "torch") -> Runtime:
+def predictor_for(bundle, device: str, runtime: str = "auto") -> Runtime:
     """The bundle's predictor on ``device`` with ``runtime``, falling back to torch (and
     saying why) where ONNX Runtime cannot run it."""
     check_runtime(runtime)
+    if runtime == "auto":  # ONNX Runtime where it is installed and helps: the CPU
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return Runtime(bundle.predictor(device), "torch")
+        runtime = "onnx" if device == "cpu" else "torch"
     if runtime == "onnx":
         if device != "cpu":
             note = f"the onnx runtime runs on the CPU; {device} runs torch"

@@ -220,7 +220,7 @@ def segment(
     zoom: float = 1.0,
     tta: int = 1,
     levels=None,
-    runtime: str = "torch",
+    runtime: str = "auto",
 ) -> Generator[Progress, None, Segmentation]:
     """Segment a 2-D image (gray or RGB) with ``bundle``, tile by tile.
 
@@ -265,8 +265,9 @@ def segment(
         rotated copies of every tile (1: none, 4: flips, 8: flips and rotations);
         costs as many forward passes.
     runtime
-        ``torch``, or ``onnx``: ONNX Runtime on the CPU (:mod:`.runtimes`; about twice
-        as fast there; falls back to torch, saying why in the progress, where it cannot run).
+        ``auto`` (ONNX Runtime on the CPU when installed, else torch), ``torch``, or
+        ``onnx`` (:mod:`.runtimes`: about twice as fast on a CPU, the same masks; falls
+        back to torch, saying why in the progress, where it cannot run).
     levels
         Each input channel's normalisation ``(low, high)``, measured on more than
         ``image`` (a block of a whole-well mosaic, :mod:`.mosaic`); default: its own
