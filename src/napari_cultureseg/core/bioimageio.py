@@ -183,7 +183,7 @@ def export_package(bundle, out: str | Path, *, test: bool = True) -> Path:
             covers=[v.FileDescr(source=tmp / "cover.png")],
             authors=[v.Author(name="napari-cultureseg developers")],
             cite=cite,
-            license=v.LicenseId(card.get("licence") or "BSD-3-Clause"),
+            license=v.LicenseId(_spdx(card.get("licence"))),
             documentation=v.FileDescr(source=doc),
             tags=["napari-cultureseg", "segmentation", "2d", cfg.modality or "microscopy"],
             inputs=inputs,
@@ -209,6 +209,12 @@ def export_package(bundle, out: str | Path, *, test: bool = True) -> Path:
         save_bioimageio_package(descr, output_path=part)
         part.replace(out)
     return out
+
+
+def _spdx(licence: str | None) -> str:
+    """The SPDX id a card's licence starts with (``"BSD-3-Clause (the weights ...)"``); the
+    project's own, BSD-3-Clause, when the card names none."""
+    return (licence or "BSD-3-Clause").split()[0].strip(",;")
 
 
 def _torchscript(bundle, x: np.ndarray, path: Path) -> None:
