@@ -104,7 +104,7 @@ def test_segment_resizes_whole_image_and_keeps_the_largest_object():
 
     bundle.predictor = lambda device: spy
     image = np.random.default_rng(1).integers(0, 255, (90, 120)).astype(np.uint8)
-    seg = run_to_end(segment(bundle, image, device="cpu"))
+    seg = run_to_end(segment(bundle, image, device="cpu", runtime="torch"))  # the spied one
     assert seen == [(1, 1, 48, 64)]  # one pass over the resized image (64 on the longer side)
     assert seg.probabilities.shape == (1, 90, 120)
     assert seg.scale == pytest.approx(90 * 120 / (48 * 64))
