@@ -218,20 +218,15 @@ def _spdx(licence: str | None) -> str:
 
 
 def _torchscript(bundle, x: np.ndarray, path: Path) -> None:
+    import warnings
+
     import torch
 
-    net = bundle.network("cpu")
+    from .runtimes import with_sigmoid
 
-    class WithSigmoid(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, t):
-            return torch.sigmoid(self.net(t))
-
-    with torch.no_grad():
-        traced = torch.jit.trace(WithSigmoid().eval(), torch.from_numpy(x), check_trace=False)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notices
+        traced = torch.jit.trace(with_sigmoid(bundle), torch.from_numpy(x), check_trace=False)
     traced.save(str(path))
 
 

@@ -107,9 +107,9 @@ def onnx_file(bundle, *, folder: Path | None = None) -> Path:
     return path
 
 
-def _export(bundle, path: Path) -> None:
-    import warnings
-
+def with_sigmoid(bundle):
+    """The bundle's network on the CPU followed by its sigmoid: probabilities out, as every
+    predictor gives them (what the ONNX and TorchScript exports hold)."""
     import torch
 
     net = bundle.network("cpu")
@@ -122,13 +122,21 @@ def _export(bundle, path: Path) -> None:
         def forward(self, x):
             return torch.sigmoid(self.net(x))
 
+    return WithSigmoid().eval()
+
+
+def _export(bundle, path: Path) -> None:
+    import warnings
+
+    import torch
+
     side = 2 * bundle.config.tile if not bundle.config.input.resize_to else 64
     x = torch.zeros(1, bundle.config.input.channels, min(side, 256), min(side, 256))
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            WithSigmoid().eval(),
+            with_sigmoid(bundle),
             (x,),
             str(path),
             input_names=["input"],
