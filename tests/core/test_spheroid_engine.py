@@ -288,3 +288,40 @@ def test_adversarial_fine_tune_learns_stops_and_round_trips(tmp_path):
     patient = replace(ADV, steps=50, val_every=1, early_stop_patience=1)
     lin = run_to_end_bundle(fine_tune(ADV_MODEL, train, val, patient)).config.lineage
     assert lin["stopped"] == "early_stop" and lin["steps"] < 50
+
+
+def test_the_engines_spheroid_loss_and_lambda_are_the_papers():
+    """The engine's path with the spheroid recipe's settings, against Sadanandan et al.'s
+    reference functions (spheroid.weighted_labels, adversarial_lambda) as oracles."""
+    from pathlib import Path
+
+    import yaml
+
+    from napari_cultureseg.core.adversarial import Adversary
+    from napari_cultureseg.core.spheroid import adversarial_lambda, weighted_labels
+    from napari_cultureseg.core.training.recipes import train_config
+
+    recipe = Path(__file__).parents[2] / "configs" / "spheroid-multiscale.yaml"
+    cfg = train_config(yaml.safe_load(recipe.read_text()))
+    rng = np.random.default_rng(4)
+    mask = np.zeros((1, 1, 40, 40), bool)
+    mask[0, 0, 10:22, 8:20] = True  # 9 % foreground: N_bg / N_fg = 10
+    logits = torch.tensor(rng.normal(0, 2, mask.shape), dtype=torch.float32)
+    t = torch.tensor(mask, dtype=torch.float32)
+    engine = masked_loss(
+        logits,
+        t,
+        torch.ones_like(t, dtype=torch.bool),
+        class_weighting=cfg.class_weighting,
+        weight_clip=cfg.weight_clip,
+        fg_weight_factor=cfg.fg_weight_factor,
+        dice_weight=cfg.dice_weight,
+    )
+    w = torch.tensor(weighted_labels(mask))  # the paper's eq. 1, foreground x 3
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    assert float(engine) == pytest.approx(float((bce * w).sum() / w.sum()), rel=1e-6)
+
+    adv = Adversary(1, 1, lam=cfg.adversarial_lambda, lambda_steps=cfg.adversarial_lambda_steps)
+    n = cfg.adversarial_lambda_steps
+    for step in (1, 2, 600, n + 1, 3 * n):  # the loop counts steps from 1
+        assert adv.lambda_for(0.0, step=step) == pytest.approx(adversarial_lambda(step - 1, n + 1))
