@@ -575,16 +575,12 @@ def cmd_import(args) -> int:
     from .core.bioimageio import import_package
     from .core.bundles import Bundle, BundleError, safe_name, user_models_dir
 
+    name = args.name or Path(args.package).stem  # phase-cells.zip -> phase-cells
     try:
-        import zipfile
-
-        with zipfile.ZipFile(args.package) as z:
-            import json
-
-            name = args.name or json.loads(z.read("config.json"))["name"]
-    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
-        name = args.name or Path(args.package).stem
-    dest = user_models_dir() / safe_name(name)
+        dest = user_models_dir() / safe_name(name)
+    except ValueError as exc:
+        print(f"error: {exc}; give --name", file=sys.stderr)
+        return 2
     if dest.exists():
         print(f"error: a model {name!r} is installed already; give --name", file=sys.stderr)
         return 2
@@ -751,7 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="install a model from a package `cultureseg export` wrote")
     p.add_argument("package", help="the .zip")
-    p.add_argument("--name", default=None, help="install under this name (default: its own)")
+    p.add_argument(
+        "--name", default=None, help="install under this name (default: the file's, without .zip)"
+    )
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("evaluate", help="metrics of a model on images with ground truth")

@@ -130,8 +130,8 @@ def _export(bundle, path: Path) -> None:
 
     import torch
 
-    side = 2 * bundle.config.tile if not bundle.config.input.resize_to else 64
-    x = torch.zeros(1, bundle.config.input.channels, min(side, 256), min(side, 256))
+    # any size on every architecture's stride will do: height and width stay free
+    x = torch.zeros(1, bundle.config.input.channels, 256, 256)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice

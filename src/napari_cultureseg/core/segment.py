@@ -406,12 +406,12 @@ def predict(
     per network pixel by area (see :attr:`Segmentation.scale`).
     """
     notes = [] if notes is None else notes
-    told = len(notes)
+    told = [0]  # how many notes were warned about, across the retries below
     full = tuple(out_shape) if out_shape is not None else x.shape[1:]
     stride = output_stride(cfg.architecture, cfg.params)
     if cfg.input.resize_to:  # the whole image in one pass, as the model was trained
         x = resize_planes(x, fit_shape(full, cfg.input.resize_to))
-        probs = yield from predict_whole(x, predictor, align=stride)
+        probs = yield from _relay(predict_whole(x, predictor, align=stride), notes, told)
     else:
         if overlap is None:
             overlap = cfg.overlap
@@ -462,16 +462,17 @@ MIN_TILE = 64
 """The smallest tile :func:`predict` falls back to when a device runs out of memory."""
 
 
-def _relay(gen, notes: list[str], told: int):
-    """Run a progress generator, adding the newest of ``notes`` (from index ``told`` on)."""
+def _relay(gen, notes: list[str], told: list[int]):
+    """Run a progress generator, giving every :class:`Progress` the newest of ``notes`` and
+    warning once about each note (``told[0]``: how many were warned about already)."""
     while True:
         try:
             p = next(gen)
         except StopIteration as stop:
             return stop.value
-        for n in notes[told:]:
+        for n in notes[told[0] :]:
             warnings.warn(n, RuntimeWarning, stacklevel=2)
-        told = len(notes)
+        told[0] = len(notes)
         yield replace(p, note=notes[-1]) if notes else p
 
 
