@@ -4,8 +4,8 @@
 its sigmoid) to ONNX once and runs it with ONNX Runtime's CPU provider.
 ``benchmarks/runtimes.py`` segmented every real-data model's test images both ways
 (one thread, the same zoom, beside two other jobs): the same Dice to five decimals
-for every class of four models, probabilities within 2e-5, and ONNX Runtime 1.9×
-(phase-cells, fluorescence-nuclei, coculture-celltype) to 2.4×
+for every class of four models, probabilities within 2e-5, and ONNX Runtime 1.8×
+(coculture-celltype) to 1.9× (phase-cells, fluorescence-nuclei) and 2.4×
 (brightfield-nucleus-cell) faster. The speed on an idle machine is
 ``benchmarks/speed.py``'s to report.
 
