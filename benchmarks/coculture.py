@@ -55,7 +55,7 @@ def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
     """The generated co-cultures, written once per (sizes, seed) and reused."""
     from coculture_generate import DATA, SOURCES
 
-    from napari_cultureseg.core import synth_coculture as sc
+    from napari_cultureseg.core.synth import coculture as sc
 
     folder = work / f"data-{n_train}-{n_test}-{seed}"
     if (folder / "manifest.json").is_file():

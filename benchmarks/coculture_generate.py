@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         return 2
     from scipy import ndimage as ndi
 
-    from napari_cultureseg.core import synth_coculture as sc
+    from napari_cultureseg.core.synth import coculture as sc
 
     t0 = time.perf_counter()
     sources = [

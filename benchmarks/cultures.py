@@ -4,7 +4,7 @@
 
 Two bundles (names or folders; default culture-multilabel and culture-per-class,
 trained from configs/culture-*.yaml) segment held-out synthetic cultures
-(synth_culture, 1040×1392 RGB, seeds 1000, 1001, ... reserved for tests and never
+(synth.culture, 1040×1392 RGB, seeds 1000, 1001, ... reserved for tests and never
 used for training or validation). For each model and class, pooled over the test
 images, as in Rahkonen et al.'s Tables 2-3: sensitivity, specificity, AUC with its 95 %
 interval (Hanley-McNeil, optimistic for pixels) and DSC at threshold 0.5, and
@@ -40,7 +40,7 @@ SHAPE = (1040, 1392)
 
 def synthetic_seeds(names) -> list[int]:
     """Seeds of the synthetic culture images among sample names (others are ignored)."""
-    from napari_cultureseg.core.synth_data import parse_name
+    from napari_cultureseg.core.synth.data import parse_name
 
     return sorted(p[1] for p in map(parse_name, names) if p and p[0] == "culture")
 
@@ -72,7 +72,7 @@ def probabilities(bundle, image) -> np.ndarray:
 
 def predict_set(bundle, seeds) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and truths ``(N, K, H, W)`` of the synthetic cultures with ``seeds``."""
-    from napari_cultureseg.core.synth_data import generate
+    from napari_cultureseg.core.synth.data import generate
 
     probs, truths = [], []
     for seed in seeds:
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     import torch
 
     from napari_cultureseg.core.bundles import load_bundle
-    from napari_cultureseg.core.synth_data import TEST_SEEDS, generate
+    from napari_cultureseg.core.synth.data import TEST_SEEDS, generate
 
     if not 1 <= args.n_test <= len(TEST_SEEDS):
         raise SystemExit(f"--n-test must be 1..{len(TEST_SEEDS)}")
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     all_threads = os.cpu_count() or 1
     result = {
         "test": {
-            "generator": "synth_culture.culture",
+            "generator": "synth.culture.culture",
             "seeds": test_seeds,
             "shape": list(SHAPE),
             "rgb": True,

@@ -117,7 +117,7 @@ def train(variant, config, train_set, val_set, seconds, threads, config_text, re
 
 def test_wells(n: int, size: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """``n`` easy and ``n`` hard held-out wells (seeds 1000 … 1000+n-1)."""
-    from napari_cultureseg.core.synth_data import TEST_SEEDS, generate
+    from napari_cultureseg.core.synth.data import TEST_SEEDS, generate
 
     seeds = TEST_SEEDS[:n]
     out = {}

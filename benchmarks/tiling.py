@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
     from napari_cultureseg.core.bundles import DEFAULT_MODEL, load_bundle
     from napari_cultureseg.core.images import read_image, to_model_input
-    from napari_cultureseg.core.models import output_stride
+    from napari_cultureseg.core.nets import output_stride
     from napari_cultureseg.core.synth import phase_culture
     from napari_cultureseg.core.tiling import predict_tiled, run_to_end
 

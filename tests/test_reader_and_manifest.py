@@ -64,7 +64,7 @@ def test_sample_data():
 
 def test_synthetic_tumour_culture_and_spheroid_samples_open_in_napari(make_napari_viewer):
     from napari_cultureseg._sample_data import spheroid_well, tumour_culture
-    from napari_cultureseg.core.synth_culture import CLASSES
+    from napari_cultureseg.core.synth.culture import CLASSES
 
     layers = tumour_culture()
     assert [k for _, _, k in layers] == ["image"] + ["labels"] * 6

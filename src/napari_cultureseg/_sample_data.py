@@ -36,7 +36,7 @@ def tumour_culture():
     The six exact masks (S, I, IP, P, O, R) come as overlapping Labels layers in
     the class colours of ``culture-multilabel``, hidden: the truth to compare with.
     """
-    from .core.synth_culture import CLASSES, culture
+    from .core.synth.culture import CLASSES, culture
 
     image, masks = culture(seed=0, rgb=True)
     meta = {"name": "tumour culture", "rgb": True, "metadata": _model("culture-multilabel")}
@@ -59,7 +59,7 @@ def tumour_culture():
 
 def spheroid_well():
     """A seed-003-like bright-field well with one spheroid (1080², "hard" setting) and its mask."""
-    from .core.synth_spheroid import spheroid_well as well
+    from .core.synth.spheroid import spheroid_well as well
 
     image, mask = well(1080, seed=0, difficulty="hard")
     return [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_cultureseg.core.bundles import Bundle
-from napari_cultureseg.core.models import architectures, create_model, output_stride
+from napari_cultureseg.core.nets import architectures, create_model, output_stride
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.tiling import run_to_end
 

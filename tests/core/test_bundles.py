@@ -13,7 +13,7 @@ from napari_cultureseg.core.bundles import (
     user_models_dir,
 )
 from napari_cultureseg.core.device import resolve_device
-from napari_cultureseg.core.models import architectures, create_model
+from napari_cultureseg.core.nets import architectures, create_model
 
 from ..conftest import TINY_PARAMS, tiny_config
 

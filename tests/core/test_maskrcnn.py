@@ -12,7 +12,7 @@ import torch
 from pycocotools import mask as mask_util
 
 from napari_cultureseg.core import maskrcnn as mr
-from napari_cultureseg.core import synth_coculture as sc
+from napari_cultureseg.core.synth import coculture as sc
 from napari_cultureseg.core.tiling import run_to_end
 
 from .test_synth_coculture import field

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_cultureseg.core.adversarial import make_discriminator
-from napari_cultureseg.core.models import architectures, create_model
+from napari_cultureseg.core.nets import architectures, create_model
 from napari_cultureseg.core.spheroid import (
     adversarial_lambda,
     adversarial_losses,

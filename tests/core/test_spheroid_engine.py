@@ -39,8 +39,8 @@ def tiny_spheroid_config(**kw) -> BundleConfig:
 def test_architecture_registers_itself_on_first_use():
     code = (
         "import sys\n"
-        "from napari_cultureseg.core.models import create_model, output_stride\n"
-        "assert 'napari_cultureseg.core.spheroid' not in sys.modules\n"
+        "from napari_cultureseg.core.nets import create_model, output_stride\n"
+        "assert 'napari_cultureseg.core.nets.spheroid' not in sys.modules\n"
         "assert output_stride('spheroid-multiscale', {}) == 16\n"
         "assert 'torch' not in sys.modules  # registering builds nothing\n"
         "net = create_model('spheroid-multiscale', in_channels=1, classes=1, base=4, blocks=1)\n"

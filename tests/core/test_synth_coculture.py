@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from napari_cultureseg.core import synth_coculture as sc
+from napari_cultureseg.core.synth import coculture as sc
 
 BG = 200  # flat, noise-free backgrounds: every pixel's origin can be read off its value
 SHADE = {"A": 0.5, "B": 0.3, "C": 0.7}  # a cell of type t is exactly SHADE[t] × background
@@ -193,6 +193,21 @@ def test_test_fields_are_apart_from_training_fields(tmp_path):
     mask_a = tifffile.imread(tmp_path / "train" / "train00000_A.tif")
     assert image.dtype == np.uint8 and mask_a.dtype == np.uint16 and mask_a.shape == image.shape
     assert mask_a.max() >= 1
+
+
+def test_two_workers_write_the_same_dataset_as_one(tmp_path):
+    sources = [source("A", positions=4), source("B", positions=3)]
+    one = sc.write_dataset(sources, tmp_path / "one", n_train=3, n_test=2, seed=7, halo=2)
+    two = sc.write_dataset(
+        sources, tmp_path / "two", n_train=3, n_test=2, seed=7, halo=2, workers=2
+    )
+    assert one == two
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.tif"))
+    assert len(files) == 15
+    for f in files:
+        assert np.array_equal(
+            tifffile.imread(tmp_path / "one" / f), tifffile.imread(tmp_path / "two" / f)
+        )
 
 
 def test_one_position_only_cannot_be_split():

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_cultureseg.core.synth_culture import (
+from napari_cultureseg.core.synth.culture import (
     CLASS_NAMES,
     CLASSES,
     _draw,
     class_specs,
     culture,
 )
-from napari_cultureseg.core.synth_spheroid import _spheroid_well, spheroid_well
+from napari_cultureseg.core.synth.spheroid import _spheroid_well, spheroid_well
 
 SMALL = (300, 420)
 
@@ -123,7 +123,7 @@ def test_bad_arguments_say_what_to_do():
 
 def test_generators_do_not_import_torch():
     code = (
-        "import sys, napari_cultureseg.core.synth_culture, napari_cultureseg.core.synth_spheroid,"
+        "import sys, napari_cultureseg.core.synth.culture, napari_cultureseg.core.synth.spheroid,"
         " napari_cultureseg.core.spheroid; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,16 +12,16 @@ import yaml
 
 from napari_cultureseg.core.bundles import BundleConfig, ClassSpec
 from napari_cultureseg.core.images import InputSpec, to_model_input
-from napari_cultureseg.core.models import create_model
-from napari_cultureseg.core.synth_culture import class_specs, culture
-from napari_cultureseg.core.synth_data import (
+from napari_cultureseg.core.nets import create_model
+from napari_cultureseg.core.synth.culture import class_specs, culture
+from napari_cultureseg.core.synth.data import (
     TEST_SEEDS,
     parse_name,
     sample_name,
     seed_range,
     synthetic_samples,
 )
-from napari_cultureseg.core.synth_spheroid import spheroid_well
+from napari_cultureseg.core.synth.spheroid import spheroid_well
 from napari_cultureseg.core.training import (
     TrainConfig,
     fine_tune,

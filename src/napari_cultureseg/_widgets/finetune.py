@@ -267,7 +267,7 @@ class FinetuneWidget(Container):
             import torch
 
             from ..core.device import to_device
-            from ..core.models import output_stride
+            from ..core.nets import output_stride
             from ..core.segment import predict as predict_input
             from ..core.tiling import run_to_end
 

@@ -81,7 +81,7 @@ def export_package(bundle, out: str | Path, *, test: bool = True) -> Path:
     from bioimageio.spec import save_bioimageio_package
 
     from .images import normalise
-    from .models import output_stride
+    from .nets import output_stride
     from .runtimes import OPSET, _export
 
     cfg = bundle.config

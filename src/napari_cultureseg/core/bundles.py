@@ -319,10 +319,9 @@ class BundleConfig:
             raise BundleError(f"config.json: {exc}") from None
 
     def _check(self) -> None:
-        import inspect
         import math
 
-        from .models import _factory, architectures, output_stride
+        from .nets import architectures, output_stride, takes
 
         def bad(key: str, why: str):
             raise BundleError(f"config.json: {key} {why}")
@@ -337,8 +336,7 @@ class BundleConfig:
             bad("architecture", f"{self.architecture!r} is not one of {', '.join(architectures())}")
         if not isinstance(self.params, dict):
             bad("params", "must be a mapping")
-        takes = set(inspect.signature(_factory(self.architecture)).parameters)
-        unknown = set(self.params) - (takes - {"in_channels", "classes"}) - {"stride"}
+        unknown = set(self.params) - set(takes(self.architecture))
         if unknown:
             bad("params", f"has unknown key(s) {sorted(unknown)} for {self.architecture!r}")
         encoder = self.params.get("encoder")
@@ -422,7 +420,7 @@ class Bundle:
     # ------------------------------------------------------------- building
     def build(self):
         """A fresh network with this bundle's architecture and weights (on the CPU)."""
-        from .models import create_model
+        from .nets import create_model
 
         net = create_model(
             self.config.architecture,

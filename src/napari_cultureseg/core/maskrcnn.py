@@ -181,7 +181,7 @@ def instance_targets(type_labels, *, min_pixels: int = 1) -> dict[str, np.ndarra
 
 
 def read_folder(folder, types: Sequence[str] | None = None) -> list[CoSample]:
-    """Read a :func:`synth_coculture.write_dataset` split: ``<id>_image.*`` and one instance
+    """Read a :func:`synth.coculture.write_dataset` split: ``<id>_image.*`` and one instance
     mask ``<id>_<type>.tif`` per type (a binary mask is split into its components).
     ``types`` default to those of ``manifest.json`` in ``folder`` or its parent."""
     folder = Path(folder)

@@ -286,7 +286,7 @@ def segment_mosaic(
     # blocks on the mosaic's own network grid: a zoom p/q, origins on multiples of the
     # unit that maps to whole strides of the network (no block is shifted by a fraction
     # of a pixel against another)
-    from .models import output_stride
+    from .nets import output_stride
 
     zoom = rational_zoom(zoom)
     unit = block_unit(zoom, output_stride(cfg.architecture, cfg.params))

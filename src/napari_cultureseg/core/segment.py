@@ -25,7 +25,7 @@ from .bundles import (
 )
 from .device import TileTooLarge, batch_for, resilient, resolve_device
 from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
-from .models import output_stride
+from .nets import output_stride
 from .postprocess import above, binary_mask, instances, transfer_labels
 from .runtimes import predictor_for
 from .tiling import Progress, fit_tile, predict_tiled

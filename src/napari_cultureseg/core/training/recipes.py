@@ -182,7 +182,7 @@ def prepare_from_config(
     an experiment it never saw (``benchmarks/loeo.py``).
 
     A ``data:`` entry is a folder (``folder: phase_usiigaci``, optional
-    ``max_side``) or synthetic images (see :mod:`..synth_data`)::
+    ``max_side``) or synthetic images (see :mod:`..synth.data`)::
 
         - synthetic: culture      # culture | spheroid-easy | spheroid-hard
           seeds: [0, 24]          # range(0, 24); 1000-1999 are reserved for tests
@@ -256,7 +256,7 @@ def prepare_from_config(
             parts["test"] += te
         else:
             parts[use] += samples
-    from ..synth_data import check_disjoint
+    from ..synth.data import check_disjoint
 
     check_disjoint(parts["train"], parts["val"])
     check_disjoint(parts["train"] + parts["val"], parts["test"])
@@ -311,7 +311,7 @@ def _load_data_entry(
     """The samples of one ``data:`` entry of a training YAML, and a short description of it."""
     classes, spec = model.classes, model.input
     if "synthetic" in entry:
-        from ..synth_data import seed_range, synthetic_samples
+        from ..synth.data import seed_range, synthetic_samples
 
         known = {"synthetic", "seeds", "shape", "rgb", "density", "use"}
         if set(entry) - known:

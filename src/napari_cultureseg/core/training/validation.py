@@ -16,7 +16,7 @@ from ..bundles import BundleConfig
 from ..datasets import Sample
 from ..device import to_device
 from ..images import fit_shape, resize_planes
-from ..models import output_stride
+from ..nets import output_stride
 from ..postprocess import above, binary_mask
 from ..segment import predict_whole
 from ..tiling import predict_tiled, run_to_end

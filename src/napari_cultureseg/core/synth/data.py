@@ -1,7 +1,7 @@
 """Training samples from the seeded synthetic generators.
 
 The six-class and spheroid default models learn from synthetic images whose
-masks are exact (:mod:`.synth_culture`, :mod:`.synth_spheroid`). An image is a
+masks are exact (:mod:`.culture`, :mod:`.spheroid`). An image is a
 pure function of its generator ("kind"), seed and size, so a set of samples
 is named by a seed range, and training, validation and test sets are kept
 apart by keeping their seeds apart::
@@ -29,9 +29,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .bundles import boundary_channels
-from .datasets import Sample, borders
-from .images import InputSpec, to_model_input
+from ..bundles import boundary_channels
+from ..datasets import Sample, borders
+from ..images import InputSpec, to_model_input
 
 KINDS = ("culture", "spheroid-easy", "spheroid-hard")
 """Generators: ``culture`` (Rahkonen et al.'s six classes S, I, IP, P, O, R) and
@@ -111,7 +111,7 @@ def generate(
     """
     h, w = (int(s) for s in shape)
     if kind == "culture":
-        from .synth_culture import culture
+        from .culture import culture
 
         return culture((h, w), seed=seed, rgb=rgb, density=density)
     if kind in ("spheroid-easy", "spheroid-hard"):
@@ -119,7 +119,7 @@ def generate(
             raise ValueError(f"{kind} images are square wells; give shape [{h}, {h}], not {[h, w]}")
         if rgb:
             raise ValueError(f"{kind} images are bright-field gray; set rgb: false")
-        from .synth_spheroid import spheroid_well
+        from .spheroid import spheroid_well
 
         image, mask = spheroid_well(h, seed=seed, difficulty=kind.split("-")[1])
         return image, {"spheroid": mask}

@@ -91,7 +91,7 @@ def source_from_folder(
 ) -> Source:  # fmt: skip
     """A source from ``<id>_image.*`` + ``<id>_<mask_class>.tif`` with ids starting with
     ``prefix``; binary masks are split at the nuclei of ``<id>_<nucleus_class>.tif``."""
-    from .images import read_array, read_image
+    from ..images import read_array, read_image
 
     folder, pairs, names = Path(folder), [], []
     for path in sorted(folder.glob(f"{prefix}*_image.*")):
@@ -498,10 +498,26 @@ def split_sources(
     return train, test
 
 
+_JOB: dict = {}
+"""What the image writers of :func:`write_dataset` share (forked workers inherit it)."""
+
+
+def _write_image(job: tuple[str, int, int]) -> set:
+    from ..batch import write_tif
+
+    split, i, seed = job
+    cc = generate_coculture(_JOB["lib"], seed=seed, **_JOB["options"])
+    stem = f"{split}{i:05d}"
+    write_tif(_JOB["folder"] / split / f"{stem}_image.tif", cc.image)
+    for t, lab in cc.type_labels().items():
+        write_tif(_JOB["folder"] / split / f"{stem}_{t}.tif", lab)
+    return cc.fields
+
+
 def write_dataset(
     sources: Sequence[Source], folder, *, n_train: int, n_test: int, seed: int = 0,
     test_fraction: float = 0.25, pixel_size: float | None = None, halo: int | None = None,
-    **options,
+    workers: int = 1, **options,
 ) -> dict:  # fmt: skip
     """Write co-cultures to ``folder/train``, ``folder/test`` and ``folder/manifest.json``.
 
@@ -509,12 +525,19 @@ def write_dataset(
     type, ``<id>`` ``train00000``, … and ``test00000``, … (one recipe may name both folders:
     no image id is in both). Test images are made only from test fields (see
     :func:`split_sources`), so no position a test image shows is seen in training.
-    ``options`` go to :func:`generate_coculture`. Deterministic for ``seed``. Returns the
-    manifest.
+    ``options`` go to :func:`generate_coculture`. Deterministic for ``seed``, whatever
+    ``workers`` (processes that generate images side by side, forked where the system
+    forks safely: Linux; elsewhere one). Returns the manifest.
     """
     import json
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
 
-    from .batch import write_atomic, write_tif
+    from ..batch import write_atomic
+
+    if sys.platform != "linux":
+        workers = 1
 
     folder = Path(folder)
     parts = split_sources(sources, test_fraction=test_fraction, seed=seed)
@@ -526,12 +549,19 @@ def write_dataset(
         lib = build_library(part, pixel_size=pixel_size, halo=halo, seed=seed)
         (folder / split).mkdir(parents=True, exist_ok=True)
         used = set()
-        for i, s in enumerate(part_seeds):
-            cc = generate_coculture(lib, seed=int(s), **options)
-            write_tif(folder / split / f"{split}{i:05d}_image.tif", cc.image)
-            for t, lab in cc.type_labels().items():
-                write_tif(folder / split / f"{split}{i:05d}_{t}.tif", lab)
-            used |= cc.fields
+        _JOB.update(lib=lib, folder=folder, options=options)
+        jobs = [(split, i, int(s)) for i, s in enumerate(part_seeds)]
+        try:
+            if workers > 1:
+                fork = multiprocessing.get_context("fork")
+                with ProcessPoolExecutor(workers, mp_context=fork) as pool:
+                    for fields in pool.map(_write_image, jobs):
+                        used |= fields
+            else:
+                for job in jobs:
+                    used |= _write_image(job)
+        finally:
+            _JOB.clear()
         manifest[split] = {"images": len(part_seeds), "pixel_size": lib.pixel_size,
                            "fields": sorted(used)}  # fmt: skip
     text = json.dumps(manifest, indent=1)

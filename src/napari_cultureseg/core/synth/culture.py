@@ -40,7 +40,7 @@ _FAR = 1e6  # rho where there is no vessel at all (finite: cos() of it must not 
 
 def class_specs():
     """The six classes as :class:`~napari_cultureseg.core.bundles.ClassSpec` (for bundles)."""
-    from .bundles import ClassSpec
+    from ..bundles import ClassSpec
 
     return tuple(ClassSpec(n, colour=c, description=d) for n, c, d in CLASSES)
 
