@@ -5,7 +5,10 @@
 
 For every bundled model whose test images are in ../shared/data (or, for
 ``coculture-celltype``, in benchmarks/results/cache/coculture, made by
-benchmarks/coculture.py), its card's test images are segmented twice: with torch
+benchmarks/coculture.py), its card's test images, and for the two models learnt
+from synthetic images (``culture-multilabel``, ``spheroid-multiscale``) held-out
+images of their generator (seeds 1000-1007, never used in training; spheroids 512²,
+easy and hard wells), are segmented twice: with torch
 and with ``--runtime onnx`` (object size estimated per image, by the same torch
 pass for both, so only the segmenting pass differs). Reported per model and
 class: Dice with each runtime and their difference (issue 15 asks ≤ 0.005), the
@@ -30,9 +33,27 @@ FOLDERS = {
     "fluorescence-nuclei": DATA / "nuclei_dsb2018" / "fluorescence",
     "coculture-celltype": ROOT / "benchmarks/results/cache/coculture/data-200-40-0/test",
 }
+SYNTHETIC = {  # model: (generator kinds, image shape)
+    "culture-multilabel": (("culture",), (1040, 1392)),
+    "spheroid-multiscale": (("spheroid-easy", "spheroid-hard"), (512, 512)),
+}
 
 
-def compare(model: str, folder: Path) -> dict:
+def synthetic_truths(model: str, n: int = 8) -> list:
+    """Held-out images of the model's generator (test seeds 1000 onwards) as Truths."""
+    from napari_cultureseg.core.evaluate import Truth
+    from napari_cultureseg.core.synth.data import TEST_SEEDS, generate
+
+    kinds, shape = SYNTHETIC[model]
+    out = []
+    for kind in kinds:
+        for seed in TEST_SEEDS[:n]:
+            image, masks = generate(kind, seed, shape=shape, rgb=kind == "culture")
+            out.append(Truth(f"{kind}-s{seed}", image, masks))
+    return out
+
+
+def compare(model: str, folder: Path | None) -> dict:
     import numpy as np
 
     from napari_cultureseg.core import metrics as M
@@ -44,7 +65,10 @@ def compare(model: str, folder: Path) -> dict:
 
     bundle = load_bundle(model)
     names = [c.name for c in bundle.config.classes]
-    truths = truth_from_folder(folder, names, only=set(bundle.config.card["test_ids"]))
+    if folder is None:
+        truths = synthetic_truths(model)
+    else:
+        truths = truth_from_folder(folder, names, only=set(bundle.config.card["test_ids"]))
     t0 = time.perf_counter()
     segment_onnx = segment(bundle, np.zeros((64, 64), np.float32), device="cpu", runtime="onnx")
     first = next(segment_onnx)  # exports the network (or finds the export) and runs once
@@ -88,7 +112,7 @@ def compare(model: str, folder: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(FOLDERS))
+    ap.add_argument("--models", default=",".join([*FOLDERS, *SYNTHETIC]))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "runtimes.json"))
     args = ap.parse_args(argv)
@@ -99,8 +123,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     for model in args.models.split(","):
-        folder = FOLDERS[model]
-        if not folder.is_dir():
+        folder = FOLDERS.get(model)
+        if folder is not None and not folder.is_dir():
             print(f"{model}: {folder} not found, skipped")
             continue
         row = compare(model, folder)
