@@ -54,6 +54,16 @@ def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
     assert [layer.name for layer in viewer.layers] == names
 
 
+def test_the_chosen_model_is_built_before_the_first_press(widget, qtbot):
+    from napari_cultureseg.core.bundles import load_bundle
+
+    viewer, w = widget
+    bundle = load_bundle("tiny")
+    # the dock builds the network once it is on screen, not when Segment is pressed
+    qtbot.waitUntil(lambda: "cpu" in bundle._nets, timeout=10_000)
+    assert w.worker is None and not viewer.layers  # nothing else happened
+
+
 def test_segments_the_plane_on_screen(widget, qtbot, tiny_bundle):
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.tiling import run_to_end
