@@ -56,6 +56,7 @@ def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
     from coculture_generate import DATA, SOURCES
 
     from napari_cultureseg.core.synth import coculture as sc
+    from napari_cultureseg.core.synth import coculture_sources as cs
 
     folder = work / f"data-{n_train}-{n_test}-{seed}"
     if (folder / "manifest.json").is_file():
@@ -64,7 +65,7 @@ def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
         raise SystemExit(f"needs the public data folder {DATA}")
     t0 = time.perf_counter()
     sources = [
-        sc.source_from_folder(DATA, name=t, prefix=e, pixel_size=p) for t, e, p, _ in SOURCES
+        cs.source_from_folder(DATA, name=t, prefix=e, pixel_size=p) for t, e, p, _ in SOURCES
     ]
     sc.write_dataset(sources, folder, n_train=n_train, n_test=n_test, seed=seed)
     print(f"wrote {n_train} + {n_test} co-cultures in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -114,7 +114,7 @@ def test_rank_lists_the_fields_most_uncertain_first(tiny_bundle, tmp_path):
 
     import numpy as np
 
-    from napari_cultureseg.core.bundles import ClassSpec
+    from napari_cultureseg.core.bundle_config import ClassSpec
     from napari_cultureseg.core.segment import Segmentation, segment
     from napari_cultureseg.core.tiling import run_to_end
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, boundary_channels
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, boundary_channels
+from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.datasets import borders, load_folder
 from napari_cultureseg.core.postprocess import instances
 from napari_cultureseg.core.segment import Segmentation, segment

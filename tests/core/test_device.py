@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.device import (
     MAX_BATCH,
     TileTooLarge,

@@ -13,6 +13,7 @@ from pycocotools import mask as mask_util
 
 from napari_cultureseg.core import maskrcnn as mr
 from napari_cultureseg.core.synth import coculture as sc
+from napari_cultureseg.core.synth import coculture_sources as cs
 from napari_cultureseg.core.tiling import run_to_end
 
 from .test_synth_coculture import field
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _source(kind: str):
     pairs = [field(kind, 100 * ord(kind) + k) for k in range(4)]
     names = [f"{kind}x_p{k // 2:04d}_t{k % 2:05d}" for k in range(4)]
-    return sc.source_from_pairs(pairs, name=kind, names=names)
+    return cs.source_from_pairs(pairs, name=kind, names=names)
 
 
 @pytest.fixture(scope="module")

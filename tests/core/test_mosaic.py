@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core import metrics as M
+from napari_cultureseg.core import object_metrics as OM
 from napari_cultureseg.core.images import ImageError
 from napari_cultureseg.core.mosaic import (
     blocks,
@@ -83,7 +83,7 @@ def test_block_by_block_agrees_with_the_whole_image(shared_data, tmp_path):
     objects = np.asarray(result.objects["cell"][:])
     assert np.mean(blocked != mask) < 0.01
     assert abs(int(objects.max()) - int(labels.max())) <= 0.03 * labels.max()
-    _, _, f1 = M.object_prf(objects, labels, 0.5)
+    _, _, f1 = OM.object_prf(objects, labels, 0.5)
     assert f1 >= 0.95
     assert result.counts["cell"] == len(np.unique(objects)) - 1  # every label written is kept
     # an object across a seam is one object, not two halves

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_cultureseg.core.bundles import ClassSpec, DerivedClass
+from napari_cultureseg.core.bundle_config import ClassSpec, DerivedClass
 from napari_cultureseg.core.postprocess import binary_mask, instances, measure
 from napari_cultureseg.core.segment import Segmentation
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, bundled_dir
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+from napari_cultureseg.core.bundles import Bundle, bundled_dir
 from napari_cultureseg.core.datasets import Sample
 from napari_cultureseg.core.images import InputSpec, fit_shape, resize_planes
 from napari_cultureseg.core.segment import segment

@@ -32,7 +32,7 @@ from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
 from ..core.images import to_model_input
 from ..core.training import TrainConfig
 from ..core.versions import JobResult, fine_tune_job, finetune_config, saved_sample, versions_of
-from ..core.workspace import list_workspaces
+from ..core.workspace_files import list_workspaces
 from ._plot import LinePlot
 from .segment import _row
 

@@ -344,7 +344,7 @@ class SegmentWidget(Container):
         """Opening an image that has saved corrections shows them again."""
         if layer is None:
             return
-        from ..core.workspace import default_root
+        from ..core.workspace_files import default_root
 
         try:
             plane, index = current_plane(self.viewer, layer)

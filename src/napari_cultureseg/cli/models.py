@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def cmd_models(args) -> int:
-    from ..core.bundles import DEFAULT_MODEL, Bundle, BundleError, list_bundles
+    from ..core.bundle_config import BundleError
+    from ..core.bundles import DEFAULT_MODEL, Bundle, list_bundles
 
     found = list_bundles()
     if not found:
@@ -127,7 +128,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from ..core.bioimageio import export_package
-    from ..core.bundles import BundleError, load_bundle
+    from ..core.bundle_config import BundleError
+    from ..core.bundles import load_bundle
 
     try:
         import bioimageio.spec  # noqa: F401
@@ -155,7 +157,8 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     from ..core.bioimageio import import_package
-    from ..core.bundles import Bundle, BundleError, safe_name, user_models_dir
+    from ..core.bundle_config import BundleError, safe_name
+    from ..core.bundles import Bundle, user_models_dir
 
     name = args.name or Path(args.package).stem  # phase-cells.zip -> phase-cells
     try:

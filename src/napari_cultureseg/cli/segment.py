@@ -62,7 +62,8 @@ def cmd_segment(args) -> int:
         write_atomic,
         write_tables,
     )
-    from ..core.bundles import load_bundle, safe_name
+    from ..core.bundle_config import safe_name
+    from ..core.bundles import load_bundle
 
     _check_options(args)
     bundle = load_bundle(args.model)

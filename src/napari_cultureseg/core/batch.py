@@ -443,7 +443,8 @@ def jobs_for(
     and the images left out because files of theirs exist in ``out`` that no run of ours
     wrote (a user's own masks are never overwritten: give another folder).
     """
-    from .bundles import load_bundle, safe_name
+    from .bundle_config import safe_name
+    from .bundles import load_bundle
 
     cfg = load_bundle(model).config
     for name in [c.name for c in cfg.classes] + [d.name for d in cfg.derived]:

@@ -35,7 +35,7 @@ ATTACHED = ("config.json", "weights.safetensors")
 
 def output_names(cfg) -> list[str]:
     """A name per output channel: the classes, then border, distance and flow channels."""
-    from .bundles import boundary_channels, distance_channels, flow_channels
+    from .bundle_config import boundary_channels, distance_channels, flow_channels
 
     names = [c.name for c in cfg.classes]
     names += [f"{n}_border" for n in boundary_channels(cfg.classes)]
@@ -244,7 +244,8 @@ def import_package(source: str | Path, dest: str | Path) -> Path:
     tensors: nothing in the package runs); the bundle is then loaded and checked as any
     bundle. A package without them (made by other software) is refused, saying why.
     """
-    from .bundles import Bundle, BundleError
+    from .bundle_config import BundleError
+    from .bundles import Bundle
 
     source, dest = Path(source), Path(dest)
     try:

@@ -161,7 +161,7 @@ def instances(
     flow, flow_steps
         ``(2, H, W)``: the network's two flow channels as it gives them, row and
         column components ``v`` stored as ``(v + 1) / 2`` in [0, 1]
-        (:func:`bundles.flow_channels`), and the number of steps to follow them,
+        (:func:`bundle_config.flow_channels`), and the number of steps to follow them,
         for ``flow``.
     tile, halo
         Masks larger than ``TILED_ABOVE`` pixels are labelled tile by tile, so memory

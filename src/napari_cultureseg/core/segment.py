@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .bundles import (
-    Bundle,
+from .bundle_config import (
     ClassSpec,
     DerivedClass,
     boundary_channels,
@@ -23,6 +22,7 @@ from .bundles import (
     distance_channels,
     flow_channels,
 )
+from .bundles import Bundle
 from .device import TileTooLarge, batch_for, resilient, resolve_device
 from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
 from .nets import output_stride
@@ -38,7 +38,7 @@ class Segmentation:
     raw: np.ndarray
     """``(K, h, w)`` float32 probabilities as the network produced them, on its grid:
     one independent probability per class (then the border and distance channels of
-    the classes that have them, see :func:`bundles.boundary_channels`). The image's
+    the classes that have them, see :func:`bundle_config.boundary_channels`). The image's
     own grid when it was not resampled; see :attr:`probabilities`."""
     classes: tuple[ClassSpec, ...]
     derived: tuple[DerivedClass, ...] = ()

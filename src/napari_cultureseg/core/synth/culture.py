@@ -39,8 +39,8 @@ _FAR = 1e6  # rho where there is no vessel at all (finite: cos() of it must not 
 
 
 def class_specs():
-    """The six classes as :class:`~napari_cultureseg.core.bundles.ClassSpec` (for bundles)."""
-    from ..bundles import ClassSpec
+    """The six classes as :class:`~napari_cultureseg.core.bundle_config.ClassSpec` (for bundles)."""
+    from ..bundle_config import ClassSpec
 
     return tuple(ClassSpec(n, colour=c, description=d) for n, c, d in CLASSES)
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..bundles import boundary_channels
+from ..bundle_config import boundary_channels
 from ..datasets import Sample, borders
 from ..images import InputSpec, to_model_input
 
@@ -145,7 +145,7 @@ def synthetic_samples(
     seeds
         One image per seed; the same seed always gives the same sample.
     classes
-        Class names or :class:`bundles.ClassSpec` in the model's output order.
+        Class names or :class:`bundle_config.ClassSpec` in the model's output order.
         A class the generator does not draw is *unknown* (``valid`` False), as
         a missing mask file is in :func:`datasets.load_folder`; border
         channels of ``separate: boundary`` classes are added the same way.

@@ -24,9 +24,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..bundles import Bundle, BundleConfig, flow_channels, soft_channels, value_channels
-from ..datasets import PatchSampler, Sample
+from ..bundle_config import BundleConfig, flow_channels, soft_channels, value_channels
+from ..bundles import Bundle
+from ..datasets import Sample
 from ..device import to_device
+from ..patches import PatchSampler
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
 from .validation import Validation, resize_samples, score
