@@ -14,7 +14,7 @@ from napari_cultureseg.core.device import (
     is_out_of_memory,
     resilient,
 )
-from napari_cultureseg.core.images import to_model_input
+from napari_cultureseg.core.model_input import to_model_input
 from napari_cultureseg.core.segment import predict
 from napari_cultureseg.core.tiling import run_to_end
 

@@ -12,7 +12,7 @@ import tifffile
 from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, ScaleSpec
 from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.datasets import load_folder
-from napari_cultureseg.core.images import InputSpec, Normalisation
+from napari_cultureseg.core.model_input import InputSpec, Normalisation
 from napari_cultureseg.core.patches import scale_zooms
 from napari_cultureseg.core.scale import (
     check_zoom,

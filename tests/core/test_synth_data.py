@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
-from napari_cultureseg.core.images import InputSpec, to_model_input
+from napari_cultureseg.core.model_input import InputSpec, to_model_input
 from napari_cultureseg.core.nets import create_model
 from napari_cultureseg.core.synth.culture import class_specs, culture
 from napari_cultureseg.core.synth.data import (

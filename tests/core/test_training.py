@@ -15,7 +15,7 @@ import yaml
 from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, DerivedClass
 from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.datasets import Sample
-from napari_cultureseg.core.images import to_model_input
+from napari_cultureseg.core.model_input import to_model_input
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.tiling import run_to_end
 from napari_cultureseg.core.training import (

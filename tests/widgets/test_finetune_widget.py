@@ -191,7 +191,7 @@ def test_fine_tune_learns_from_corrections_without_the_segment_dock(
     viewer = make_napari_viewer()
     img, truth = phase_culture((96, 96), seed=3)
     layer = viewer.add_image(img, name="field")
-    from napari_cultureseg._widgets.segment import current_plane
+    from napari_cultureseg._widgets._segment_job import current_plane
     from napari_cultureseg.core.bundle_config import ClassSpec
 
     plane, index = current_plane(viewer, layer)

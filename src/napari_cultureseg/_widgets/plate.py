@@ -20,15 +20,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ..core.batch import (
-    TABLES,
-    jobs_for,
-    own_outputs,
-    read_record,
-    record_outputs,
-    segment_fields,
-    write_tables,
-)
+from ..core.batch import jobs_for, segment_fields
+from ..core.batch_outputs import TABLES, own_outputs, read_record, record_outputs, write_tables
 from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
 from ..core.images import ImageError, read_image
 from ..core.plate import PlateError, discover_plate, well_position

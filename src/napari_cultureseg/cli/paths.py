@@ -51,7 +51,7 @@ def _images_in(paths: list[str], classes: list[str] | None = None) -> list[Path]
                 if f.suffix.lower() in SUFFIXES and not f.name.startswith(".")
             )
             marked = [f for f in files if f.stem.endswith("_image")]
-            from ..core.batch import own_outputs
+            from ..core.batch_outputs import own_outputs
 
             own = own_outputs(p)
             stems = {f.stem for f in files}

@@ -50,7 +50,8 @@ def cmd_plate(args) -> int:
 def cmd_segment(args) -> int:
     from tqdm import tqdm
 
-    from ..core.batch import (
+    from ..core.batch import run_fields
+    from ..core.batch_outputs import (
         TABLES,
         FieldJob,
         finished,
@@ -58,7 +59,6 @@ def cmd_segment(args) -> int:
         own_outputs,
         read_record,
         record_outputs,
-        run_fields,
         write_atomic,
         write_tables,
     )

@@ -60,7 +60,7 @@ def _unsaid(cfg) -> list[str]:
 
 def _test_image(cfg, side: int) -> np.ndarray:
     """A synthetic phase-contrast field as the package's test input (any content will do)."""
-    from .images import prepared_input
+    from .model_input import prepared_input
     from .synth import phase_culture
 
     plane = phase_culture((side, side), seed=7)[0]
@@ -80,7 +80,7 @@ def export_package(bundle, out: str | Path, *, test: bool = True) -> Path:
     import torch
     from bioimageio.spec import save_bioimageio_package
 
-    from .images import normalise
+    from .model_input import normalise
     from .nets import output_stride
     from .runtimes import OPSET, _export
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .images import InputSpec
+from .model_input import InputSpec
 
 FORMAT = "cultureseg-bundle/1"
 

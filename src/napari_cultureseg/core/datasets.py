@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import SUFFIXES, ImageError, InputSpec, read_array, read_image, to_model_input
+from .images import SUFFIXES, ImageError, read_array, read_image
+from .model_input import InputSpec, to_model_input
 from .targets import borders  # noqa: F401  (the border target, importable from here as before)
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
@@ -47,7 +48,7 @@ class Sample:
     name
         The image id (file name without ``_image.<ext>``).
     image
-        ``(C, H, W)`` float32 model input (see :func:`images.to_model_input`).
+        ``(C, H, W)`` float32 model input (see :func:`model_input.to_model_input`).
     target
         ``(K, H, W)`` uint8 in {0, 1}, one channel per class; float16 in [0, 1]
         when there are distance or flow channels (given as float32, stored as

@@ -15,7 +15,8 @@ import numpy as np
 
 from .augment import AugmentSpec, appearance, dihedral, draw_zoom, resample_patch
 from .datasets import Sample, _annotated, _resample_labels, experiment_of
-from .images import InputSpec, read_array
+from .images import read_array
+from .model_input import InputSpec
 
 
 def zoom_sample(sample: Sample, zoom: float, soft=()) -> Sample:
@@ -26,7 +27,7 @@ def zoom_sample(sample: Sample, zoom: float, soft=()) -> Sample:
     class channel}``) bilinearly, ``valid`` so that a pixel is known only where
     all it covers was, instance labels by nearest neighbour.
     """
-    from .images import resize_planes, zoomed_shape
+    from .model_input import resize_planes, zoomed_shape
 
     if zoom == 1.0:
         return sample
@@ -98,12 +99,12 @@ def match_to_brightest(
     The reference is the training image with the highest mean intensity (after
     the spec's median filter and normalisation), stored as ``n_quantiles``
     quantiles in the returned spec, so that images segmented later are matched
-    to the same reference (:func:`images.to_model_input`). Validation images
+    to the same reference (:func:`model_input.to_model_input`). Validation images
     are matched too, but never chosen as the reference.
     """
     from dataclasses import replace
 
-    from .images import match_histogram
+    from .model_input import match_histogram
 
     if not train:
         raise ValueError("histogram matching needs training images to choose a reference from")

@@ -24,9 +24,11 @@ from .bundle_config import (
 )
 from .bundles import Bundle
 from .device import TileTooLarge, batch_for, resilient, resolve_device
-from .images import as_plane, fit_shape, resample_plane, resize_planes, to_model_input
+from .images import as_plane
+from .instance_labels import transfer_labels
+from .model_input import fit_shape, resample_plane, resize_planes, to_model_input
 from .nets import output_stride
-from .postprocess import above, binary_mask, instances, transfer_labels
+from .postprocess import above, binary_mask, instances
 from .runtimes import predictor_for
 from .tiling import Progress, fit_tile, predict_tiled
 
@@ -148,7 +150,7 @@ class Segmentation:
         model learnt and every setting of the class (``min_size``, ``split_depth``,
         the distance seeds) means what it meant in training, then carried onto the
         image's grid with the outline of ``mask`` (default: the class's mask,
-        :meth:`mask`), see :func:`postprocess.transfer_labels`. ``grid="image"``
+        :meth:`mask`), see :func:`instance_labels.transfer_labels`. ``grid="image"``
         separates them on the image's grid instead, with ``min_size`` and
         ``split_depth`` scaled (the way of releases before 2026-12; measured in
         ``benchmarks/grid.py``); a derived class is always separated there.

@@ -52,7 +52,8 @@ def saved_sample(key: str, spec, classes, *, root: str | Path | None = None) -> 
         The workspace came from an in-memory image, or its image file is gone
         or changed (the message says to open the image in napari instead).
     """
-    from .images import ImageError, as_plane, read_array, to_model_input
+    from .images import ImageError, as_plane, read_array
+    from .model_input import to_model_input
     from .workspace import Workspace
     from .workspace_files import WorkspaceError
 

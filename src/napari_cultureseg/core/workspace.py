@@ -418,7 +418,7 @@ class Workspace:
         Parameters
         ----------
         image_input
-            ``(C, H, W)`` or ``(H, W)`` model input, e.g. from :func:`images.to_model_input`.
+            ``(C, H, W)`` or ``(H, W)`` model input, e.g. from :func:`model_input.to_model_input`.
         classes
             Names (or ClassSpecs) in the model's output order; default the
             workspace's. A class the workspace lacks is unknown (valid all False).

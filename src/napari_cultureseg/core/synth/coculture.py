@@ -213,7 +213,7 @@ _JOB: dict = {}
 
 
 def _write_image(job: tuple[str, int, int]) -> set:
-    from ..batch import write_tif
+    from ..batch_outputs import write_tif
 
     split, i, seed = job
     cc = generate_coculture(_JOB["lib"], seed=seed, **_JOB["options"])
@@ -244,7 +244,7 @@ def write_dataset(
     import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    from ..batch import write_atomic
+    from ..batch_outputs import write_atomic
 
     if sys.platform != "linux":
         workers = 1

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..bundle_config import boundary_channels
 from ..datasets import Sample, borders
-from ..images import InputSpec, to_model_input
+from ..model_input import InputSpec, to_model_input
 
 KINDS = ("culture", "spheroid-easy", "spheroid-hard")
 """Generators: ``culture`` (Rahkonen et al.'s six classes S, I, IP, P, O, R) and
@@ -150,7 +150,7 @@ def synthetic_samples(
         a missing mask file is in :func:`datasets.load_folder`; border
         channels of ``separate: boundary`` classes are added the same way.
     spec
-        How the image becomes model input (:func:`images.to_model_input`);
+        How the image becomes model input (:func:`model_input.to_model_input`);
         default ``InputSpec()`` (gray, percentile-normalised).
 
     Returns

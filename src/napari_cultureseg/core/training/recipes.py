@@ -24,7 +24,7 @@ from ..bundle_config import BundleConfig, ClassSpec, DerivedClass, ScaleSpec, sa
 from ..bundles import bundled_dir, user_models_dir
 from ..datasets import Sample, load_folder, split
 from ..device import resolve_device
-from ..images import InputSpec
+from ..model_input import InputSpec
 from ..patches import scale_zooms
 from .config import Report, TrainConfig
 from .loop import run_training

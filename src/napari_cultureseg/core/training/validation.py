@@ -15,7 +15,7 @@ import numpy as np
 from ..bundle_config import BundleConfig
 from ..datasets import Sample
 from ..device import to_device
-from ..images import fit_shape, resize_planes
+from ..model_input import fit_shape, resize_planes
 from ..nets import output_stride
 from ..postprocess import above, binary_mask
 from ..segment import predict_whole
