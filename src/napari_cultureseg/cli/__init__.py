@@ -7,6 +7,10 @@
     cultureseg train --config configs/M.yaml           # train a bundle (from scratch or a parent)
     cultureseg evaluate DATA_DIR --model M             # metrics on images with ground truth
     cultureseg demo [--screenshot PNG]                 # napari with the Segment widget
+
+This module holds the parser, :func:`main` and ``demo``; the commands live in
+:mod:`.segment` (``segment``, ``plate``) with :mod:`.paths` (which inputs, which
+outputs) and :mod:`.models` (``models``, ``train``, ``evaluate``, ``export``, ``import``).
 """
 
 from __future__ import annotations
