@@ -115,7 +115,8 @@ def test_rank_lists_the_fields_most_uncertain_first(tiny_bundle, tmp_path):
     import numpy as np
 
     from napari_cultureseg.core.bundle_config import ClassSpec
-    from napari_cultureseg.core.segment import Segmentation, segment
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.segmentation import Segmentation
     from napari_cultureseg.core.tiling import run_to_end
 
     sure = Segmentation(np.zeros((1, 8, 8), np.float32), (ClassSpec("a"),))

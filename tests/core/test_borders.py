@@ -10,7 +10,8 @@ from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, bounda
 from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.datasets import borders, load_folder
 from napari_cultureseg.core.postprocess import instances
-from napari_cultureseg.core.segment import Segmentation, segment
+from napari_cultureseg.core.segment import segment
+from napari_cultureseg.core.segmentation import Segmentation
 from napari_cultureseg.core.tiling import run_to_end
 from napari_cultureseg.core.training import TrainConfig, run_training
 from napari_cultureseg.core.workspace import Workspace

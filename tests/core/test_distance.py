@@ -14,7 +14,7 @@ from napari_cultureseg.core.bundle_config import (
     soft_channels,
 )
 from napari_cultureseg.core.postprocess import instances
-from napari_cultureseg.core.segment import Segmentation
+from napari_cultureseg.core.segmentation import Segmentation
 from napari_cultureseg.core.targets import distances, targets_from_masks
 from napari_cultureseg.core.training import masked_loss
 

@@ -17,7 +17,8 @@ from napari_cultureseg.core.bundle_config import (
 from napari_cultureseg.core.datasets import Sample
 from napari_cultureseg.core.flows import follow_flow
 from napari_cultureseg.core.postprocess import instances
-from napari_cultureseg.core.segment import Segmentation, augmented
+from napari_cultureseg.core.segment import augmented
+from napari_cultureseg.core.segmentation import Segmentation
 from napari_cultureseg.core.targets import flows, targets_from_masks
 
 FLOW = ClassSpec("cell", instances=True, separate="flow", min_size=10, fill_holes=False)

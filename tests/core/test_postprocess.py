@@ -4,7 +4,7 @@ import pytest
 from napari_cultureseg.core.bundle_config import ClassSpec, DerivedClass
 from napari_cultureseg.core.instance_labels import measure
 from napari_cultureseg.core.postprocess import binary_mask, instances
-from napari_cultureseg.core.segment import Segmentation
+from napari_cultureseg.core.segmentation import Segmentation
 
 
 def test_threshold_fill_and_small_object_removal():

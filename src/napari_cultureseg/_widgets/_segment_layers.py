@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import FloatSlider
 
-from ..core.segment import Segmentation
+from ..core.segmentation import Segmentation
 from ._corrections import Corrections, layer_name
 from ._segment_job import SegmentRequest
 

@@ -36,7 +36,7 @@ from qtpy.QtCore import QTimer
 from ..core.bundles import DEFAULT_MODEL, find_bundle, list_bundles, load_bundle
 from ..core.device import available_devices
 from ..core.images import ImageError
-from ..core.segment import Segmentation
+from ..core.segmentation import Segmentation
 from ._corrections import Corrections, workspace_key
 from ._segment_job import SegmentRequest, current_plane, prepare_model, run_segmentation
 from ._segment_layers import ResultLayers

@@ -51,7 +51,7 @@ class FieldDone:
     skipped: bool = False
     """True when an earlier run had finished it (nothing was computed now)."""
     uncertainty: float | None = None
-    """:meth:`segment.Segmentation.uncertainty` of the field (ranks what to correct next)."""
+    """:meth:`segmentation.Segmentation.uncertainty` of the field (ranks what to correct next)."""
 
 
 MANIFEST = ".cultureseg-outputs.json"

@@ -17,7 +17,7 @@ def transfer_labels(
     """Instance labels found on another grid (the network's), carried onto ``mask``'s grid.
 
     Objects are separated where the model sees them at the size it learnt (see
-    :meth:`segment.Segmentation.instances`), and drawn with the outline of
+    :meth:`segmentation.Segmentation.instances`), and drawn with the outline of
     ``mask``, the class's mask on the image's own grid. Every pixel of ``mask``
     takes the object with the most bilinear weight among its four neighbours on
     ``labels``' grid (:func:`_vote`: where two objects meet the line is

@@ -79,7 +79,7 @@ def score(
     import torch
 
     from .. import object_metrics as OM
-    from ..segment import Segmentation
+    from ..segmentation import Segmentation
     from ..targets import as_labels
 
     net.eval()
