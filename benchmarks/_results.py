@@ -29,7 +29,7 @@ def scores_with(bundle, truths, keys, only, **patch) -> dict:
     import time
 
     from napari_cultureseg.core.evaluate import evaluate
-    from napari_cultureseg.core.segment import Segmentation
+    from napari_cultureseg.core.segmentation import Segmentation
 
     original = {name: getattr(Segmentation, name) for name in patch}
     t0 = time.perf_counter()

@@ -56,6 +56,7 @@ def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
     from coculture_generate import DATA, SOURCES
 
     from napari_cultureseg.core.synth import coculture as sc
+    from napari_cultureseg.core.synth import coculture_sources as cs
 
     folder = work / f"data-{n_train}-{n_test}-{seed}"
     if (folder / "manifest.json").is_file():
@@ -64,7 +65,7 @@ def dataset(work: Path, n_train: int, n_test: int, seed: int) -> Path:
         raise SystemExit(f"needs the public data folder {DATA}")
     t0 = time.perf_counter()
     sources = [
-        sc.source_from_folder(DATA, name=t, prefix=e, pixel_size=p) for t, e, p, _ in SOURCES
+        cs.source_from_folder(DATA, name=t, prefix=e, pixel_size=p) for t, e, p, _ in SOURCES
     ]
     sc.write_dataset(sources, folder, n_train=n_train, n_test=n_test, seed=seed)
     print(f"wrote {n_train} + {n_test} co-cultures in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -82,8 +83,9 @@ def recipe(seconds: float, seed: int) -> Path:
 
 def train_maskrcnn(train, args, work: Path):
     from napari_cultureseg.core import maskrcnn as mr
+    from napari_cultureseg.core import maskrcnn_training as mt
 
-    gen = mr.train_maskrcnn(
+    gen = mt.train_maskrcnn(
         train,
         model=args.backbone,
         steps=1_000_000,
@@ -106,6 +108,7 @@ def train_maskrcnn(train, args, work: Path):
 
 def route_maskrcnn(train, test, args, work):
     from napari_cultureseg.core import maskrcnn as mr
+    from napari_cultureseg.core import maskrcnn_coco as mc
 
     t0 = time.perf_counter()
     model = train_maskrcnn(train, args, work)
@@ -116,7 +119,7 @@ def route_maskrcnn(train, test, args, work):
             model, s.image, score_threshold=0.05, with_scores=True
         )
         times.append(time.perf_counter() - t0)
-        results += mr.coco_annotations(labels, s.types, image_id=i, scores=scores)
+        results += mc.coco_annotations(labels, s.types, image_id=i, scores=scores)
     return results, times, {"train_seconds": round(trained, 1), **model.info}
 
 
@@ -139,7 +142,7 @@ def route_unet(data: Path, test, args, work):
     from scipy import ndimage as ndi
     from skimage.segmentation import relabel_sequential
 
-    from napari_cultureseg.core import maskrcnn as mr
+    from napari_cultureseg.core import maskrcnn_coco as mc
     from napari_cultureseg.core.bundles import Bundle
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.tiling import run_to_end
@@ -177,7 +180,7 @@ def route_unet(data: Path, test, args, work):
             labels[t] = lab
             scores[t] = np.asarray(ndi.mean(seg.probability(k), lab, np.arange(1, n + 1)))
         times.append(time.perf_counter() - t0)
-        results += mr.coco_annotations(labels, types, image_id=i, scores=scores)
+        results += mc.coco_annotations(labels, types, image_id=i, scores=scores)
     lineage = bundle.config.lineage
     return results, times, {"train_seconds": round(trained, 1), "steps": lineage.get("steps")}
 
@@ -205,15 +208,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from _results import merge_result
 
-    from napari_cultureseg.core import maskrcnn as mr
+    from napari_cultureseg.core import maskrcnn_coco as mc
+    from napari_cultureseg.core import maskrcnn_training as mt
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = dataset(args.work, args.n_train, args.n_test, args.seed)
-    train, test = mr.read_folder(data / "train"), mr.read_folder(data / "test")
+    train, test = mt.read_folder(data / "train"), mt.read_folder(data / "test")
     types = train[0].types
     truth, shapes = [], {}
     for i, s in enumerate(test, 1):
-        truth += mr.coco_annotations(dict(zip(types, s.labels, strict=True)), types, image_id=i)
+        truth += mc.coco_annotations(dict(zip(types, s.labels, strict=True)), types, image_id=i)
         shapes[i] = s.image.shape[:2]
 
     def count(samples):
@@ -235,8 +239,8 @@ def main(argv=None) -> int:
         },
         "protocol": {
             "iou": "segmentation",
-            "area_ranges_px2": mr.LIVECELL_AREAS,
-            "max_dets": mr.MAX_DETS[-1],
+            "area_ranges_px2": mc.LIVECELL_AREAS,
+            "max_dets": mc.MAX_DETS[-1],
             "unet_score": "mean class probability inside",
             "maskrcnn_score_threshold": 0.05,
         },
@@ -255,7 +259,7 @@ def main(argv=None) -> int:
     for name in args.routes.split(","):
         print(f"{name}: training for {args.seconds:.0f} s on {len(train)} images", flush=True)
         results, times, info = routes[name]()
-        scores = mr.coco_evaluate(truth, results, types=types, shapes=shapes)
+        scores = mc.coco_evaluate(truth, results, types=types, shapes=shapes)
         entry[name] = {
             **scores,
             "seconds_per_image": round(float(np.mean(times)), 2),

@@ -125,19 +125,20 @@ def main(argv=None) -> int:
     from scipy import ndimage as ndi
 
     from napari_cultureseg.core.synth import coculture as sc
+    from napari_cultureseg.core.synth import coculture_sources as cs
 
     t0 = time.perf_counter()
     sources = [
-        sc.source_from_folder(DATA, name=t, prefix=exp, pixel_size=px) for t, exp, px, _ in SOURCES
+        cs.source_from_folder(DATA, name=t, prefix=exp, pixel_size=px) for t, exp, px, _ in SOURCES
     ]
     print(f"read {sum(len(s.fields) for s in sources)} fields in {time.perf_counter() - t0:.1f} s")
-    train, test = sc.split_sources(sources, seed=args.seed)
+    train, test = cs.split_sources(sources, seed=args.seed)
     for s_tr, s_te in zip(train, test, strict=True):
         tr, te = sorted({f.group for f in s_tr.fields}), sorted({f.group for f in s_te.fields})
         print(f"  {s_tr.name:14s} train {tr}  test {te}")
 
     t0 = time.perf_counter()
-    lib = sc.build_library(train, seed=args.seed)
+    lib = cs.build_library(train, seed=args.seed)
     n_fields = sum(len(s.fields) for s in train)
     dt = time.perf_counter() - t0
     print(f"library of {n_fields} training fields: {dt:.1f} s ({dt / n_fields:.2f} s per field)")

@@ -44,7 +44,8 @@ TILE = 608
 
 def training_tiles(bundle, n: int = 16) -> list[np.ndarray]:
     """``n`` model-input tiles (1, C, TILE, TILE) from the model's own training images."""
-    from napari_cultureseg.core.images import as_plane, read_image, to_model_input
+    from napari_cultureseg.core.images import as_plane, read_image
+    from napari_cultureseg.core.model_input import to_model_input
     from napari_cultureseg.core.synth.data import parse_name
 
     names = bundle.config.lineage["data"]["train"]["names"]

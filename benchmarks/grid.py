@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from _results import bundle_of, merge_result, scores_with
 
     from napari_cultureseg.core.evaluate import truth_from_folder
-    from napari_cultureseg.core.segment import Segmentation
+    from napari_cultureseg.core.segmentation import Segmentation
 
     bundle = bundle_of(args.model)
     cfg = bundle.config

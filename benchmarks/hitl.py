@@ -49,9 +49,9 @@ def corrected_samples(fields, base, held: str, painted_distances: str = "lone") 
     """Fields "corrected" with their ground truth, as the Fine-tune widget sees painted
     corrections: the masks are known, a distance or border channel only on lone objects
     (``painted_distances="unknown"``: nowhere)."""
-    from napari_cultureseg.core.bundles import distance_channels
+    from napari_cultureseg.core.bundle_config import distance_channels
     from napari_cultureseg.core.datasets import Sample
-    from napari_cultureseg.core.images import to_model_input
+    from napari_cultureseg.core.model_input import to_model_input
     from napari_cultureseg.core.targets import targets_from_masks
 
     samples = []

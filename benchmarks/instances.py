@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from napari_cultureseg.core import metrics as M
+    from napari_cultureseg.core import object_metrics as OM
     from napari_cultureseg.core.bundles import Bundle
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.targets import as_labels
@@ -147,11 +147,11 @@ def main(argv=None) -> int:
             preds.setdefault(way, []).append(seg2.instances(spec.name, mask))
     rows = {}
     for way, p in preds.items():
-        matches = [M.match_instances(a, b, 0.5) for a, b in zip(p, trues, strict=True)]
+        matches = [OM.match_instances(a, b, 0.5) for a, b in zip(p, trues, strict=True)]
         tp, fp, fn = (sum(getattr(m, f) for m in matches) for f in ("tp", "fp", "fn"))
         rows[way] = {
-            "sa_0.5": M.segmentation_accuracy(p, trues, 0.5),
-            "msa": M.mean_segmentation_accuracy(p, trues),
+            "sa_0.5": OM.segmentation_accuracy(p, trues, 0.5),
+            "msa": OM.mean_segmentation_accuracy(p, trues),
             "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
         }
         print(

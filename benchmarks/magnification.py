@@ -31,7 +31,7 @@ def resampled(truths, zoom: float):
     import numpy as np
 
     from napari_cultureseg.core.evaluate import Truth
-    from napari_cultureseg.core.images import resize_planes, zoomed_shape
+    from napari_cultureseg.core.model_input import resize_planes, zoomed_shape
 
     out = []
     for t in truths:

@@ -89,7 +89,7 @@ def crop_agreement(model: str, side: int = 2000) -> dict:
             h=spec.split_depth,
             seed_threshold=getattr(spec, "seed_threshold", 0.5),
         )
-        from napari_cultureseg.core.bundles import distance_channels
+        from napari_cultureseg.core.bundle_config import distance_channels
 
         k = distance_channels(seg.classes).get(spec.name)
         dist = None if k is None else seg.probability(k)

@@ -92,7 +92,7 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
 
     from fractions import Fraction
 
-    from napari_cultureseg.core import metrics as M
+    from napari_cultureseg.core import object_metrics as OM
     from napari_cultureseg.core.bundles import load_bundle
     from napari_cultureseg.core.mosaic import (
         lazy_plane,
@@ -136,8 +136,8 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
                     objects_whole=int(l0.max()),
                     objects_blocks=int(lb.max()),
                     objects_tile640=int(lo.max()),
-                    blocks_vs_whole_object_f1=round(M.object_prf(lb, l0, 0.5)[2], 4),
-                    tile640_vs_whole_object_f1=round(M.object_prf(lo, l0, 0.5)[2], 4),
+                    blocks_vs_whole_object_f1=round(OM.object_prf(lb, l0, 0.5)[2], 4),
+                    tile640_vs_whole_object_f1=round(OM.object_prf(lo, l0, 0.5)[2], 4),
                 )
             out[c.name] = row
         out["zoom"] = round(float(zoom), 4)

@@ -41,10 +41,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from _results import bundle_of, merge_result
 
-    from napari_cultureseg.core.bundles import distance_channels, flow_channels
+    from napari_cultureseg.core.bundle_config import distance_channels, flow_channels
     from napari_cultureseg.core.datasets import _resample_labels
     from napari_cultureseg.core.evaluate import _as_labels, truth_from_folder
-    from napari_cultureseg.core.metrics import mean_segmentation_accuracy
+    from napari_cultureseg.core.object_metrics import mean_segmentation_accuracy
     from napari_cultureseg.core.scale import estimate_diameter
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.targets import distances, flows

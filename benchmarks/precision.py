@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec
+    from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+    from napari_cultureseg.core.bundles import Bundle
     from napari_cultureseg.core.device import native_bf16
     from napari_cultureseg.core.training.losses import masked_loss
 

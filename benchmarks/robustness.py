@@ -61,7 +61,8 @@ class Lab:
     def _model(self) -> None:
         import torch
 
-        from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, user_models_dir
+        from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+        from napari_cultureseg.core.bundles import Bundle, user_models_dir
 
         torch.manual_seed(0)
         cfg = BundleConfig(

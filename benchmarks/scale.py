@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from napari_cultureseg.core.bundles import load_bundle
     from napari_cultureseg.core.evaluate import truth_from_folder
-    from napari_cultureseg.core.images import resize_planes, zoomed_shape
+    from napari_cultureseg.core.model_input import resize_planes, zoomed_shape
     from napari_cultureseg.core.scale import estimate_diameter, median_diameter
 
     bundle = load_bundle(args.model)

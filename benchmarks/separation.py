@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     from napari_cultureseg.core.bundles import load_bundle
     from napari_cultureseg.core.evaluate import truth_from_folder
-    from napari_cultureseg.core.segment import Segmentation
+    from napari_cultureseg.core.segmentation import Segmentation
 
     bundle = load_bundle(args.model)
     cfg = bundle.config

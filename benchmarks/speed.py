@@ -101,7 +101,8 @@ def time_models(names, threads, repeats, must_show, shapes) -> dict:
     import torch
 
     from napari_cultureseg.core.bundles import load_bundle
-    from napari_cultureseg.core.images import as_plane, to_model_input
+    from napari_cultureseg.core.images import as_plane
+    from napari_cultureseg.core.model_input import to_model_input
     from napari_cultureseg.core.nets import output_stride
     from napari_cultureseg.core.runtimes import predictor_for
     from napari_cultureseg.core.segment import segment
@@ -158,7 +159,8 @@ def time_tiling(threads, repeats, seed000: bool) -> dict:
     from monai.inferers import sliding_window_inference
 
     from napari_cultureseg.core.bundles import load_bundle
-    from napari_cultureseg.core.images import as_plane, to_model_input
+    from napari_cultureseg.core.images import as_plane
+    from napari_cultureseg.core.model_input import to_model_input
     from napari_cultureseg.core.nets import output_stride
     from napari_cultureseg.core.runtimes import predictor_for
     from napari_cultureseg.core.synth.culture import culture

@@ -203,7 +203,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from napari_cultureseg.core.bundles import Bundle, ClassSpec
+    from napari_cultureseg.core.bundle_config import ClassSpec
+    from napari_cultureseg.core.bundles import Bundle
     from napari_cultureseg.core.spheroid import MIN_SIZE, THRESHOLD_8BIT
     from napari_cultureseg.core.training import prepare_from_config
 

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     from monai.inferers import sliding_window_inference
 
     from napari_cultureseg.core.bundles import DEFAULT_MODEL, load_bundle
-    from napari_cultureseg.core.images import read_image, to_model_input
+    from napari_cultureseg.core.images import read_image
+    from napari_cultureseg.core.model_input import to_model_input
     from napari_cultureseg.core.nets import output_stride
     from napari_cultureseg.core.synth import phase_culture
     from napari_cultureseg.core.tiling import predict_tiled, run_to_end

@@ -25,7 +25,7 @@ TINY_PARAMS = {"encoder": "tu-resnet10t", "encoder_depth": 3, "decoder_channels"
 
 
 def tiny_config(name="tiny", classes=("cell", "debris"), **kw):
-    from napari_cultureseg.core.bundles import BundleConfig, ClassSpec
+    from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
 
     colours = ["#39ff14", "#ff00ff", "#30b0ff", "#ffd040"]
     return BundleConfig(

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_cultureseg.cli import main
-from napari_cultureseg.core.batch import RECORDS
+from napari_cultureseg.core.batch_outputs import RECORDS
 from napari_cultureseg.core.synth import phase_culture
 
 
@@ -114,8 +114,9 @@ def test_rank_lists_the_fields_most_uncertain_first(tiny_bundle, tmp_path):
 
     import numpy as np
 
-    from napari_cultureseg.core.bundles import ClassSpec
-    from napari_cultureseg.core.segment import Segmentation, segment
+    from napari_cultureseg.core.bundle_config import ClassSpec
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.segmentation import Segmentation
     from napari_cultureseg.core.tiling import run_to_end
 
     sure = Segmentation(np.zeros((1, 8, 8), np.float32), (ClassSpec("a"),))
@@ -145,7 +146,8 @@ def test_resume_never_replaces_a_table_that_no_run_of_ours_wrote(tiny_bundle, tm
 
 
 def test_a_field_job_writes_only_the_files_planned_for_it(tiny_bundle, tmp_path):
-    from napari_cultureseg.core.batch import FieldJob, run_field
+    from napari_cultureseg.core.batch import run_field
+    from napari_cultureseg.core.batch_outputs import FieldJob
 
     src = _plate(tmp_path, n=1)
     out = tmp_path / "out"

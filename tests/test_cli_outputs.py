@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.cli import main, output_stems
+from napari_cultureseg.cli import main
+from napari_cultureseg.cli.paths import output_stems
 from napari_cultureseg.core.synth import phase_culture
 
 

@@ -13,7 +13,8 @@ from napari_cultureseg.core.augment import (
     dihedral,
     resample_patch,
 )
-from napari_cultureseg.core.datasets import PatchSampler, Sample
+from napari_cultureseg.core.datasets import Sample
+from napari_cultureseg.core.patches import PatchSampler
 from napari_cultureseg.core.targets import distances
 
 

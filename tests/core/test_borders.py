@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, boundary_channels
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, boundary_channels
+from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.datasets import borders, load_folder
 from napari_cultureseg.core.postprocess import instances
-from napari_cultureseg.core.segment import Segmentation, segment
+from napari_cultureseg.core.segment import segment
+from napari_cultureseg.core.segmentation import Segmentation
 from napari_cultureseg.core.tiling import run_to_end
 from napari_cultureseg.core.training import TrainConfig, run_training
 from napari_cultureseg.core.workspace import Workspace

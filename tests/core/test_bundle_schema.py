@@ -7,7 +7,8 @@ import json
 import pytest
 
 from napari_cultureseg.cli import main
-from napari_cultureseg.core.bundles import Bundle, BundleError, user_models_dir
+from napari_cultureseg.core.bundle_config import BundleError
+from napari_cultureseg.core.bundles import Bundle, user_models_dir
 
 
 def _set(d: dict, path: str, value):

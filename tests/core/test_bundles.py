@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_cultureseg.core.bundle_config import BundleError
 from napari_cultureseg.core.bundles import (
     Bundle,
-    BundleError,
     find_bundle,
     list_bundles,
     load_bundle,

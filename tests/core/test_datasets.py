@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core.datasets import (
-    PatchSampler,
-    Sample,
-    experiment_of,
-    load_folder,
-    match_to_brightest,
-    split,
-)
-from napari_cultureseg.core.images import ImageError, InputSpec, Normalisation, to_model_input
+from napari_cultureseg.core.datasets import Sample, experiment_of, load_folder, split
+from napari_cultureseg.core.images import ImageError
+from napari_cultureseg.core.model_input import InputSpec, Normalisation, to_model_input
+from napari_cultureseg.core.patches import PatchSampler, match_to_brightest
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.device import (
     MAX_BATCH,
     TileTooLarge,
@@ -13,7 +14,7 @@ from napari_cultureseg.core.device import (
     is_out_of_memory,
     resilient,
 )
-from napari_cultureseg.core.images import to_model_input
+from napari_cultureseg.core.model_input import to_model_input
 from napari_cultureseg.core.segment import predict
 from napari_cultureseg.core.tiling import run_to_end
 

@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cultureseg.core import metrics as M
-from napari_cultureseg.core.bundles import BundleConfig, ClassSpec, distance_channels, soft_channels
+from napari_cultureseg.core import object_metrics as OM
+from napari_cultureseg.core.bundle_config import (
+    BundleConfig,
+    ClassSpec,
+    distance_channels,
+    soft_channels,
+)
 from napari_cultureseg.core.postprocess import instances
-from napari_cultureseg.core.segment import Segmentation
+from napari_cultureseg.core.segmentation import Segmentation
 from napari_cultureseg.core.targets import distances, targets_from_masks
 from napari_cultureseg.core.training import masked_loss
 
@@ -43,7 +48,7 @@ def test_the_true_distance_map_gives_back_the_true_objects():
     assert (instances(lab > 0, method="watershed", h=2.0).max()) in (1, 2)  # may merge
     got = instances(lab > 0, method="distance", distance=d, seed_threshold=0.5)
     assert got.max() == 2
-    match = M.match_instances(got, lab, 0.9)
+    match = OM.match_instances(got, lab, 0.9)
     assert match.tp == 2 and match.fp == match.fn == 0
 
 

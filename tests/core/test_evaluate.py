@@ -5,6 +5,7 @@ import tifffile
 
 from napari_cultureseg.cli import main
 from napari_cultureseg.core import metrics as M
+from napari_cultureseg.core import object_metrics as OM
 from napari_cultureseg.core.evaluate import evaluate, truth_from_folder
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.synth import phase_culture
@@ -31,7 +32,7 @@ def test_evaluate_matches_direct_computation(tiny_bundle, tmp_path):
     assert m["dice"] == M.dice(pred, ref)
     assert m["auc_low"] <= m["auc"] <= m["auc_high"]
     inst = [s.instances("cell") for s in segs]
-    assert m["sa_0.5"] == M.segmentation_accuracy(inst, [t.masks["cell"] for t in truths], 0.5)
+    assert m["sa_0.5"] == OM.segmentation_accuracy(inst, [t.masks["cell"] for t in truths], 0.5)
     assert m["objects_true"] == sum(int(t.masks["cell"].max()) for t in truths)
 
 

@@ -138,7 +138,7 @@ def test_fine_tune_job_learns_a_distance_model_from_painted_masks(cultureseg_hom
 def test_corrections_zoomed_to_the_training_size_keep_their_distance_values():
     """A user's objects twice the size the model learnt are halved for fine-tuning;
     the distance channel must stay a distance (values between 0 and 1), not a mask."""
-    from napari_cultureseg.core.bundles import ScaleSpec
+    from napari_cultureseg.core.bundle_config import ScaleSpec
     from napari_cultureseg.core.datasets import Sample
     from napari_cultureseg.core.targets import distances
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cultureseg.core import metrics as M
+from napari_cultureseg.core import object_metrics as OM
 from napari_cultureseg.core.augment import dihedral, turn_flows
-from napari_cultureseg.core.bundles import (
+from napari_cultureseg.core.bundle_config import (
     BundleConfig,
     ClassSpec,
     flow_channels,
@@ -17,7 +17,8 @@ from napari_cultureseg.core.bundles import (
 from napari_cultureseg.core.datasets import Sample
 from napari_cultureseg.core.flows import follow_flow
 from napari_cultureseg.core.postprocess import instances
-from napari_cultureseg.core.segment import Segmentation, augmented
+from napari_cultureseg.core.segment import augmented
+from napari_cultureseg.core.segmentation import Segmentation
 from napari_cultureseg.core.targets import flows, targets_from_masks
 
 FLOW = ClassSpec("cell", instances=True, separate="flow", min_size=10, fill_holes=False)
@@ -55,7 +56,7 @@ def test_the_true_flows_give_back_the_true_objects_where_a_distance_map_breaks_a
     lab = scene()
     enc = (flows(lab) + 1) / 2  # as the network gives it
     got = instances(lab > 0, method="flow", flow=enc, flow_steps=200, min_size=10)
-    match = M.match_instances(got, lab, 0.9)
+    match = OM.match_instances(got, lab, 0.9)
     assert got.max() == 3 and match.tp == 3 and match.fp == match.fn == 0
     with pytest.raises(ValueError, match="flow channels"):
         instances(lab > 0, method="flow")
@@ -148,7 +149,7 @@ def test_flow_channels_in_the_bundle_targets_and_segmentation():
     assert v[2:, lab == 0].all() and not v[2:, lab > 0].any()
     seg = Segmentation(np.concatenate([t[:1], t[1:2], (flows(lab) + 1) / 2]), classes)
     got = seg.instances("cell")
-    assert got.max() == 3 and M.match_instances(got, lab, 0.9).tp == 3
+    assert got.max() == 3 and OM.match_instances(got, lab, 0.9).tp == 3
 
 
 def test_a_few_training_steps_learn_flows(tmp_path):

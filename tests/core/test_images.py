@@ -3,15 +3,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core.images import (
-    ImageError,
-    InputSpec,
-    Normalisation,
-    as_plane,
-    normalise,
-    read_image,
-    to_model_input,
-)
+from napari_cultureseg.core.images import ImageError, as_plane, read_image
+from napari_cultureseg.core.model_input import InputSpec, Normalisation, normalise, to_model_input
 
 RNG = np.random.default_rng(0)
 GRAY8 = RNG.integers(0, 255, (40, 50), dtype=np.uint8)

@@ -12,7 +12,10 @@ import torch
 from pycocotools import mask as mask_util
 
 from napari_cultureseg.core import maskrcnn as mr
+from napari_cultureseg.core import maskrcnn_coco as mc
+from napari_cultureseg.core import maskrcnn_training as mt
 from napari_cultureseg.core.synth import coculture as sc
+from napari_cultureseg.core.synth import coculture_sources as cs
 from napari_cultureseg.core.tiling import run_to_end
 
 from .test_synth_coculture import field
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _source(kind: str):
     pairs = [field(kind, 100 * ord(kind) + k) for k in range(4)]
     names = [f"{kind}x_p{k // 2:04d}_t{k % 2:05d}" for k in range(4)]
-    return sc.source_from_pairs(pairs, name=kind, names=names)
+    return cs.source_from_pairs(pairs, name=kind, names=names)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,8 @@ def trained(dataset):
     """A resnet18 model after a step; few detections an image, so prediction is quick."""
     torch.manual_seed(0)
     model = mr.build_model(mr.MaskRCNNConfig(types=("A", "B"), detections_per_image=20))
-    samples = mr.read_folder(dataset / "train")
-    run_to_end(mr.train_maskrcnn(samples, model=model, steps=1, **FAST))
+    samples = mt.read_folder(dataset / "train")
+    run_to_end(mt.train_maskrcnn(samples, model=model, steps=1, **FAST))
     return model
 
 
@@ -79,7 +82,7 @@ def test_anchors_are_the_papers_and_the_rpn_head_matches():
 
 
 def test_targets_are_the_written_instances(dataset):
-    samples = mr.read_folder(dataset / "train")
+    samples = mt.read_folder(dataset / "train")
     assert [s.name for s in samples] == ["train00000", "train00001", "train00002"]
     for s in samples:
         t = s.target()
@@ -103,11 +106,11 @@ def test_instance_targets_skip_missing_ids_and_tiny_ones():
     a[2:5, 5:9] = 3  # ids 1 and 2 absent
     a[8, 0] = 4  # one pixel
     b[0:2, 0:1] = 1  # one pixel wide: box 1 wide, never degenerate
-    t = mr.instance_targets([a, b], min_pixels=2)
+    t = mt.instance_targets([a, b], min_pixels=2)
     assert t["labels"].tolist() == [1, 2]
     assert t["boxes"].tolist() == [[5, 2, 9, 5], [0, 0, 1, 2]]
     assert t["masks"][0].sum() == 12 and t["masks"][1].sum() == 2
-    empty = mr.instance_targets([np.zeros((4, 4), np.uint16)])
+    empty = mt.instance_targets([np.zeros((4, 4), np.uint16)])
     assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 4, 4)
 
 
@@ -116,15 +119,15 @@ def test_missing_type_mask_is_an_error(dataset, tmp_path):
         if not p.name.endswith("_B.tif"):
             (tmp_path / p.name).write_bytes(p.read_bytes())
     with pytest.raises(ValueError, match=r"no test00000_B\.tif.*one instance mask per type"):
-        mr.read_folder(tmp_path, types=["A", "B"])
+        mt.read_folder(tmp_path, types=["A", "B"])
     with pytest.raises(ValueError, match="no manifest.json.*types="):
-        mr.read_folder(tmp_path)
+        mt.read_folder(tmp_path)
 
 
 def test_a_few_training_steps_learn_with_finite_losses(dataset):
-    samples = mr.read_folder(dataset / "train")
+    samples = mt.read_folder(dataset / "train")
     torch.set_num_threads(2)  # the run sets its own, and restores this one
-    gen = mr.train_maskrcnn(samples, steps=2, seed=1, **FAST)
+    gen = mt.train_maskrcnn(samples, steps=2, seed=1, **FAST)
     steps = []
     with pytest.raises(StopIteration) as stop:
         while True:
@@ -137,7 +140,7 @@ def test_a_few_training_steps_learn_with_finite_losses(dataset):
     assert model.info["steps"] == 2 and torch.get_num_threads() == 2
     # closing the generator stops it; the model handed in has been trained in place
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    gen = mr.train_maskrcnn(samples, model=model, steps=50, **FAST)
+    gen = mt.train_maskrcnn(samples, model=model, steps=50, **FAST)
     next(gen)
     assert torch.get_num_threads() == 1
     gen.close()
@@ -159,7 +162,7 @@ def test_save_load_round_trip_is_exact_and_pickle_free(trained, dataset, tmp_pat
     assert loaded.config == trained.config and loaded.info == trained.info
     a, b = trained.net.state_dict(), loaded.net.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    image = mr.read_folder(dataset / "test")[0].image
+    image = mt.read_folder(dataset / "test")[0].image
     kw = {"score_threshold": 0.0, "mask_threshold": 0.0, "with_scores": True}
     out_a = mr.predict_instances(trained, image, **kw)
     out_b = mr.predict_instances(loaded, image, **kw)
@@ -170,7 +173,7 @@ def test_save_load_round_trip_is_exact_and_pickle_free(trained, dataset, tmp_pat
 
 
 def test_predictions_are_label_images_that_never_overlap(trained, dataset):
-    image = mr.read_folder(dataset / "test")[0].image
+    image = mt.read_folder(dataset / "test")[0].image
     # mask threshold 0: every detection claims its whole box, so boxes overlap a lot
     labels, scores = mr.predict_instances(
         trained, image, score_threshold=0.0, mask_threshold=0.0, with_scores=True
@@ -208,7 +211,7 @@ def test_coco_annotations_round_trip_a_known_mask():
     a[(yy - 8) ** 2 + (xx - 10) ** 2 <= 16] = 1
     a[12:18, 20:27] = 2
     b[1:4, 25:29] = 5  # ids need not be consecutive
-    anns = mr.coco_annotations({"A": a, "B": b}, ("A", "B"), image_id=3)
+    anns = mc.coco_annotations({"A": a, "B": b}, ("A", "B"), image_id=3)
     assert [x["category_id"] for x in anns] == [1, 1, 2]
     for ann, (lab, i) in zip(anns, [(a, 1), (a, 2), (b, 5)], strict=True):
         m = mask_util.decode(ann["segmentation"])
@@ -222,20 +225,20 @@ def test_coco_annotations_round_trip_a_known_mask():
 def test_coco_evaluation_scores_types():
     a, b = np.zeros((40, 40), np.uint16), np.zeros((40, 40), np.uint16)
     a[2:12, 2:12], a[20:30, 2:10], b[5:15, 25:35] = 1, 2, 1
-    truth = mr.coco_annotations({"A": a, "B": b}, ("A", "B"), image_id=1)
+    truth = mc.coco_annotations({"A": a, "B": b}, ("A", "B"), image_id=1)
     ones = {"A": np.ones(2), "B": np.ones(1)}
     shapes = {1: (40, 40)}
-    perfect = mr.coco_annotations({"A": a, "B": b}, ("A", "B"), image_id=1, scores=ones)
-    r = mr.coco_evaluate(truth, perfect, types=("A", "B"), shapes=shapes)
+    perfect = mc.coco_annotations({"A": a, "B": b}, ("A", "B"), image_id=1, scores=ones)
+    r = mc.coco_evaluate(truth, perfect, types=("A", "B"), shapes=shapes)
     assert r["overall"]["mAP"] == 1.0 and r["per_type"]["B"]["mAP75"] == 1.0
     assert r["overall"]["mAPs"] == 1.0 and r["overall"]["mAPl"] is None  # 64-100 px: small
     # the right masks with the types swapped score nothing: the type is part of a match
-    swapped = mr.coco_annotations(
+    swapped = mc.coco_annotations(
         {"A": b, "B": a}, ("A", "B"), image_id=1, scores={"A": np.ones(1), "B": np.ones(2)}
     )
-    r = mr.coco_evaluate(truth, swapped, types=("A", "B"), shapes=shapes)
+    r = mc.coco_evaluate(truth, swapped, types=("A", "B"), shapes=shapes)
     assert r["overall"]["mAP"] == 0.0
-    half = mr.coco_annotations({"A": a * (a == 1)}, ("A", "B"), image_id=1, scores=ones)
-    r = mr.coco_evaluate(truth, half, types=("A", "B"), shapes=shapes)
+    half = mc.coco_annotations({"A": a * (a == 1)}, ("A", "B"), image_id=1, scores=ones)
+    r = mc.coco_evaluate(truth, half, types=("A", "B"), shapes=shapes)
     assert r["per_type"]["A"]["mAP50"] == pytest.approx(0.5, abs=0.01)
     assert r["per_type"]["B"]["mAP"] == 0.0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_cultureseg.core import metrics as M
+from napari_cultureseg.core import object_metrics as OM
 
 # ---------------------------------------------------------------------------
 # Pixel metrics
@@ -235,7 +236,7 @@ def test_iou_matrix_noncontiguous_labels():
     true[:, 5:] = 9  # 12 px
     pred = np.zeros((4, 8), np.int32)
     pred[:, :4] = 3  # 16 px, inside label 5
-    iou, pid, tid = M.iou_matrix(pred, true)
+    iou, pid, tid = OM.iou_matrix(pred, true)
     assert iou.shape == (1, 2)
     assert list(pid) == [3] and list(tid) == [5, 9]
     np.testing.assert_allclose(iou, [[16 / 20, 0.0]])
@@ -244,21 +245,21 @@ def test_iou_matrix_noncontiguous_labels():
 def test_merged_prediction_matches_at_most_one():
     merged = np.ones((4, 8), np.int32)  # 32 px covering both objects
     # unequal halves: IoU with label 1 = 20/32 = 0.625, with label 2 = 12/32
-    m = M.match_instances(merged, _touching(5), 0.5)
+    m = OM.match_instances(merged, _touching(5), 0.5)
     assert (m.tp, m.fp, m.fn) == (1, 0, 1)
     assert m.iou_shape == (1, 2)
     assert m.pairs.tolist() == [[1, 1]]
     assert m.ious == pytest.approx([0.625])
     # low threshold: both IoUs qualify but the merged object matches only one
-    m = M.match_instances(merged, _touching(5), 0.1)
+    m = OM.match_instances(merged, _touching(5), 0.1)
     assert (m.tp, m.fp, m.fn) == (1, 0, 1)
     # equal halves: IoU exactly 0.5 is not > 0.5 -> no match
-    m = M.match_instances(merged, _touching(4), 0.5)
+    m = OM.match_instances(merged, _touching(4), 0.5)
     assert (m.tp, m.fp, m.fn) == (0, 1, 2)
-    m = M.match_instances(merged, _touching(4), 0.3)
+    m = OM.match_instances(merged, _touching(4), 0.3)
     assert (m.tp, m.fp, m.fn) == (1, 0, 1)
     # split prediction identical to truth -> both match
-    assert M.match_instances(_touching(4), _touching(4)).tp == 2
+    assert OM.match_instances(_touching(4), _touching(4)).tp == 2
 
 
 def test_low_threshold_maximises_match_count():
@@ -270,21 +271,21 @@ def test_low_threshold_maximises_match_count():
     true[0, :10], true[0, 10:] = 1, 2
     pred = np.zeros((1, 20), np.int32)
     pred[0, 3:16], pred[0, :3] = 1, 2
-    iou, _, _ = M.iou_matrix(pred, true)
+    iou, _, _ = OM.iou_matrix(pred, true)
     np.testing.assert_allclose(iou, [[7 / 16, 6 / 17], [3 / 10, 0]])
-    m = M.match_instances(pred, true, 0.25)
+    m = OM.match_instances(pred, true, 0.25)
     assert (m.tp, m.fp, m.fn) == (2, 0, 0)
     assert sorted(map(tuple, m.pairs.tolist())) == [(1, 2), (2, 1)]
-    assert M.match_instances(pred, true, 0.5).tp == 0
+    assert OM.match_instances(pred, true, 0.5).tp == 0
 
 
 def test_object_prf():
     merged = np.ones((4, 8), np.int32)
-    p, r, f = M.object_prf(merged, _touching(5), 0.5)  # TP1 FP0 FN1
+    p, r, f = OM.object_prf(merged, _touching(5), 0.5)  # TP1 FP0 FN1
     assert (p, r, f) == pytest.approx((1.0, 0.5, 2 / 3))
     e = np.zeros((4, 8), np.int32)
-    assert M.object_prf(e, e)[2] == 1.0
-    p, r, f = M.object_prf(e, _touching(5))
+    assert OM.object_prf(e, e)[2] == 1.0
+    p, r, f = OM.object_prf(e, _touching(5))
     assert math.isnan(p) and r == 0.0 and f == 0.0
 
 
@@ -300,12 +301,12 @@ def test_segmentation_accuracy_pooled():
     tb[2:4, 2:4] = 7
     pb = (tb > 0).astype(np.int32)
     # pooled 2 / (2 + 1 + 1) = 0.5 (per-image mean would be (1/3 + 1)/2)
-    assert M.segmentation_accuracy([pa, pb], [ta, tb], 0.5) == pytest.approx(0.5)
-    assert M.segmentation_accuracy(pa, ta, 0.5) == pytest.approx(1 / 3)
-    assert M.segmentation_accuracy(pb, tb, 0.5) == pytest.approx(1.0)
+    assert OM.segmentation_accuracy([pa, pb], [ta, tb], 0.5) == pytest.approx(0.5)
+    assert OM.segmentation_accuracy(pa, ta, 0.5) == pytest.approx(1 / 3)
+    assert OM.segmentation_accuracy(pb, tb, 0.5) == pytest.approx(1.0)
     e = np.zeros((6, 6), np.int32)
-    assert M.segmentation_accuracy([e, e], [e, e], 0.5) == 1.0
-    assert M.segmentation_accuracy([e], [tb], 0.5) == 0.0
+    assert OM.segmentation_accuracy([e, e], [e, e], 0.5) == 1.0
+    assert OM.segmentation_accuracy([e], [tb], 0.5) == 0.0
 
 
 def test_mean_segmentation_accuracy_known_iou():
@@ -314,21 +315,21 @@ def test_mean_segmentation_accuracy_known_iou():
     pred = np.zeros((8, 8), np.int32)
     pred[0:4, 0:4] = 1  # 16 px inside -> IoU 0.8
     # matched at tau 0.50..0.75 (6 of 10) -> 0.6
-    msa, sa = M.mean_segmentation_accuracy([pred], [true], per_tau=True)
+    msa, sa = OM.mean_segmentation_accuracy([pred], [true], per_tau=True)
     assert msa == pytest.approx(0.6)
     np.testing.assert_array_equal(sa, [1] * 6 + [0] * 4)
-    assert M.mean_segmentation_accuracy([pred], [true], np.arange(0.5, 1.0, 0.05)) == pytest.approx(
-        0.6
-    )
+    assert OM.mean_segmentation_accuracy(
+        [pred], [true], np.arange(0.5, 1.0, 0.05)
+    ) == pytest.approx(0.6)
     # IoU exactly 0.75 (12/16) is not > 0.75 -> 5 of 10
     true2 = np.zeros((8, 8), np.int32)
     true2[0:4, 0:4] = 1
     pred2 = np.zeros((8, 8), np.int32)
     pred2[0:4, 0:3] = 1
-    assert M.mean_segmentation_accuracy(pred2, true2) == pytest.approx(0.5)
+    assert OM.mean_segmentation_accuracy(pred2, true2) == pytest.approx(0.5)
     # pooled: per tau (1 + [IoU 0.75 matched]) / (2 + 2*[unmatched])
     exp = np.mean([2 / 2] * 5 + [1 / 3] + [0] * 4)
-    assert M.mean_segmentation_accuracy([pred, pred2], [true, true2]) == pytest.approx(exp)
+    assert OM.mean_segmentation_accuracy([pred, pred2], [true, true2]) == pytest.approx(exp)
 
 
 # ---------------------------------------------------------------------------

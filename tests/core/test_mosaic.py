@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core import metrics as M
+from napari_cultureseg.core import object_metrics as OM
 from napari_cultureseg.core.images import ImageError
 from napari_cultureseg.core.mosaic import (
     blocks,
@@ -83,7 +83,7 @@ def test_block_by_block_agrees_with_the_whole_image(shared_data, tmp_path):
     objects = np.asarray(result.objects["cell"][:])
     assert np.mean(blocked != mask) < 0.01
     assert abs(int(objects.max()) - int(labels.max())) <= 0.03 * labels.max()
-    _, _, f1 = M.object_prf(objects, labels, 0.5)
+    _, _, f1 = OM.object_prf(objects, labels, 0.5)
     assert f1 >= 0.95
     assert result.counts["cell"] == len(np.unique(objects)) - 1  # every label written is kept
     # an object across a seam is one object, not two halves
@@ -196,7 +196,7 @@ def test_an_ome_zarr_mosaic_is_read_lazily_and_gives_the_masks_of_its_tiff(
 ):
     pytest.importorskip("ome_zarr")
     from napari_cultureseg.cli import main
-    from napari_cultureseg.core import batch, mosaic
+    from napari_cultureseg.core import batch, batch_outputs, mosaic
     from napari_cultureseg.core.omezarr import write_field
 
     rng = np.random.default_rng(2)
@@ -215,7 +215,7 @@ def test_an_ome_zarr_mosaic_is_read_lazily_and_gives_the_masks_of_its_tiff(
         )
     # read on demand (a dask array: a block reads its window only); large ones go by block
     assert type(mosaic.lazy_source(tmp_path / "w.ome.zarr")).__module__.startswith("dask")
-    job = batch.FieldJob(str(tmp_path / "w.ome.zarr"), "w", str(tmp_path), (), "tiny", {})
+    job = batch_outputs.FieldJob(str(tmp_path / "w.ome.zarr"), "w", str(tmp_path), (), "tiny", {})
     assert not batch.is_mosaic(job)  # 520 x 450: in memory
     monkeypatch.setattr(mosaic, "MOSAIC_PIXELS", 1000)
     assert batch.is_mosaic(job)
@@ -223,7 +223,8 @@ def test_an_ome_zarr_mosaic_is_read_lazily_and_gives_the_masks_of_its_tiff(
 
 def test_which_tiffs_go_block_by_block(tmp_path, monkeypatch):
     from napari_cultureseg.core import mosaic
-    from napari_cultureseg.core.batch import FieldJob, is_mosaic
+    from napari_cultureseg.core.batch import is_mosaic
+    from napari_cultureseg.core.batch_outputs import FieldJob
 
     tifffile.imwrite(tmp_path / "big.tif", np.zeros((300, 400), np.uint8))
     (tmp_path / "big.png").write_bytes(b"")

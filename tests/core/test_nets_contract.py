@@ -111,7 +111,7 @@ def test_names_and_strides_need_no_torch():
     code = (
         "import sys\n"
         "from napari_cultureseg.core import nets\n"
-        "from napari_cultureseg.core.bundles import BundleConfig\n"
+        "from napari_cultureseg.core.bundle_config import BundleConfig\n"
         "assert nets.output_stride('tiramisu', {'down': [2, 2]}) == 4\n"
         "assert nets.output_stride('unet', {'encoder_depth': 4}) == 16\n"
         "assert 'deeplabv3+' in nets.architectures()\n"

@@ -37,11 +37,12 @@ def test_using_the_engine_loads_no_gui_module():
     code = (
         "import sys, numpy as np\n"
         "import napari_cultureseg.core.bundles as b, napari_cultureseg.core.segment as s\n"
+        "import napari_cultureseg.core.bundle_config as bc\n"
         "import napari_cultureseg.core.tiling as t, napari_cultureseg.core.images as i\n"
         "import napari_cultureseg.core.postprocess, napari_cultureseg.core.metrics\n"
         "import napari_cultureseg.core.training, napari_cultureseg.core.synth\n"
         "import napari_cultureseg.cli\n"
-        "cfg = b.BundleConfig(name='x', architecture='unet', classes=(b.ClassSpec('c'),),\n"
+        "cfg = bc.BundleConfig(name='x', architecture='unet', classes=(bc.ClassSpec('c'),),\n"
         "    params={'encoder': 'tu-resnet10t', 'encoder_depth': 3,\n"
         "            'decoder_channels': [16, 8, 8]})\n"
         "t.run_to_end(s.segment(b.Bundle(cfg), np.random.rand(70, 90), tile=64))\n"

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from napari_cultureseg.core.bundles import ClassSpec, DerivedClass
-from napari_cultureseg.core.postprocess import binary_mask, instances, measure
-from napari_cultureseg.core.segment import Segmentation
+from napari_cultureseg.core.bundle_config import ClassSpec, DerivedClass
+from napari_cultureseg.core.instance_labels import measure
+from napari_cultureseg.core.postprocess import binary_mask, instances
+from napari_cultureseg.core.segmentation import Segmentation
 
 
 def test_threshold_fill_and_small_object_removal():
@@ -166,7 +167,7 @@ def _two_touching_discs(shape, r, centres):
 
 @pytest.mark.parametrize("rows", [1024, 7])
 def test_labels_found_on_the_network_grid_keep_the_image_grid_outline(rows):
-    from napari_cultureseg.core.postprocess import transfer_labels
+    from napari_cultureseg.core.instance_labels import transfer_labels
 
     _, coarse = _two_touching_discs((40, 60), 10, [(20, 20), (20, 38)])  # network grid, ×0.5
     mask, truth = _two_touching_discs((80, 120), 20, [(40, 40), (40, 76)])
@@ -186,7 +187,7 @@ def test_labels_found_on_the_network_grid_keep_the_image_grid_outline(rows):
 
 
 def test_where_two_objects_meet_the_line_is_interpolated_not_a_block_of_source_pixels():
-    from napari_cultureseg.core.postprocess import transfer_labels
+    from napari_cultureseg.core.instance_labels import transfer_labels
 
     coarse = np.array([[1, 2], [2, 2]], np.uint16)  # object 1 is the top-left source pixel
     lab = transfer_labels(coarse, np.ones((8, 8), bool))

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.runtimes import network_key, onnx_file, predictor_for
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.tiling import run_to_end

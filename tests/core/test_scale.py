@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, ScaleSpec
-from napari_cultureseg.core.datasets import load_folder, scale_zooms
-from napari_cultureseg.core.images import InputSpec, Normalisation
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, ScaleSpec
+from napari_cultureseg.core.bundles import Bundle
+from napari_cultureseg.core.datasets import load_folder
+from napari_cultureseg.core.model_input import InputSpec, Normalisation
+from napari_cultureseg.core.patches import scale_zooms
 from napari_cultureseg.core.scale import (
     check_zoom,
     estimate_diameter,

@@ -50,7 +50,7 @@ def test_predict_resizes_for_a_resize_to_model_and_maps_back():
     """The plumbing the Fine-tune preview shares with segment(): what the network sees."""
     from dataclasses import replace
 
-    from napari_cultureseg.core.images import InputSpec
+    from napari_cultureseg.core.model_input import InputSpec
     from napari_cultureseg.core.segment import predict
 
     from ..conftest import tiny_config

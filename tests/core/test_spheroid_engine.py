@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, bundled_dir
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+from napari_cultureseg.core.bundles import Bundle, bundled_dir
 from napari_cultureseg.core.datasets import Sample
-from napari_cultureseg.core.images import InputSpec, fit_shape, resize_planes
+from napari_cultureseg.core.model_input import InputSpec, fit_shape, resize_planes
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.tiling import run_to_end
 from napari_cultureseg.core.training import TrainConfig, fine_tune, masked_loss, resize_samples

@@ -10,6 +10,7 @@ import tifffile
 from scipy import ndimage as ndi
 
 from napari_cultureseg.core.synth import coculture as sc
+from napari_cultureseg.core.synth import coculture_sources as cs
 
 BG = 200  # flat, noise-free backgrounds: every pixel's origin can be read off its value
 SHADE = {"A": 0.5, "B": 0.3, "C": 0.7}  # a cell of type t is exactly SHADE[t] × background
@@ -46,12 +47,12 @@ def source(kind, positions=3, per_position=2):
         for t in range(per_position):
             pairs.append(field(kind, seed=100 * ord(kind) + 10 * p + t))
             names.append(f"{kind}x_p{p:04d}_t{t:05d}_z001")
-    return sc.source_from_pairs(pairs, name=kind, names=names)
+    return cs.source_from_pairs(pairs, name=kind, names=names)
 
 
 @pytest.fixture(scope="module")
 def lib():
-    return sc.build_library([source("A"), source("B")], halo=2)
+    return cs.build_library([source("A"), source("B")], halo=2)
 
 
 EXACT = dict(rotate="right", scale=(1.0, 1.0), match_contrast=0.0, debris=0.0)
@@ -116,7 +117,7 @@ def test_backgrounds_hold_no_cell_and_keep_their_noise():
         noisy[labels > 0] *= SHADE["A"]
         pairs.append((np.clip(noisy, 0, 255).astype(np.uint8), labels))
     names = [f"n_p{i % 2}_t{i}" for i in range(4)]
-    lib = sc.build_library([sc.source_from_pairs(pairs, name="A", names=names), source("B")])
+    lib = cs.build_library([cs.source_from_pairs(pairs, name="A", names=names), source("B")])
     none = {"A": 0, "B": 0}
     for seed in range(40):
         cc = sc.generate_coculture(lib, seed=seed, counts=none, debris=0.0)
@@ -148,7 +149,7 @@ def test_deterministic_per_seed_and_different_across_seeds(lib):
 
 
 def test_any_number_of_sources_and_per_type_outputs():
-    lib3 = sc.build_library([source("A"), source("B"), source("C")], halo=2)
+    lib3 = cs.build_library([source("A"), source("B"), source("C")], halo=2)
     cc = sc.generate_coculture(lib3, seed=0, counts={"A": 3, "B": 3, "C": 4}, **EXACT)
     assert sorted(cc.types.values()) == ["A"] * 3 + ["B"] * 3 + ["C"] * 4
     per_type = cc.type_labels()
@@ -168,14 +169,14 @@ def test_any_number_of_sources_and_per_type_outputs():
 
 def test_test_fields_are_apart_from_training_fields(tmp_path):
     sources = [source("A", positions=4), source("B", positions=3)]
-    train, test = sc.split_sources(sources, seed=7)
+    train, test = cs.split_sources(sources, seed=7)
     for tr, te in zip(train, test, strict=True):
         assert tr.fields and te.fields
         assert not {f.group for f in tr.fields} & {f.group for f in te.fields}
         assert len(tr.fields) + len(te.fields) == len(
             next(s for s in sources if s.name == tr.name).fields
         )
-    again = sc.split_sources(sources, seed=7)
+    again = cs.split_sources(sources, seed=7)
     assert [[f.name for f in s.fields] for s in again[1]] == [
         [f.name for f in s.fields] for s in test
     ]
@@ -211,36 +212,36 @@ def test_two_workers_write_the_same_dataset_as_one(tmp_path):
 
 
 def test_one_position_only_cannot_be_split():
-    one = sc.source_from_pairs(
+    one = cs.source_from_pairs(
         [field("A", 1), field("A", 2)], name="A", names=["a_p1_t1", "a_p1_t2"]
     )
     with pytest.raises(ValueError, match="two or more positions"):
-        sc.split_sources([one, source("B")])
+        cs.split_sources([one, source("B")])
 
 
 def test_clear_errors():
     empty = np.zeros((50, 50), np.uint16)
     with pytest.raises(ValueError, match="no cells.*annotated"):
-        sc.source_from_pairs([(np.full((50, 50), BG, np.uint8), empty)], name="A")
+        cs.source_from_pairs([(np.full((50, 50), BG, np.uint8), empty)], name="A")
     with pytest.raises(ValueError, match=r"\(50, 50\).*\(50, 40\).*same shape"):
-        sc.source_from_pairs(
+        cs.source_from_pairs(
             [(np.zeros((50, 50), np.uint8), np.zeros((50, 40), np.uint16))], name="A"
         )
     with pytest.raises(ValueError, match="2 or more sources"):
-        sc.build_library([source("A")])
+        cs.build_library([source("A")])
     with pytest.raises(ValueError, match="distinct"):
-        sc.build_library([source("A"), source("A")])
+        cs.build_library([source("A"), source("A")])
     edge = np.zeros((50, 50), np.uint16)
     edge[:6, 10:20] = 1  # a cell cut by the border is no cell to paste
     with pytest.raises(ValueError, match="no whole cell"):
-        sc.build_library(
-            [sc.source_from_pairs([(np.full((50, 50), BG, np.uint8), edge)], name="E"), source("B")]
+        cs.build_library(
+            [cs.source_from_pairs([(np.full((50, 50), BG, np.uint8), edge)], name="E"), source("B")]
         )
     img16 = [(a.astype(np.uint16), b) for a, b in (field("B", 1), field("B", 2))]
     with pytest.raises(ValueError, match="one library per modality"):
-        sc.build_library([source("A"), sc.source_from_pairs(img16, name="B16")])
+        cs.build_library([source("A"), cs.source_from_pairs(img16, name="B16")])
     with pytest.raises(ValueError, match="cell type name"):
-        sc.source_from_pairs([field("A", 1)], name="a/b")
+        cs.source_from_pairs([field("A", 1)], name="a/b")
 
 
 def test_binary_masks_are_split_at_their_nuclei():
@@ -248,17 +249,17 @@ def test_binary_masks_are_split_at_their_nuclei():
     cell[10:30, 10:30] = cell[10:30, 28:50] = True  # two touching cells, one component
     nucleus = np.zeros_like(cell)
     nucleus[18:22, 17:21] = nucleus[18:22, 38:42] = True
-    lab = sc.instances_from_binary(cell, nucleus)
+    lab = cs.instances_from_binary(cell, nucleus)
     assert lab.max() == 2 and lab[20, 19] != lab[20, 40] and ((lab > 0) == cell).all()
-    assert sc.instances_from_binary(cell).max() == 1
+    assert cs.instances_from_binary(cell).max() == 1
 
 
 @pytest.mark.data
 def test_real_aisegcell_sources(shared_data):
     folder = shared_data / "brightfield_aisegcell" / "nucleus_cell"
-    mkp = sc.source_from_folder(folder, name="MkP", prefix="181024TK20_p0002", pixel_size=0.62)
-    gmp = sc.source_from_folder(folder, name="GMP", prefix="210930MA20_p0003", pixel_size=0.62)
-    lib = sc.build_library([mkp, gmp])
+    mkp = cs.source_from_folder(folder, name="MkP", prefix="181024TK20_p0002", pixel_size=0.62)
+    gmp = cs.source_from_folder(folder, name="GMP", prefix="210930MA20_p0003", pixel_size=0.62)
+    lib = cs.build_library([mkp, gmp])
     assert min(len(lib.cells["MkP"]), len(lib.cells["GMP"])) >= 10
     cc = sc.generate_coculture(lib, seed=0, counts=15)
     assert cc.image.dtype == np.uint8 and cc.image.shape == (1024, 1024)

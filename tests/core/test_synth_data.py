@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from napari_cultureseg.core.bundles import BundleConfig, ClassSpec
-from napari_cultureseg.core.images import InputSpec, to_model_input
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec
+from napari_cultureseg.core.model_input import InputSpec, to_model_input
 from napari_cultureseg.core.nets import create_model
 from napari_cultureseg.core.synth.culture import class_specs, culture
 from napari_cultureseg.core.synth.data import (
@@ -222,16 +222,16 @@ def test_per_class_unets_learn_tiny_synthetic_cultures():
 
 
 def test_per_class_unets_each_learn_from_batches_of_their_own_class(monkeypatch):
-    from napari_cultureseg.core import datasets
+    from napari_cultureseg.core import patches
 
     asked = []
-    batch = datasets.PatchSampler.batch
+    batch = patches.PatchSampler.batch
 
     def spy(self, n, for_class=None):
         asked.append(for_class)
         return batch(self, n, for_class)
 
-    monkeypatch.setattr(datasets.PatchSampler, "batch", spy)
+    monkeypatch.setattr(patches.PatchSampler, "batch", spy)
     train = synthetic_samples("culture", range(2), classes=class_specs(), shape=SMALL)
     model = BundleConfig(
         name="tiny-per-class",

@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 
-from napari_cultureseg.core.bundles import Bundle, BundleConfig, ClassSpec, DerivedClass
+from napari_cultureseg.core.bundle_config import BundleConfig, ClassSpec, DerivedClass
+from napari_cultureseg.core.bundles import Bundle
 from napari_cultureseg.core.datasets import Sample
-from napari_cultureseg.core.images import to_model_input
+from napari_cultureseg.core.model_input import to_model_input
 from napari_cultureseg.core.segment import segment
 from napari_cultureseg.core.tiling import run_to_end
 from napari_cultureseg.core.training import (
@@ -196,7 +197,7 @@ def test_bf16_training_learns_and_saves_plain_weights(tmp_path):
 def test_training_measures_how_much_larger_the_model_draws_objects():
     """With objects scored on validation, the kept weights' size ratio (predicted / true
     median diameter) is stored as the scale's bias, which the size estimate corrects for."""
-    from napari_cultureseg.core.bundles import ScaleSpec
+    from napari_cultureseg.core.bundle_config import ScaleSpec
 
     model = replace(
         MODEL,

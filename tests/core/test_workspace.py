@@ -6,11 +6,11 @@ import pytest
 from scipy import ndimage
 
 from napari_cultureseg.core import workspace as wsmod
-from napari_cultureseg.core.workspace import (
+from napari_cultureseg.core.autosave import Autosaver
+from napari_cultureseg.core.workspace import Workspace
+from napari_cultureseg.core.workspace_files import (
     JOURNAL,
     META,
-    Autosaver,
-    Workspace,
     WorkspaceError,
     key_for_array,
     key_for_path,
@@ -183,7 +183,7 @@ def test_samples_target_is_masks_and_valid_is_reviewed(tmp_path):
     # a model that splits objects by a distance map (as the bundled real-data models do)
     # gets its distance channels too: known where reviewed, on background and on lone
     # (convex) objects; painted masks do not know where touching cells meet
-    from napari_cultureseg.core.bundles import ClassSpec
+    from napari_cultureseg.core.bundle_config import ClassSpec
 
     specs = [ClassSpec("debris"), ClassSpec("cell", instances=True, separate="distance")]
     s3 = ws.samples(image, classes=specs)

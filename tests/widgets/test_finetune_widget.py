@@ -132,7 +132,8 @@ def test_saved_workspaces_of_closed_images_can_be_learnt_from(
 ):
     import tifffile
 
-    from napari_cultureseg.core.workspace import Workspace, WorkspaceError, key_for_path
+    from napari_cultureseg.core.workspace import Workspace
+    from napari_cultureseg.core.workspace_files import WorkspaceError, key_for_path
 
     img, truth = phase_culture((96, 128), seed=3)
     path = tmp_path / "closed_field.tif"
@@ -190,8 +191,8 @@ def test_fine_tune_learns_from_corrections_without_the_segment_dock(
     viewer = make_napari_viewer()
     img, truth = phase_culture((96, 96), seed=3)
     layer = viewer.add_image(img, name="field")
-    from napari_cultureseg._widgets.segment import current_plane
-    from napari_cultureseg.core.bundles import ClassSpec
+    from napari_cultureseg._widgets._segment_job import current_plane
+    from napari_cultureseg.core.bundle_config import ClassSpec
 
     plane, index = current_plane(viewer, layer)
     ft = FinetuneWidget(viewer)

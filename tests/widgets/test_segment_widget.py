@@ -108,7 +108,7 @@ def test_error_inside_the_worker_is_shown_and_viewer_survives(widget, qtbot, mon
     viewer, w = widget
     viewer.add_image(np.random.default_rng(1).random((64, 64)), name="img")
     w.image.reset_choices()
-    import napari_cultureseg._widgets.segment as seg_mod
+    import napari_cultureseg._widgets._segment_job as seg_mod
 
     def boom(*a, **k):
         raise RuntimeError("out of memory (simulated)")

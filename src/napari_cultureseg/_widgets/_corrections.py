@@ -14,7 +14,9 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
-from ..core.workspace import Autosaver, Workspace, key_for_array, key_for_path
+from ..core.autosave import Autosaver
+from ..core.workspace import Workspace
+from ..core.workspace_files import key_for_array, key_for_path
 
 REVIEW_MARGIN = 8
 """Pixels around every hand-edited pixel that count as reviewed (Chebyshev distance)."""

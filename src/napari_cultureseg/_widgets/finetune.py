@@ -29,10 +29,10 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info
 
 from ..core.bundles import DEFAULT_MODEL, list_bundles, load_bundle
-from ..core.images import to_model_input
+from ..core.model_input import to_model_input
 from ..core.training import TrainConfig
 from ..core.versions import JobResult, fine_tune_job, finetune_config, saved_sample, versions_of
-from ..core.workspace import list_workspaces
+from ..core.workspace_files import list_workspaces
 from ._plot import LinePlot
 from .segment import _row
 
@@ -166,7 +166,7 @@ class FinetuneWidget(Container):
 
     def samples(self, bundle):
         """Training samples of the open images' corrections (read on the GUI thread)."""
-        from .segment import current_plane
+        from ._segment_job import current_plane
 
         out = []
         for corr in self.corrections():
@@ -198,7 +198,7 @@ class FinetuneWidget(Container):
             if not name:
                 raise ValueError("no model to start from")
             bundle = load_bundle(name)
-            bundle.network("cpu")  # native imports on the GUI thread (see segment.prepare_model)
+            bundle.network("cpu")  # native imports on the GUI thread (_segment_job.prepare_model)
             samples = self.samples(bundle)
             if not samples:
                 raise ValueError(
@@ -244,7 +244,7 @@ class FinetuneWidget(Container):
         layer = seg.image.value if seg is not None else None
         if layer is None:
             return None
-        from .segment import current_plane
+        from ._segment_job import current_plane
 
         plane, _ = current_plane(self.viewer, layer)
         corners = np.asarray(layer.corner_pixels)[:, -2:]

@@ -5,12 +5,16 @@ Values are read from the widgets on the GUI thread into a frozen
 layers change only in handlers on the GUI thread. Class layers are bound to
 the image's workspace (:mod:`._corrections`): hand corrections are saved
 within ~1.5 s and never overwritten by a later segmentation or threshold.
+
+What a run does off the GUI thread is in :mod:`._segment_job`; the layers a result
+makes (class masks, probabilities, object counts, threshold sliders) in
+:mod:`._segment_layers`. This module stays a little over 400 lines because the dock's
+widgets and their wiring (``__init__``) are one piece of about 150 lines.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 from magicgui.widgets import (
@@ -30,107 +34,15 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
 from ..core.bundles import DEFAULT_MODEL, find_bundle, list_bundles, load_bundle
-from ..core.device import available_devices, resolve_device
-from ..core.images import ImageError, as_plane
-from ..core.segment import Segmentation, segment
-from ._corrections import Corrections, layer_name, workspace_key
+from ..core.device import available_devices
+from ..core.images import ImageError
+from ..core.segmentation import Segmentation
+from ._corrections import Corrections, workspace_key
+from ._segment_job import SegmentRequest, current_plane, prepare_model, run_segmentation
+from ._segment_layers import ResultLayers
 
 VIEW_MARGIN = 64
 """Context (pixels) added around the visible region when only the view is segmented."""
-
-
-@dataclass(frozen=True)
-class SegmentRequest:
-    """Everything a segmentation run needs, read on the GUI thread."""
-
-    image_name: str
-    model: str
-    device: str
-    tile: int
-    overlap: float
-    fit_tile: bool = True
-    """Grow the tile (up to 25 %) when that covers the plane with fewer pixels."""
-    box: tuple[int, int, int, int] | None = None
-    """Only this region (y0, x0, y1, x1) of the plane, or the whole plane."""
-    diameter: float | None = None
-    """Object diameter in the image (px); None: estimated (auto), or the pixel size."""
-    pixel_size: float | None = None
-    """The image's pixel size (µm), for models that know their own."""
-    tta: int = 1
-    """Test-time augmentation copies (1, 2, 4, 8)."""
-    path: str | None = None
-    """The image's file, whose metadata may hold its pixel size."""
-    runtime: str = "auto"
-    """``auto``, ``torch`` or ``onnx`` (ONNX Runtime on the CPU, :mod:`core.runtimes`)."""
-
-
-def current_plane(viewer, layer: Image) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The 2-D plane of ``layer`` shown in the viewer, and its index in the layer's stack."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    lead = data.ndim - (3 if layer.rgb else 2)
-    if lead <= 0:
-        return as_plane(data, source=layer.name), ()
-    point = layer.world_to_data(viewer.dims.point)
-    index = tuple(
-        int(np.clip(round(p), 0, n - 1))
-        for p, n in zip(point[:lead], data.shape[:lead], strict=True)
-    )
-    return as_plane(np.asarray(data[index]), source=layer.name), index
-
-
-def prepare_model(model: str, device: str = "auto", runtime: str = "auto"):
-    """Load the bundle and build its network, on the GUI thread.
-
-    torch, torchvision and smp load native libraries on first import; doing
-    that from a worker thread crashes some builds (seen with torch 2.14's
-    triton), so the import and the one-off network build happen here. Both
-    are cached: later runs with the same model cost nothing.
-    """
-    bundle = load_bundle(model)
-    bundle.network(resolve_device(device))
-    if runtime in ("auto", "onnx"):  # its native library too; the export: the worker
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            pass  # segment() falls back to torch and says so
-    return bundle
-
-
-def run_segmentation(request: SegmentRequest, plane: np.ndarray):
-    """The job the worker runs: segment (a region of) the plane with the prepared model.
-
-    The object size is estimated first (when asked for), then the plane is
-    segmented at the zoom that gives its objects the model's training size;
-    the returned :class:`Segmentation` carries the zoom and how it was chosen.
-    """
-    from dataclasses import replace
-
-    from ..core.scale import choose_zoom
-
-    bundle = load_bundle(request.model)
-    if request.box is not None:
-        y0, x0, y1, x1 = request.box
-        plane = plane[y0:y1, x0:x1]
-    zoom, how = choose_zoom(
-        bundle,
-        plane,
-        diameter=request.diameter,
-        pixel_size=request.pixel_size,
-        path=request.path,
-        device=request.device,
-    )
-    result = yield from segment(
-        bundle,
-        plane,
-        device=request.device,
-        tile=request.tile,
-        overlap=request.overlap,
-        fit=request.fit_tile,
-        zoom=zoom,
-        tta=request.tta,
-        runtime=request.runtime,
-    )
-    return replace(result, note=how)
 
 
 def _row(*widgets):
@@ -146,7 +58,7 @@ AUTO_COUNT_PIXELS = 4096 * 4096
 """Objects are counted after every Segment up to this image size; larger: on request."""
 
 
-class SegmentWidget(Container):
+class SegmentWidget(ResultLayers, Container):
     """Dock widget: choose image and model, press Segment, get one Labels layer per class."""
 
     def __init__(self, napari_viewer):
@@ -344,7 +256,7 @@ class SegmentWidget(Container):
         """Opening an image that has saved corrections shows them again."""
         if layer is None:
             return
-        from ..core.workspace import default_root
+        from ..core.workspace_files import default_root
 
         try:
             plane, index = current_plane(self.viewer, layer)
@@ -492,129 +404,6 @@ class SegmentWidget(Container):
         )
         self.progress.value = 100
         self._select_first_class(req.image_name, result)
-
-    def _select_first_class(self, image_name: str, result: Segmentation) -> None:
-        """Select the first class layer, so that the brush paints it (not an objects layer)."""
-        name = layer_name(image_name, result.classes[0].name)
-        if name in self.viewer.layers:
-            self.viewer.layers.selection.active = self.viewer.layers[name]
-
-    def count_objects(self, *_) -> str:
-        """Label the objects of every counted class in its current (corrected) mask.
-
-        Each goes to a hidden Labels layer ``<image> · <class> objects`` (one
-        label per object, read-only: correct the class layer and count again).
-        Touching objects are split as the model says (its border channel, or a
-        watershed). Returns (and shows) the counts.
-        """
-        if self.result is None or self._result_for is None:
-            return ""
-        name, _index, box = self._result_for
-        if name not in self.viewer.layers:
-            return ""
-        image = self.viewer.layers[name]
-        corr = self.corrections_for(image)
-        corr.sync()
-        counts = []
-        for spec in self.result.classes:
-            if not spec.instances or spec.name not in corr.ws.masks:
-                continue
-            mask = corr.ws.masks[spec.name] > 0
-            if box is None:
-                labels = self.result.instances(spec.name, mask=mask)
-            else:  # the model's view covers the box only: count there
-                labels = np.zeros(mask.shape, np.uint32)
-                labels[box[0] : box[2], box[1] : box[3]] = self.result.instances(
-                    spec.name, mask=mask[box[0] : box[2], box[1] : box[3]]
-                )
-            lname = f"{layer_name(name, spec.name)} objects"
-            if lname in self.viewer.layers:
-                self.viewer.layers[lname].data = labels
-            else:
-                layer = self.viewer.add_labels(
-                    labels,
-                    name=lname,
-                    visible=False,
-                    opacity=0.6,
-                    scale=image.scale[-2:],
-                    translate=image.translate[-2:],
-                )
-                layer.editable = False
-            counts.append(f"{spec.name} {int(labels.max())}")
-        text = ", ".join(counts) or "no counted class"
-        self.status.value = f"objects: {text}"
-        return text
-
-    def _apply(
-        self,
-        corr: Corrections,
-        result: Segmentation,
-        model: str | None,
-        *,
-        kind: str,
-        only: str | None = None,
-    ):
-        box = self._result_for[2]
-        for spec in result.classes:
-            if only is not None and spec.name != only:
-                continue
-            t = self._sliders[spec.name].value if spec.name in self._sliders else spec.threshold
-            mask = result.mask(spec.name, t)
-            if box is not None:  # paste the region into the full plane
-                full = np.zeros(corr.ws.shape, bool)
-                full[box[0] : box[2], box[1] : box[3]] = mask
-                mask = full
-            corr.set_from_model(spec.name, spec.colour, mask, kind=kind, model=model, box=box)
-
-    def _probability_layers(self, result: Segmentation, req: SegmentRequest):
-        image = self.viewer.layers[req.image_name]
-        off = (req.box[0], req.box[1]) if req.box else (0, 0)
-        for k, spec in enumerate(result.classes):
-            name = f"{layer_name(req.image_name, spec.name)} probability"
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            self.viewer.add_image(
-                result.probability(k),
-                name=name,
-                colormap="magma",
-                contrast_limits=(0, 1),
-                opacity=0.7,
-                visible=False,
-                scale=image.scale[-2:],
-                translate=np.asarray(image.translate[-2:]) + np.asarray(off) * image.scale[-2:],
-            )
-
-    def _build_thresholds(self, result: Segmentation):
-        """One live slider per class: re-thresholds the kept probabilities, no network run.
-
-        A class keeps the threshold the user chose for it in an earlier run.
-        """
-        previous = {n: s.value for n, s in self._sliders.items()}
-        self.thresholds.clear()
-        self._sliders = {}
-        for spec in result.classes:
-            s = FloatSlider(
-                label=spec.name,
-                min=0.05,
-                max=0.95,
-                step=0.01,
-                value=previous.get(spec.name, spec.threshold),
-                tooltip=f"{spec.name}: {spec.description}" if spec.description else None,
-            )
-            s.changed.connect(lambda _v, n=spec.name: self.rethreshold(n))
-            self.thresholds.append(s)
-            self._sliders[spec.name] = s
-
-    def rethreshold(self, cls: str):
-        """Apply the slider's threshold to ``cls`` (unreviewed pixels only)."""
-        if self.result is None or self._result_for is None:
-            return
-        name, index, _ = self._result_for
-        if name not in self.viewer.layers:
-            return
-        corr = self.corrections_for(self.viewer.layers[name])
-        self._apply(corr, self.result, None, kind="threshold", only=cls)
-        corr.update_derived()
 
     def _show_error(self, exc):
         self._finished_run = True

@@ -35,7 +35,7 @@ ATTACHED = ("config.json", "weights.safetensors")
 
 def output_names(cfg) -> list[str]:
     """A name per output channel: the classes, then border, distance and flow channels."""
-    from .bundles import boundary_channels, distance_channels, flow_channels
+    from .bundle_config import boundary_channels, distance_channels, flow_channels
 
     names = [c.name for c in cfg.classes]
     names += [f"{n}_border" for n in boundary_channels(cfg.classes)]
@@ -60,7 +60,7 @@ def _unsaid(cfg) -> list[str]:
 
 def _test_image(cfg, side: int) -> np.ndarray:
     """A synthetic phase-contrast field as the package's test input (any content will do)."""
-    from .images import prepared_input
+    from .model_input import prepared_input
     from .synth import phase_culture
 
     plane = phase_culture((side, side), seed=7)[0]
@@ -80,7 +80,7 @@ def export_package(bundle, out: str | Path, *, test: bool = True) -> Path:
     import torch
     from bioimageio.spec import save_bioimageio_package
 
-    from .images import normalise
+    from .model_input import normalise
     from .nets import output_stride
     from .runtimes import OPSET, _export
 
@@ -244,7 +244,8 @@ def import_package(source: str | Path, dest: str | Path) -> Path:
     tensors: nothing in the package runs); the bundle is then loaded and checked as any
     bundle. A package without them (made by other software) is refused, saying why.
     """
-    from .bundles import Bundle, BundleError
+    from .bundle_config import BundleError
+    from .bundles import Bundle
 
     source, dest = Path(source), Path(dest)
     try:

@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from .bundles import CONFIG, BundleConfig
+from .bundle_config import BundleConfig
+from .bundles import CONFIG
 
 CARD = "card.md"
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics as M
+from . import object_metrics as OM
 from .bundles import Bundle
 from .postprocess import instances as label_components
 from .segment import segment
@@ -185,7 +186,7 @@ def _score(name: str, acc: dict, bundle: Bundle) -> dict:
     }
     if acc["pred_labels"]:
         preds, trues = acc["pred_labels"], acc["true_labels"]
-        matches = [M.match_instances(p, t, 0.5) for p, t in zip(preds, trues, strict=True)]
+        matches = [OM.match_instances(p, t, 0.5) for p, t in zip(preds, trues, strict=True)]
         tp = sum(m.tp for m in matches)
         fp = sum(m.fp for m in matches)
         fn = sum(m.fn for m in matches)
@@ -198,8 +199,8 @@ def _score(name: str, acc: dict, bundle: Bundle) -> dict:
                 "object_precision": p,
                 "object_recall": r,
                 "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-                "sa_0.5": M.segmentation_accuracy(preds, trues, 0.5),
-                "msa": M.mean_segmentation_accuracy(preds, trues),
+                "sa_0.5": OM.segmentation_accuracy(preds, trues, 0.5),
+                "msa": OM.mean_segmentation_accuracy(preds, trues),
             }
         )
     return out

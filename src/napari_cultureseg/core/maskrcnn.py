@@ -7,7 +7,7 @@ ResNeSt, deformable backbones nor a cascade head, so this is torchvision's Mask 
 (one box stage, the mask head on its boxes) on a ResNet + FPN, trained from scratch
 (nothing is downloaded; BatchNorm, not frozen statistics, and every layer trainable)::
 
-    plane (H×W) ─► gray, percentiles 1-99.8 → 0-1 (images.to_model_input, one channel)
+    plane (H×W) ─► gray, percentiles 1-99.8 → 0-1 (model_input.to_model_input, one channel)
       ─► ResNet-18 or -50 (conv1 takes one channel) + FPN: P2-P6, strides 4-64
       ─► RPN: anchors 8/16/32/64/128 px, one size per level, h/w 0.5/1/2/3/4 (5 a place)
       ─► RoIAlign ─► box + type head (per-type NMS) and mask head (28² per detection)
@@ -24,30 +24,26 @@ cells' size in pixels); it is segmented whole, up to ``MaskRCNNConfig.max_pixels
 
 (``run_to_end`` is :func:`.tiling.run_to_end`.) The percentile normalisation is the only
 one: the detector's own transform has mean 0 and standard deviation 1.
+
+Reading co-culture data and training are in :mod:`.maskrcnn_training`, the COCO
+evaluation in :mod:`.maskrcnn_coco`; this module builds, saves, loads and predicts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from .images import InputSpec, Normalisation, as_plane, read_array, read_image, to_model_input
+from .images import as_plane
+from .model_input import InputSpec, Normalisation, to_model_input
 
 BACKBONES = ("resnet18", "resnet50")
 ANCHOR_SIZES = (8, 16, 32, 64, 128)  # Khalid et al., section V: one per FPN level P2-P6
 ASPECT_RATIOS = (0.5, 1.0, 2.0, 3.0, 4.0)  # height / width, at every level
-LIVECELL_AREAS = {"small": (0, 18**2), "medium": (18**2, 31**2), "large": (31**2, 1e10)}
-"""COCO area ranges as LIVECell (Edlund et al. 2021, ``code/coco_evaluation.py``) set them
-for cells and DeepMuCS reports them, in px² of mask area."""
-MAX_DETS = (100, 500, 2000)  # LIVECell's; AP is read at the last
 
 
 @dataclass(frozen=True)
@@ -137,189 +133,6 @@ def build_model(config: MaskRCNNConfig) -> InstanceModel:
     return InstanceModel(config, net)
 
 
-# ---------------------------------------------------------------- data
-
-
-@dataclass(frozen=True, eq=False)
-class CoSample:
-    """One image of a co-culture and one instance label image per cell type."""
-
-    name: str
-    image: np.ndarray  # the plane as read, any dtype
-    labels: np.ndarray  # (T, H, W) integer, 0 = background, one plane per type
-    types: tuple[str, ...]
-
-    def target(self, min_pixels: int = 1) -> dict[str, np.ndarray]:
-        """Mask R-CNN's target: see :func:`instance_targets`."""
-        return instance_targets(self.labels, min_pixels=min_pixels)
-
-
-def instance_targets(type_labels, *, min_pixels: int = 1) -> dict[str, np.ndarray]:
-    """``boxes`` (N, 4) float32 ``x0, y0, x1, y1`` (x1, y1 exclusive), ``labels`` (N,) int64
-    = type index + 1, ``masks`` (N, H, W) uint8, from one instance label image per type;
-    ids absent from their image, or with fewer than ``min_pixels`` pixels, are skipped."""
-    boxes, kinds, masks = [], [], []
-    planes = [np.asarray(p) for p in type_labels]
-    shape = planes[0].shape if planes else (0, 0)
-    for t, lab in enumerate(planes):
-        for i, sl in enumerate(ndi.find_objects(lab), 1):
-            if sl is None:
-                continue
-            m = lab[sl] == i
-            if m.sum() < max(1, min_pixels):
-                continue
-            full = np.zeros(shape, np.uint8)
-            full[sl][m] = 1
-            boxes.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
-            kinds.append(t + 1)
-            masks.append(full)
-    return {
-        "boxes": np.array(boxes, np.float32).reshape(-1, 4),
-        "labels": np.array(kinds, np.int64),
-        "masks": np.array(masks, np.uint8).reshape(-1, *shape),
-    }
-
-
-def read_folder(folder, types: Sequence[str] | None = None) -> list[CoSample]:
-    """Read a :func:`synth.coculture.write_dataset` split: ``<id>_image.*`` and one instance
-    mask ``<id>_<type>.tif`` per type (a binary mask is split into its components).
-    ``types`` default to those of ``manifest.json`` in ``folder`` or its parent."""
-    folder = Path(folder)
-    if types is None:
-        for m in (folder / "manifest.json", folder.parent / "manifest.json"):
-            if m.is_file():
-                types = json.loads(m.read_text())["types"]
-                break
-        else:
-            raise ValueError(f"{folder}: no manifest.json here or above; give types=[...]")
-    out = []
-    for path in sorted(folder.glob("*_image.*")):
-        stem, image = path.name.rsplit("_image.", 1)[0], read_image(path)
-        planes = []
-        for t in types:
-            p = folder / f"{stem}_{t}.tif"
-            if not p.is_file():
-                msg = "every image needs one instance mask per type (an empty one if none)"
-                raise ValueError(f"{folder}: {stem} has no {p.name}; {msg}")
-            lab = read_array(p)
-            if lab.shape != image.shape[:2]:
-                raise ValueError(f"{p.name}: shape {lab.shape}, its image {image.shape[:2]}")
-            planes.append(ndi.label(lab > 0)[0] if lab.max() <= 1 else lab)
-        out.append(CoSample(stem, image, np.stack(planes), tuple(types)))
-    if not out:
-        raise ValueError(f"{folder}: no <id>_image.* files; point at a train/ or test/ folder")
-    return out
-
-
-# ---------------------------------------------------------------- training
-
-
-@dataclass(frozen=True)
-class TrainStep:
-    """Reported after every optimiser step."""
-
-    step: int
-    steps: int
-    loss: float
-    losses: dict[str, float]
-    lr: float
-    seconds: float
-
-
-def _patch(x, labels, size, rng):
-    """A random ``size``² window (the whole image if smaller), flipped and turned by 90°s."""
-    h, w = x.shape
-    y0, x0 = int(rng.integers(max(h - size, 0) + 1)), int(rng.integers(max(w - size, 0) + 1))
-    x, labels = x[y0 : y0 + size, x0 : x0 + size], labels[:, y0 : y0 + size, x0 : x0 + size]
-    k, flip = int(rng.integers(4)), bool(rng.integers(2))
-    if flip:
-        x, labels = x[:, ::-1], labels[:, :, ::-1]
-    return np.rot90(x, k).copy(), np.rot90(labels, k, axes=(1, 2)).copy()
-
-
-def train_maskrcnn(
-    samples: Sequence[CoSample], *, model: InstanceModel | str = "resnet18", steps: int = 20000,
-    max_seconds: float | None = None, lr: float = 0.01, momentum: float = 0.9,
-    weight_decay: float = 1e-4, warmup: float = 0.05, batch_size: int = 2, patch_size: int = 512,
-    seed: int = 0, threads: int | None = None, clip: float = 10.0, rois_per_image: int = 512,
-) -> Generator[TrainStep, None, InstanceModel]:  # fmt: skip
-    """Train Mask R-CNN on co-cultures: a generator yielding a :class:`TrainStep` after
-    every step and returning the model (``tiling.run_to_end`` runs it to the end).
-
-    SGD with momentum (Khalid et al.: base lr 0.02, momentum 0.9, on 16-image batches;
-    the default 0.01 suits batches of 2), linear warm-up over ``warmup`` of the run, then
-    a cosine to 1 % (:func:`training.losses.lr_factor`); the run's progress is the larger
-    of the step and the time fractions. Every image of a batch is a random ``patch_size``²
-    window, randomly flipped and turned by 90°. Gradients are clipped to norm ``clip``.
-    ``rois_per_image``: proposals sampled per image for the box and mask heads (512 as in
-    torchvision and Detectron2; a fixed cost per image, most of a step's on small patches).
-
-    ``model``: a backbone name (a new model, weights seeded by ``seed``) or a model to
-    go on training in place, so that a caller who closes the generator early (the
-    step in progress ends first) still holds the model. ``threads``: torch CPU threads
-    while it runs (None: unchanged), restored at the end, on close, on error.
-    """
-    import torch
-
-    from .training.losses import lr_factor
-
-    if not samples:
-        raise ValueError("no training samples; read some with read_folder()")
-    types = samples[0].types
-    if any(s.types != types for s in samples):
-        raise ValueError("samples of different type lists; read them with one types=[...]")
-    old_threads = torch.get_num_threads()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        if isinstance(model, str):
-            torch.manual_seed(seed)
-            model = build_model(MaskRCNNConfig(types=types, backbone=model))
-        elif model.config.types != types:
-            raise ValueError(f"the model knows types {model.config.types}, the data {types}")
-        net, rng = model.net, np.random.default_rng(seed)
-        net.roi_heads.fg_bg_sampler.batch_size_per_image = rois_per_image
-        images = [to_model_input(s.image, model.config.input)[0] for s in samples]
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        t0, step = time.perf_counter(), 0
-        net.train()
-        while step < steps:
-            xs, targets = [], []
-            for j in rng.integers(len(samples), size=batch_size):
-                x, lab = _patch(images[j], samples[j].labels, patch_size, rng)
-                tg = instance_targets(lab, min_pixels=model.config.min_pixels)
-                xs.append(torch.from_numpy(x)[None])
-                targets.append({k: torch.from_numpy(v) for k, v in tg.items()})
-            elapsed = time.perf_counter() - t0
-            progress = max(step / steps, elapsed / max_seconds if max_seconds else 0.0)
-            rate = lr * lr_factor(min(progress, 1.0), "onecycle", warmup)
-            for g in opt.param_groups:
-                g["lr"] = rate
-            losses = net(xs, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {float(loss)} at step {step + 1}; "
-                                         "lower lr or raise warmup")  # fmt: skip
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            step += 1
-            elapsed = time.perf_counter() - t0
-            parts = {k: round(float(v.detach()), 5) for k, v in losses.items()}
-            model.info = {"steps": step, "seconds": round(elapsed, 1), "images": len(samples),
-                          "lr": lr, "batch_size": batch_size, "patch_size": patch_size,
-                          "rois_per_image": rois_per_image, "seed": seed}  # fmt: skip
-            yield TrainStep(step, steps, float(loss.detach()), parts, rate, elapsed)
-            if max_seconds is not None and elapsed >= max_seconds:
-                break
-        net.eval()
-        return model
-    finally:
-        torch.set_num_threads(old_threads)
-
-
 # ---------------------------------------------------------------- saving
 
 
@@ -327,7 +140,7 @@ def save_maskrcnn(model: InstanceModel, folder) -> Path:
     """``folder/config.json`` (config and training record) + ``folder/weights.safetensors``."""
     from safetensors.torch import save_file
 
-    from .batch import write_atomic
+    from .batch_outputs import write_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -457,84 +270,3 @@ def predict_instances(
         min_pixels=cfg.min_pixels, min_kept=cfg.min_kept,
     )  # fmt: skip
     return (labels, type_scores) if with_scores else labels
-
-
-# ---------------------------------------------------------------- COCO evaluation
-
-
-def coco_annotations(
-    labels: dict[str, np.ndarray], types: Sequence[str], *, image_id: int,
-    scores: dict[str, np.ndarray] | None = None,
-) -> list[dict]:  # fmt: skip
-    """COCO annotations (``segmentation`` as compressed RLE, ``area``, ``bbox`` x, y, w, h,
-    ``category_id`` = type index + 1) of every instance of ``{type: label image}``; with
-    ``scores`` (``{type: score of label i + 1}``), results to evaluate."""
-    from pycocotools import mask as mask_util
-
-    out = []
-    for t, lab in labels.items():
-        lab = np.asarray(lab)
-        for i, sl in enumerate(ndi.find_objects(lab), 1):
-            if sl is None:
-                continue
-            m = np.asfortranarray(lab == i, dtype=np.uint8)
-            (y0, y1), (x0, x1) = (sl[0].start, sl[0].stop), (sl[1].start, sl[1].stop)
-            rle = mask_util.encode(m)
-            rle["counts"] = rle["counts"].decode("ascii")
-            ann = {
-                "image_id": int(image_id),
-                "category_id": list(types).index(t) + 1,
-                "segmentation": rle,
-                "area": int(m.sum()),
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "iscrowd": 0,
-            }
-            if scores is not None:
-                ann["score"] = float(scores[t][i - 1])
-            out.append(ann)
-    return out
-
-
-def coco_evaluate(
-    truth: list[dict], results: list[dict], *, types: Sequence[str],
-    shapes: dict[int, tuple[int, int]], areas: dict = LIVECELL_AREAS,
-) -> dict:  # fmt: skip
-    """Segmentation mAP (IoU 0.50:0.95), mAP50, mAP75, mAPs/m/l (``areas``) over all types
-    and per type, as COCOeval computes them, ``MAX_DETS[-1]`` detections an image; a cell
-    found with the wrong type counts as missed and as a false detection. ``truth``,
-    ``results``: :func:`coco_annotations` lists; ``shapes``: ``{image_id: (H, W)}``."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    cats = [{"id": k + 1, "name": t} for k, t in enumerate(types)]
-    images = [{"id": i, "height": h, "width": w} for i, (h, w) in shapes.items()]
-    gt = COCO()
-    gt.dataset = {"images": images, "categories": cats,
-                  "annotations": [{**a, "id": n + 1} for n, a in enumerate(truth)]}  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        gt.createIndex()
-        dt = gt.loadRes([{**a, "id": n + 1} for n, a in enumerate(results)]) if results else COCO()
-        if not results:
-            dt.dataset = {"images": images, "categories": cats, "annotations": []}
-            dt.createIndex()
-        ev = COCOeval(gt, dt, "segm")
-        ev.params.maxDets = list(MAX_DETS)
-        ev.params.areaRng = [[0, 1e10]] + [list(map(float, areas[k])) for k in areas]
-        ev.params.areaRngLbl = ["all", *areas]
-        ev.evaluate()
-        ev.accumulate()
-    prec = ev.eval["precision"]  # (IoU, recall, category, area, maxDets)
-    iou = list(np.round(ev.params.iouThrs, 2))
-
-    def summary(k=slice(None)) -> dict:
-        def ap(p):
-            p = p[p > -1]
-            return round(float(p.mean()), 4) if p.size else None
-
-        row = {"mAP": ap(prec[:, :, k, 0, -1]), "mAP50": ap(prec[iou.index(0.5), :, k, 0, -1]),
-               "mAP75": ap(prec[iou.index(0.75), :, k, 0, -1])}  # fmt: skip
-        for a, name in enumerate(areas, 1):
-            row[f"mAP{name[0]}"] = ap(prec[:, :, k, a, -1])
-        return row
-
-    return {"overall": summary(), "per_type": {t: summary(k) for k, t in enumerate(types)}}

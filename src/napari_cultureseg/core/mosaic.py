@@ -196,7 +196,7 @@ def block_unit(zoom: float, stride: int = 32, max_denominator: int = 16) -> int:
 def mosaic_levels(source, spec, zoom: float, block: int = BLOCK, samples: int = 4_000_000):
     """The normalisation levels of a whole mosaic: percentiles of a regular subsample of
     every block's model input (after the zoom, as a field's are measured)."""
-    from .images import levels_of, prepared_input
+    from .model_input import levels_of, prepared_input
 
     h, w = source.shape[:2]
     n_blocks = -(-h // block) * -(-w // block)

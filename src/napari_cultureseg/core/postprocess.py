@@ -1,7 +1,9 @@
-"""From per-class probabilities to masks, instances and measurements.
+"""From per-class probabilities to masks and instances.
 
 Thresholding works on kept probabilities, so a threshold can change without
-running the network again.
+running the network again. Carrying labels to another grid and measuring objects
+are in :mod:`.instance_labels`. A few lines over 400: :func:`instances` and its tiled
+form for large masks call each other, so they stay in one module.
 """
 
 from __future__ import annotations
@@ -161,7 +163,7 @@ def instances(
     flow, flow_steps
         ``(2, H, W)``: the network's two flow channels as it gives them, row and
         column components ``v`` stored as ``(v + 1) / 2`` in [0, 1]
-        (:func:`bundles.flow_channels`), and the number of steps to follow them,
+        (:func:`bundle_config.flow_channels`), and the number of steps to follow them,
         for ``flow``.
     tile, halo
         Masks larger than ``TILED_ABOVE`` pixels are labelled tile by tile, so memory
@@ -383,85 +385,6 @@ def _close_gaps(out: np.ndarray, present: np.ndarray, rows: int = 1024) -> tuple
     return result, m
 
 
-def transfer_labels(
-    labels: np.ndarray, mask: np.ndarray, *, min_size: int = 0, rows: int = 1024
-) -> np.ndarray:
-    """Instance labels found on another grid (the network's), carried onto ``mask``'s grid.
-
-    Objects are separated where the model sees them at the size it learnt (see
-    :meth:`segment.Segmentation.instances`), and drawn with the outline of
-    ``mask``, the class's mask on the image's own grid. Every pixel of ``mask``
-    takes the object with the most bilinear weight among its four neighbours on
-    ``labels``' grid (:func:`_vote`: where two objects meet the line is
-    interpolated); where none of them is an object (the outline of the smoother,
-    resampled mask) it takes the label of an adjacent pixel, growing by at most
-    the grid ratio + 1 pixels; parts of
-    ``mask`` that no object reaches (e.g. an object a user drew) become objects
-    of their own, dropped below ``min_size`` pixels. Labels outside ``mask`` are
-    cut. Band by band, so a whole-well mosaic needs no whole-image temporary
-    beyond the output.
-
-    Returns
-    -------
-    numpy.ndarray
-        uint16 labels (uint32 from 65 535 objects on), sequential.
-    """
-    labels = np.asarray(labels)
-    mask = np.asarray(mask, bool)
-    (h, w), (H, W) = labels.shape, mask.shape
-    reach = int(np.ceil(max(H / h, W / w))) + 1
-    n = int(labels.max()) if labels.size else 0
-    out = np.zeros((H, W), np.uint16 if n < 65535 else np.uint32)
-    ry, rx = _bilinear_neighbours(h, H), _bilinear_neighbours(w, W)
-    for y0 in range(0, H, rows):
-        y1 = min(H, y0 + rows)
-        ys, ye = max(0, y0 - reach), min(H, y1 + reach)
-        m = mask[ys:ye]
-        sub = np.zeros(m.shape, out.dtype)
-        for r in range(ys, ye, 256):  # the vote's temporaries: 256 rows at a time
-            r1 = min(ye, r + 256)
-            sub[r - ys : r1 - ys] = _vote(labels, ry, rx, r, r1)
-        sub[~m] = 0
-        need = m & (sub == 0)
-        for _ in range(reach):
-            if not need.any():
-                break
-            grown = ndi.grey_dilation(sub, size=(3, 3))
-            fill = need & (grown > 0)
-            sub[fill] = grown[fill]
-            need &= ~fill
-        out[y0:y1] = sub[y0 - ys : y0 - ys + (y1 - y0)]
-    out, n, _ = _label_leftovers(out, _unclaimed(mask, out), n, min_size)
-    present = object_sizes(out, n) > 0
-    present[0] = False
-    return _close_gaps(out, present)[0]
-
-
-def _bilinear_neighbours(n: int, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each of ``N`` target pixels along an axis of ``n`` source pixels (pixel centres
-    aligned, as ``resample_plane``): the two source neighbours and the second's weight."""
-    x = np.clip((np.arange(N) + 0.5) * n / N - 0.5, 0, n - 1)
-    i0 = np.floor(x).astype(np.int64)
-    return i0, np.minimum(i0 + 1, n - 1), (x - i0).astype(np.float32)
-
-
-def _vote(labels: np.ndarray, ry, rx, r0: int, r1: int) -> np.ndarray:
-    """Rows ``r0:r1`` of the target grid: each pixel takes the object label with the most
-    bilinear weight among its four source neighbours (background does not vote), so the
-    line between two objects is interpolated, not a staircase of source pixels."""
-    (y0, y1, wy), (x0, x1, wx) = (a[r0:r1] for a in ry), rx
-    wy, wx = wy[:, None], wx[None, :]
-    cand = [labels[y0][:, x0], labels[y0][:, x1], labels[y1][:, x0], labels[y1][:, x1]]
-    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]
-    best = np.zeros(cand[0].shape, labels.dtype)
-    best_w = np.zeros(cand[0].shape, np.float32)
-    for c in cand:
-        score = sum(np.where(c == d, w, np.float32(0)) for d, w in zip(cand, weights, strict=True))
-        better = (c > 0) & (score > best_w)
-        best[better], best_w[better] = c[better], score[better]
-    return best
-
-
 def _with_leftovers(mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``labels`` with the parts of ``mask`` that no seed reached as objects of their own."""
     rest, _ = ndi.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
@@ -483,28 +406,3 @@ def _distance_watershed(
     labels = watershed(-dist, seeds, mask=mask) if seeds.any() else np.zeros(mask.shape, np.int32)
     labels, _, _ = relabel_sequential(_with_leftovers(mask, labels))
     return labels
-
-
-def measure(labels: np.ndarray) -> list[dict]:
-    """Per-object area, perimeter, major/minor diameters and roundness (Rahkonen et al.'s features).
-
-    Roundness is ``4π·area / perimeter²`` (1 for a disc).
-    """
-    from skimage.measure import regionprops
-
-    rows = []
-    for r in regionprops(np.asarray(labels)):
-        per = float(r.perimeter)
-        rows.append(
-            {
-                "label": int(r.label),
-                "area": int(r.area),
-                "perimeter": per,
-                "major_diameter": float(r.axis_major_length),
-                "minor_diameter": float(r.axis_minor_length),
-                "roundness": float(4 * np.pi * r.area / per**2) if per > 0 else 0.0,
-                "centroid_y": float(r.centroid[0]),
-                "centroid_x": float(r.centroid[1]),
-            }
-        )
-    return rows

@@ -1,7 +1,7 @@
 """Object scale: how big a model's objects were in training, and how big they are in an image.
 
 A bundle records the median object diameter of its training data, in the
-pixels the network saw (:class:`bundles.ScaleSpec`). Before a new image goes
+pixels the network saw (:class:`bundle_config.ScaleSpec`). Before a new image goes
 through the network it is resampled by
 
     zoom = training diameter / the image's object diameter
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from .bundles import ESTIMATORS, ZOOM_LIMITS, check_zoom
+from .bundle_config import ESTIMATORS, ZOOM_LIMITS, check_zoom
 
 
 def object_diameters(mask: np.ndarray, *, min_area: int = 4) -> np.ndarray:
@@ -71,7 +71,7 @@ def zoom_for(
     Parameters
     ----------
     bundle_scale
-        The model's :class:`bundles.ScaleSpec`.
+        The model's :class:`bundle_config.ScaleSpec`.
     diameter
         Median object diameter in the image (px, of the model's reference class).
     pixel_size
@@ -231,7 +231,7 @@ def estimate_diameter(
     Parameters
     ----------
     bundle
-        A model whose :class:`~bundles.ScaleSpec` has a ``diameter`` and ``reference``.
+        A model whose :class:`~bundle_config.ScaleSpec` has a ``diameter`` and ``reference``.
     plane
         The image (gray or RGB, any dtype).
     method

@@ -3,7 +3,7 @@
 One function, :func:`targets_from_masks`, turns the masks of one image (binary
 or instance labels, one per class) into the ``(target, valid)`` pair of a
 training :class:`~.datasets.Sample`, in the output order of
-:attr:`bundles.BundleConfig.n_outputs`: the K classes, then a border channel
+:attr:`bundle_config.BundleConfig.n_outputs`: the K classes, then a border channel
 per ``separate: boundary`` class, then a distance channel per ``separate:
 distance`` class, then two flow channels per ``separate: flow`` class.
 Folders of training data, synthetic data and the user's workspaces all go
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .bundles import boundary_channels, distance_channels, flow_channels
+from .bundle_config import boundary_channels, distance_channels, flow_channels
 
 
 def as_labels(mask: np.ndarray) -> np.ndarray:
@@ -168,7 +168,7 @@ def targets_from_masks(
         shape; a class that is absent (or None) is unknown for this image, not
         background (``valid`` False, its loss ignored).
     classes
-        Names or :class:`bundles.ClassSpec` in the model's output order; border
+        Names or :class:`bundle_config.ClassSpec` in the model's output order; border
         and distance channels exist only for ClassSpecs that ask for them.
     shape
         ``(H, W)`` of the image.

@@ -139,7 +139,7 @@ def predict_tiled(
     Parameters
     ----------
     image
-        Model input, ``(C, H, W)`` float32 (see :func:`images.to_model_input`).
+        Model input, ``(C, H, W)`` float32 (see :func:`model_input.to_model_input`).
     predictor
         Function from a batch ``(B, C, tile, tile)`` to ``(B, K, tile, tile)``.
     tile

@@ -52,8 +52,10 @@ def saved_sample(key: str, spec, classes, *, root: str | Path | None = None) -> 
         The workspace came from an in-memory image, or its image file is gone
         or changed (the message says to open the image in napari instead).
     """
-    from .images import ImageError, as_plane, read_array, to_model_input
-    from .workspace import Workspace, WorkspaceError
+    from .images import ImageError, as_plane, read_array
+    from .model_input import to_model_input
+    from .workspace import Workspace
+    from .workspace_files import WorkspaceError
 
     ws = Workspace.open(key, root=root)
     what = f"saved workspace {key} ({ws.image_name})"
@@ -158,8 +160,8 @@ def at_training_scale(parent: Bundle, samples: Sequence[Sample]) -> list[Sample]
     names = parent.config.class_names
     if not (sc.diameter and sc.reference in names):
         return list(samples)
-    from .bundles import value_channels
-    from .datasets import zoom_sample
+    from .bundle_config import value_channels
+    from .patches import zoom_sample
     from .scale import zoom_from_mask
 
     k = names.index(sc.reference)
@@ -194,7 +196,7 @@ def fine_tune_job(
     val = [v for _, v in pairs if v.valid.any()]
     if not train:
         raise ValueError("too few reviewed pixels: review a larger region before fine-tuning")
-    from .bundles import safe_name
+    from .bundle_config import safe_name
 
     name = safe_name(next_version_name(parent_name), what="model version name")
     config = with_parent_loss(parent, config)

@@ -29,9 +29,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..bundles import boundary_channels
+from ..bundle_config import boundary_channels
 from ..datasets import Sample, borders
-from ..images import InputSpec, to_model_input
+from ..model_input import InputSpec, to_model_input
 
 KINDS = ("culture", "spheroid-easy", "spheroid-hard")
 """Generators: ``culture`` (Rahkonen et al.'s six classes S, I, IP, P, O, R) and
@@ -145,12 +145,12 @@ def synthetic_samples(
     seeds
         One image per seed; the same seed always gives the same sample.
     classes
-        Class names or :class:`bundles.ClassSpec` in the model's output order.
+        Class names or :class:`bundle_config.ClassSpec` in the model's output order.
         A class the generator does not draw is *unknown* (``valid`` False), as
         a missing mask file is in :func:`datasets.load_folder`; border
         channels of ``separate: boundary`` classes are added the same way.
     spec
-        How the image becomes model input (:func:`images.to_model_input`);
+        How the image becomes model input (:func:`model_input.to_model_input`);
         default ``InputSpec()`` (gray, percentile-normalised).
 
     Returns

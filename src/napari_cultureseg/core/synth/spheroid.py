@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .culture import _harmonics, _smooth, _star, _upsample, _window
+from .shapes import _harmonics, _smooth, _star, _upsample, _window
 
 DIFFICULTIES = ("easy", "hard")
 

@@ -10,7 +10,7 @@
 =================  ==========================================================
 
 Model settings (architecture, classes, input, tiling, scale) live in
-:class:`~..bundles.BundleConfig`; a new model is trained by handing
+:class:`~..bundle_config.BundleConfig`; a new model is trained by handing
 :func:`fine_tune` its BundleConfig, a fine-tuned one by handing it the parent
 :class:`~..bundles.Bundle`.
 """

@@ -1,7 +1,7 @@
 """The optimisation settings of a training run, and the report it yields after every batch.
 
 Everything about the *model* (architecture, classes, input, tiling, scale)
-lives in :class:`bundles.BundleConfig`; :class:`TrainConfig` holds how it is
+lives in :class:`bundle_config.BundleConfig`; :class:`TrainConfig` holds how it is
 optimised and nothing else.
 """
 

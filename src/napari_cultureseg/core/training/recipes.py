@@ -1,7 +1,7 @@
 """Training recipes: a YAML file becomes a model config, optimisation settings and data.
 
 A recipe (``configs/*.yaml``) names the model (architecture, classes, input,
-tiling, scale: a :class:`~..bundles.BundleConfig`), its data and their split
+tiling, scale: a :class:`~..bundle_config.BundleConfig`), its data and their split
 into **train / val / test**, and the optimisation (a :class:`TrainConfig`).
 Validation images pick the kept weights (early stopping) and the
 post-processing; test images are never seen by any choice and give the
@@ -20,18 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundles import (
-    BundleConfig,
-    ClassSpec,
-    DerivedClass,
-    ScaleSpec,
-    bundled_dir,
-    safe_name,
-    user_models_dir,
-)
-from ..datasets import Sample, load_folder, scale_zooms, split
+from ..bundle_config import BundleConfig, ClassSpec, DerivedClass, ScaleSpec, safe_name
+from ..bundles import bundled_dir, user_models_dir
+from ..datasets import Sample, load_folder, split
 from ..device import resolve_device
-from ..images import InputSpec
+from ..model_input import InputSpec
+from ..patches import scale_zooms
 from .config import Report, TrainConfig
 from .loop import run_training
 
@@ -196,11 +190,11 @@ def prepare_from_config(
     ``scale: {reference: nucleus, diameter: 16, per: group}`` resamples every
     folder's images so that the median diameter of the reference class's
     objects is ``diameter`` px (measured per experiment, or per image), and
-    records it in the model (:class:`~..bundles.ScaleSpec`); without
+    records it in the model (:class:`~..bundle_config.ScaleSpec`); without
     ``diameter`` nothing is resampled and the measured median is recorded.
 
     ``input: {histogram_match: true}`` matches every image's histogram to the
-    brightest training image (Aydın et al. 2022, :func:`datasets.match_to_brightest`);
+    brightest training image (Aydın et al. 2022, :func:`patches.match_to_brightest`);
     the reference is stored in the bundle and applied to every image it segments.
 
     Raises
@@ -261,7 +255,7 @@ def prepare_from_config(
     check_disjoint(parts["train"], parts["val"])
     check_disjoint(parts["train"] + parts["val"], parts["test"])
     if histogram_match:
-        from ..datasets import match_to_brightest
+        from ..patches import match_to_brightest
 
         train, val, spec = match_to_brightest(
             parts["train"], parts["val"] + parts["test"], model.input

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..bundles import BundleConfig
+from ..bundle_config import BundleConfig
 from ..datasets import Sample
 from ..device import to_device
-from ..images import fit_shape, resize_planes
+from ..model_input import fit_shape, resize_planes
 from ..nets import output_stride
 from ..postprocess import above, binary_mask
 from ..segment import predict_whole
@@ -36,7 +36,7 @@ class Validation:
     """Per counted class, how much larger the model draws its objects than the truth: the
     geometric mean over images of (median predicted diameter / median true diameter), at
     the training scale (only with objects). The scale estimate corrects for it
-    (:attr:`bundles.ScaleSpec.bias`)."""
+    (:attr:`bundle_config.ScaleSpec.bias`)."""
 
     def score(self, select_by: str = "dice") -> float:
         """The number that picks the kept weights (see ``TrainConfig.select_by``)."""
@@ -78,8 +78,8 @@ def score(
     """
     import torch
 
-    from .. import metrics as M
-    from ..segment import Segmentation
+    from .. import object_metrics as OM
+    from ..segmentation import Segmentation
     from ..targets import as_labels
 
     net.eval()
@@ -137,7 +137,7 @@ def score(
             pooled[spec.name] = float(2 * i / (p + q)) if p + q else 1.0
             mean[spec.name] = float(np.mean(per_image[c]))
     sa = {
-        name: float(M.segmentation_accuracy(preds, trues, 0.5))
+        name: float(OM.segmentation_accuracy(preds, trues, 0.5))
         for name, (preds, trues) in matched.items()
         if preds
     }

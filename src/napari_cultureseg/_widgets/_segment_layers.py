@@ -1,0 +1,145 @@
+"""The layers a segmentation result makes in the viewer, for the Segment dock
+(:mod:`.segment`): class masks through the image's workspace, probability images,
+hidden object-count layers and one live threshold slider per class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import FloatSlider
+
+from ..core.segmentation import Segmentation
+from ._corrections import Corrections, layer_name
+from ._segment_job import SegmentRequest
+
+
+class ResultLayers:
+    """The result-to-layers half of :class:`.segment.SegmentWidget` (a mixin).
+
+    Uses the widget's ``viewer``, ``status``, ``thresholds`` (the sliders' container),
+    ``result`` with ``_result_for`` (image name, plane index, box), ``_sliders`` and
+    :meth:`corrections_for`.
+    """
+
+    def _select_first_class(self, image_name: str, result: Segmentation) -> None:
+        """Select the first class layer, so that the brush paints it (not an objects layer)."""
+        name = layer_name(image_name, result.classes[0].name)
+        if name in self.viewer.layers:
+            self.viewer.layers.selection.active = self.viewer.layers[name]
+
+    def count_objects(self, *_) -> str:
+        """Label the objects of every counted class in its current (corrected) mask.
+
+        Each goes to a hidden Labels layer ``<image> · <class> objects`` (one
+        label per object, read-only: correct the class layer and count again).
+        Touching objects are split as the model says (its border channel, or a
+        watershed). Returns (and shows) the counts.
+        """
+        if self.result is None or self._result_for is None:
+            return ""
+        name, _index, box = self._result_for
+        if name not in self.viewer.layers:
+            return ""
+        image = self.viewer.layers[name]
+        corr = self.corrections_for(image)
+        corr.sync()
+        counts = []
+        for spec in self.result.classes:
+            if not spec.instances or spec.name not in corr.ws.masks:
+                continue
+            mask = corr.ws.masks[spec.name] > 0
+            if box is None:
+                labels = self.result.instances(spec.name, mask=mask)
+            else:  # the model's view covers the box only: count there
+                labels = np.zeros(mask.shape, np.uint32)
+                labels[box[0] : box[2], box[1] : box[3]] = self.result.instances(
+                    spec.name, mask=mask[box[0] : box[2], box[1] : box[3]]
+                )
+            lname = f"{layer_name(name, spec.name)} objects"
+            if lname in self.viewer.layers:
+                self.viewer.layers[lname].data = labels
+            else:
+                layer = self.viewer.add_labels(
+                    labels,
+                    name=lname,
+                    visible=False,
+                    opacity=0.6,
+                    scale=image.scale[-2:],
+                    translate=image.translate[-2:],
+                )
+                layer.editable = False
+            counts.append(f"{spec.name} {int(labels.max())}")
+        text = ", ".join(counts) or "no counted class"
+        self.status.value = f"objects: {text}"
+        return text
+
+    def _apply(
+        self,
+        corr: Corrections,
+        result: Segmentation,
+        model: str | None,
+        *,
+        kind: str,
+        only: str | None = None,
+    ):
+        box = self._result_for[2]
+        for spec in result.classes:
+            if only is not None and spec.name != only:
+                continue
+            t = self._sliders[spec.name].value if spec.name in self._sliders else spec.threshold
+            mask = result.mask(spec.name, t)
+            if box is not None:  # paste the region into the full plane
+                full = np.zeros(corr.ws.shape, bool)
+                full[box[0] : box[2], box[1] : box[3]] = mask
+                mask = full
+            corr.set_from_model(spec.name, spec.colour, mask, kind=kind, model=model, box=box)
+
+    def _probability_layers(self, result: Segmentation, req: SegmentRequest):
+        image = self.viewer.layers[req.image_name]
+        off = (req.box[0], req.box[1]) if req.box else (0, 0)
+        for k, spec in enumerate(result.classes):
+            name = f"{layer_name(req.image_name, spec.name)} probability"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_image(
+                result.probability(k),
+                name=name,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                opacity=0.7,
+                visible=False,
+                scale=image.scale[-2:],
+                translate=np.asarray(image.translate[-2:]) + np.asarray(off) * image.scale[-2:],
+            )
+
+    def _build_thresholds(self, result: Segmentation):
+        """One live slider per class: re-thresholds the kept probabilities, no network run.
+
+        A class keeps the threshold the user chose for it in an earlier run.
+        """
+        previous = {n: s.value for n, s in self._sliders.items()}
+        self.thresholds.clear()
+        self._sliders = {}
+        for spec in result.classes:
+            s = FloatSlider(
+                label=spec.name,
+                min=0.05,
+                max=0.95,
+                step=0.01,
+                value=previous.get(spec.name, spec.threshold),
+                tooltip=f"{spec.name}: {spec.description}" if spec.description else None,
+            )
+            s.changed.connect(lambda _v, n=spec.name: self.rethreshold(n))
+            self.thresholds.append(s)
+            self._sliders[spec.name] = s
+
+    def rethreshold(self, cls: str):
+        """Apply the slider's threshold to ``cls`` (unreviewed pixels only)."""
+        if self.result is None or self._result_for is None:
+            return
+        name, index, _ = self._result_for
+        if name not in self.viewer.layers:
+            return
+        corr = self.corrections_for(self.viewer.layers[name])
+        self._apply(corr, self.result, None, kind="threshold", only=cls)
+        corr.update_derived()
