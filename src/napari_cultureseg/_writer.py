@@ -34,6 +34,8 @@ def write_labels(path: str, layer_data: list[tuple]) -> list[str]:
     """Write Labels layers (napari's ``(data, meta, layer_type)`` tuples); returns the paths."""
     import tifffile
 
+    from .core.atomic import write_atomic
+
     target = Path(path)
     if target.suffix.lower() not in (".tif", ".tiff"):
         target = target.with_name(target.name + ".tif")
@@ -66,12 +68,12 @@ def write_labels(path: str, layer_data: list[tuple]) -> list[str]:
             "colour": str(ours.get("colour", "")),
             "written_by": "napari-cultureseg",
         }
-        tifffile.imwrite(
+        text = json.dumps(desc)
+        write_atomic(  # a save that fails leaves the file that was there
             p,
-            data.astype(dtype, copy=False),
-            compression="zlib",
-            description=json.dumps(desc),
-            metadata=None,
+            lambda tmp, d=data, t=dtype, s=text: tifffile.imwrite(
+                tmp, d.astype(t, copy=False), compression="zlib", description=s, metadata=None
+            ),
         )
     return [str(p) for p in paths]
 

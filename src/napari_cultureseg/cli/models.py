@@ -111,7 +111,10 @@ def cmd_evaluate(args) -> int:
     print(f"{bundle.config.name} on {len(truths)} images of {args.data} ({args.split})")
     print(format_table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        from ..core.atomic import write_atomic
+
+        text = json.dumps(result, indent=2) + "\n"
+        write_atomic(Path(args.json), lambda tmp: tmp.write_text(text))
     if args.record:
         from ..core.cards import record_evaluation
 

@@ -50,6 +50,7 @@ def cmd_plate(args) -> int:
 def cmd_segment(args) -> int:
     from tqdm import tqdm
 
+    from ..core.atomic import write_atomic
     from ..core.batch import run_fields
     from ..core.batch_outputs import (
         TABLES,
@@ -59,7 +60,6 @@ def cmd_segment(args) -> int:
         own_outputs,
         read_record,
         record_outputs,
-        write_atomic,
         write_tables,
     )
     from ..core.bundle_config import safe_name

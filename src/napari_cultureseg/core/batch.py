@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
 from .batch_outputs import (
     FieldDone,
     FieldJob,
@@ -40,7 +41,6 @@ from .batch_outputs import (
     own_outputs,
     read_record,
     record_outputs,
-    write_atomic,
     write_tif,
 )
 

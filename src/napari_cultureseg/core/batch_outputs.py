@@ -10,12 +10,13 @@ tables, and atomic writes (a temporary file renamed into place).
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_atomic
 
 RECORDS = ".cultureseg-fields"
 """Folder in ``--out`` with one record per field (see the module docstring)."""
@@ -133,17 +134,6 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot record {type(value).__name__}")
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(temporary path)``, then rename it to ``path``: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _source(job: FieldJob) -> dict:

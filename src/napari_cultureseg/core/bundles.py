@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import swap_in
 from .bundle_config import FORMAT, BundleConfig, BundleError
 
 CONFIG = "config.json"
@@ -152,7 +153,7 @@ class Bundle:
                     metadata={"format": FORMAT},
                 )
             (tmp / CONFIG).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            _swap_in(tmp, path)
+            swap_in(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -198,17 +199,6 @@ class Bundle:
     def with_config(self, **changes) -> Bundle:
         """A new bundle with the same weights and some config fields changed."""
         return Bundle(replace(self.config, **changes), self.state_dict(), None, self.aux)
-
-
-def _swap_in(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``, replacing an existing folder with one rename each way."""
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- where bundles live

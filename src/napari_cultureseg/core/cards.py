@@ -9,9 +9,9 @@ rendering, rewritten whenever those change (``cultureseg evaluate --record``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from .atomic import write_atomic
 from .bundle_config import BundleConfig
 from .bundles import CONFIG
 
@@ -168,11 +168,8 @@ def write_card(bundle_dir: str | Path) -> Path:
     """(Re)write ``card.md`` of a bundle folder from its ``config.json``."""
     bundle_dir = Path(bundle_dir)
     cfg = BundleConfig.from_dict(json.loads((bundle_dir / CONFIG).read_text()))
-    out = bundle_dir / CARD
-    tmp = out.with_name(f".{CARD}.tmp")
-    tmp.write_text(render_card(cfg))
-    os.replace(tmp, out)
-    return out
+    text = render_card(cfg)
+    return write_atomic(bundle_dir / CARD, lambda tmp: tmp.write_text(text))
 
 
 def record_evaluation(bundle_dir: str | Path, result: dict) -> None:
@@ -182,9 +179,8 @@ def record_evaluation(bundle_dir: str | Path, result: dict) -> None:
     card = d.setdefault("card", {})
     card.setdefault("evaluations", {})[result.get("split", "all")] = result
     card.pop("evaluation", None)
-    tmp = bundle_dir / f".{CONFIG}.tmp"
-    tmp.write_text(json.dumps(d, indent=2) + "\n")
-    os.replace(tmp, bundle_dir / CONFIG)
+    text = json.dumps(d, indent=2) + "\n"
+    write_atomic(bundle_dir / CONFIG, lambda tmp: tmp.write_text(text))
     write_card(bundle_dir)
 
 
@@ -211,7 +207,6 @@ def record_thresholds(bundle_dir: str | Path, thresholds: dict[str, float], how:
         "how": how,
         "values": {c["name"]: c["threshold"] for c in d["classes"]},
     }
-    tmp = bundle_dir / f".{CONFIG}.tmp"
-    tmp.write_text(json.dumps(d, indent=2) + "\n")
-    os.replace(tmp, bundle_dir / CONFIG)
+    text = json.dumps(d, indent=2) + "\n"
+    write_atomic(bundle_dir / CONFIG, lambda tmp: tmp.write_text(text))
     write_card(bundle_dir)

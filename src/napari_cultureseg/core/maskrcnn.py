@@ -140,7 +140,7 @@ def save_maskrcnn(model: InstanceModel, folder) -> Path:
     """``folder/config.json`` (config and training record) + ``folder/weights.safetensors``."""
     from safetensors.torch import save_file
 
-    from .batch_outputs import write_atomic
+    from .atomic import write_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

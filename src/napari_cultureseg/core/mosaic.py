@@ -389,6 +389,8 @@ def write_tiled_tif(path: str | Path, z, *, tile: int = 512) -> Path:
     (what Fiji, QuPath and napari open without reading it whole)."""
     import tifffile
 
+    from .atomic import write_atomic
+
     h, w = z.shape
 
     def tiles():
@@ -401,7 +403,9 @@ def write_tiled_tif(path: str | Path, z, *, tile: int = 512) -> Path:
                 yield t
 
     path = Path(path)
-    tifffile.imwrite(
-        path, tiles(), shape=(h, w), dtype=z.dtype, tile=(tile, tile), compression="zlib"
+    return write_atomic(
+        path,
+        lambda tmp: tifffile.imwrite(
+            tmp, tiles(), shape=(h, w), dtype=z.dtype, tile=(tile, tile), compression="zlib"
+        ),
     )
-    return path

@@ -13,12 +13,13 @@ into place, so a reader never sees half a field.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import swap_in
 
 SUFFIX = ".ome.zarr"
 
@@ -114,9 +115,7 @@ def write_field(
             fmt=fmt,
             label_metadata=coloured.get(name),
         )
-    if path.exists():  # a field written again: its old folder goes only now
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    swap_in(tmp, path)  # a field written again: its old folder goes only now
     return path
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,15 +93,13 @@ def onnx_file(bundle, *, folder: Path | None = None) -> Path:
             meta = {}
         if meta.get("network") == key and meta.get("sha256") == _file_sha(path):
             return path
+    from .atomic import write_atomic
+
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        _export(bundle, tmp)
-        meta = {"network": key, "sha256": _file_sha(tmp), "opset": OPSET}
-        side.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)  # no sidecar vouches for a file being replaced
+    write_atomic(path, lambda tmp: _export(bundle, tmp))
+    text = json.dumps({"network": key, "sha256": _file_sha(path), "opset": OPSET}, indent=1)
+    write_atomic(side, lambda tmp: tmp.write_text(text + "\n"))
     return path
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from .atomic import write_atomic
 from .bundle_config import distance_channels, flow_channels
 from .datasets import Sample, experiment_of
 from .workspace_files import (
@@ -50,7 +51,6 @@ from .workspace_files import (
     JournalEntry,
     WorkspaceError,
     _append_journal,
-    _atomic_write,
     _class_file,
     _now,
     default_root,
@@ -368,7 +368,7 @@ class Workspace:
             if force or first or name in self._dirty or name in self._unsaved:
                 pages = np.stack([self._masks[name].view(bool), self._reviewed[name]])
                 desc = json.dumps({"class": name, "pages": ["mask", "reviewed"]})
-                _atomic_write(
+                write_atomic(
                     self.folder / _class_file(name),
                     lambda f, p=pages, d=desc: tifffile.imwrite(
                         f,
@@ -379,6 +379,7 @@ class Workspace:
                         description=d,
                         metadata=None,
                     ),
+                    durable=True,
                 )
                 self._counts[name] = int(np.count_nonzero(pages[1]))
                 self._dirty.discard(name)
@@ -401,7 +402,7 @@ class Workspace:
             "modified": self.modified,
         }
         text = json.dumps(meta, indent=2) + "\n"
-        _atomic_write(self.folder / META, lambda f: f.write(text.encode()))
+        write_atomic(self.folder / META, lambda f: f.write_text(text), durable=True)
         if os.name == "posix":  # make the renames themselves durable
             fd = os.open(self.folder, os.O_RDONLY)
             try:

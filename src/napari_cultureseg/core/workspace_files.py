@@ -7,13 +7,10 @@ and the list of saved workspaces; the folder layout is described in :mod:`.works
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,20 +119,6 @@ def key_for_array(array, *, samples: int = 512) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _class_file(name: str) -> str:

@@ -244,7 +244,7 @@ def write_dataset(
     import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    from ..batch_outputs import write_atomic
+    from ..atomic import write_atomic
 
     if sys.platform != "linux":
         workers = 1

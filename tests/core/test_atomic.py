@@ -1,0 +1,34 @@
+"""The one atomic writer: a failed write leaves the old file whole and no temporary behind."""
+
+import pytest
+
+from napari_cultureseg.core.atomic import swap_in, write_atomic
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_a_write_replaces_the_file_whole_and_a_failed_one_changes_nothing(tmp_path, durable):
+    path = tmp_path / "masks.csv"
+    write_atomic(path, lambda tmp: tmp.write_text("old"), durable=durable)
+    assert path.read_text() == "old"
+
+    def half_then_crash(tmp):
+        tmp.write_text("half of the ne")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, half_then_crash, durable=durable)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks.csv"]
+    assert write_atomic(path, lambda tmp: tmp.write_text("new"), durable=durable) == path
+    assert path.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_folder_is_swapped_in_whole(tmp_path):
+    path, new = tmp_path / "field.ome.zarr", tmp_path / ".field.tmp"
+    path.mkdir()
+    (path / "old").write_text("1")
+    new.mkdir()
+    (new / "new").write_text("2")
+    swap_in(new, path)
+    assert [p.name for p in path.iterdir()] == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["field.ome.zarr"]
