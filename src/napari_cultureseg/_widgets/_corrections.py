@@ -235,11 +235,9 @@ class Corrections:
     # ------------------------------------------------------------- review
     def visible_box(self) -> tuple[int, int, int, int]:
         """The part of the image on screen, in pixels (y0, x0, y1, x1), clipped to the image."""
-        corners = np.asarray(self.image.corner_pixels)[:, -2:]
-        h, w = self.ws.shape
-        y0, x0 = np.clip(corners[0], 0, [h, w])
-        y1, x1 = np.clip(corners[1] + 1, 0, [h, w])
-        return int(y0), int(x0), int(y1), int(x1)
+        from ._view import visible_box
+
+        return visible_box(self.image, self.ws.shape)
 
     def accept_view(self, cls: str | None = None) -> int:
         """Mark the visible region of ``cls`` (None: every class) as reviewed and correct."""

@@ -245,11 +245,10 @@ class FinetuneWidget(Container):
         if layer is None:
             return None
         from ._segment_job import current_plane
+        from ._view import visible_box
 
         plane, _ = current_plane(self.viewer, layer)
-        corners = np.asarray(layer.corner_pixels)[:, -2:]
-        y0, x0 = np.maximum(corners[0], 0)
-        y1, x1 = np.minimum(corners[1] + 1, plane.shape[:2])
+        y0, x0, y1, x1 = visible_box(layer, plane.shape)
         if (y1 - y0) * (x1 - x0) > 2048 * 2048:  # preview only a view that is cheap to predict
             return None
         # at the zoom the Segment widget used on this image: the objects the model expects

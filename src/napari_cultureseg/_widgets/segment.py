@@ -40,6 +40,7 @@ from ..core.segmentation import Segmentation
 from ._corrections import Corrections, workspace_key
 from ._segment_job import SegmentRequest, current_plane, prepare_model, run_segmentation
 from ._segment_layers import ResultLayers
+from ._view import visible_box
 
 VIEW_MARGIN = 64
 """Context (pixels) added around the visible region when only the view is segmented."""
@@ -305,11 +306,7 @@ class SegmentWidget(ResultLayers, Container):
         box = None
         if self.view_only.value:
             plane, _ = current_plane(self.viewer, layer)
-            corners = np.asarray(layer.corner_pixels)[:, -2:]
-            h, w = plane.shape[:2]
-            y0, x0 = np.maximum(corners[0] - VIEW_MARGIN, 0)
-            y1, x1 = np.minimum(corners[1] + 1 + VIEW_MARGIN, [h, w])
-            box = (int(y0), int(x0), int(y1), int(x1))
+            box = visible_box(layer, plane.shape, VIEW_MARGIN)
         source = getattr(getattr(layer, "source", None), "path", None)
         return SegmentRequest(
             layer.name,
