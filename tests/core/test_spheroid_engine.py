@@ -91,6 +91,13 @@ def test_fit_shape_and_resize_planes():
     y = resize_planes(x, (48, 64))
     assert y.shape == (2, 48, 64) and y.dtype == np.float32
     assert np.allclose(y[0], 0) and np.allclose(y[1], 5)
+    # the engine's input resize is Sadanandan et al.'s downsampling (the oracle)
+    from napari_cultureseg.core.spheroid import downsample_input
+
+    img = np.random.default_rng(3).random((150, 150)).astype(np.float32)
+    np.testing.assert_allclose(
+        resize_planes(img[None], (48, 48))[0], downsample_input(img, 48), atol=1e-6
+    )
 
 
 def test_segment_resizes_whole_image_and_keeps_the_largest_object():
@@ -326,3 +333,63 @@ def test_the_engines_spheroid_loss_and_lambda_are_the_papers():
     n = cfg.adversarial_lambda_steps
     for step in (1, 2, 600, n + 1, 3 * n):  # the loop counts steps from 1
         assert adv.lambda_for(0.0, step=step) == pytest.approx(adversarial_lambda(step - 1, n + 1))
+
+
+def test_the_engines_adversarial_losses_are_the_papers():
+    """The training loop's two adversarial losses (the segmenter's masked loss plus
+    Adversary.generator_loss; Adversary.step for the discriminator) against Sadanandan
+    et al.'s eqs. 2 and 3 as written in spheroid.adversarial_losses (the oracle)."""
+    from napari_cultureseg.core.adversarial import Adversary
+    from napari_cultureseg.core.spheroid import adversarial_losses, weighted_labels
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(5)
+    mask = np.zeros((1, 1, 48, 48), bool)  # batch 1, as the paper trains (the engine
+    mask[0, 0, 8:30, 10:28] = True  # weighs each image of a larger batch on its own)
+    image = torch.tensor(rng.normal(size=mask.shape), dtype=torch.float32)
+    logits = torch.tensor(rng.normal(0, 2, mask.shape), dtype=torch.float32)
+    t = torch.tensor(mask, dtype=torch.float32)
+    valid = torch.ones_like(t, dtype=torch.bool)
+    adv = Adversary(1, 1, lam=(0.01, 0.1), lambda_steps=100)
+    engine_seg = masked_loss(
+        logits, t, valid, class_weighting=True, weight_clip=(1.0, 1e3), fg_weight_factor=3.0,
+        dice_weight=0.0,
+    )  # fmt: skip
+    term, lam = adv.generator_loss(image, logits, valid, progress=0.0, step=51)
+    w = torch.tensor(weighted_labels(mask))
+    paper_seg, paper_disc = adversarial_losses(adv.disc, image, logits, t, w, lam)
+    assert float(engine_seg + term) == pytest.approx(float(paper_seg), rel=1e-5)
+    assert adv.step(image, logits, t, valid) == pytest.approx(float(paper_disc), rel=1e-5)
+
+
+def test_the_engines_whole_image_path_is_the_papers_post_processing():
+    """segment() on a resize_to model against Sadanandan et al.'s post-processing as written
+    in spheroid.spheroid_mask (upsample="prob": probabilities resized back, then cleaned
+    at full size), the oracle, on the same network-resolution probabilities: a large
+    spheroid with a hole, a smaller one and specks."""
+    from napari_cultureseg.core.spheroid import spheroid_mask
+
+    yy, xx = np.mgrid[:48, :64]
+    p = np.exp(-(((yy - 24) / 9.0) ** 2 + ((xx - 22) / 11.0) ** 2))  # the spheroid
+    p = np.maximum(p, 0.8 * np.exp(-(((yy - 12) / 4.0) ** 2 + ((xx - 52) / 4.0) ** 2)))
+    p[23:26, 21:24] = 0.1  # a hole, filled by both
+    p[40, 5] = p[3, 3] = 0.9  # specks under min_size
+    p = p.astype(np.float32)
+    bundle = Bundle(tiny_spheroid_config())
+    seen = []
+
+    def network(batch):
+        seen.append(batch.shape)
+        return p[None, None].repeat(len(batch), 0)
+
+    bundle.predictor = lambda device: network
+    image = np.random.default_rng(2).integers(0, 255, (90, 120)).astype(np.uint8)
+    seg = run_to_end(segment(bundle, image, device="cpu", runtime="torch"))
+    assert seen == [(1, 1, 48, 64)]
+    engine = seg.masks()["spheroid"]
+    spec = bundle.config.classes[0]
+    paper = spheroid_mask(p, (90, 120), threshold=spec.threshold, min_size=spec.min_size,
+                          upsample="prob")  # fmt: skip
+    assert ndi.label(engine)[1] == 1 and engine[45, 40] and not engine[22, 97]
+    iou = (engine & paper).sum() / (engine | paper).sum()
+    assert iou > 0.99, iou  # the two bilinear resizes differ by < 0.005 in probability
