@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from napari_cultureseg.core.bundle_config import ClassSpec, DerivedClass
-from napari_cultureseg.core.instance_labels import measure
 from napari_cultureseg.core.postprocess import binary_mask, instances
 from napari_cultureseg.core.segmentation import Segmentation
 
@@ -37,17 +36,21 @@ def test_instances_by_connected_components():
     assert len(np.unique(lab[1:3, 1:3])) == 1 and lab[0, 9] == 0
 
 
-def test_measurements_tell_discs_from_rods():
+def test_the_object_table_tells_discs_from_rods():
     from skimage.draw import disk
+
+    from napari_cultureseg.core.tables import object_rows
 
     lab = np.zeros((60, 60), np.uint16)
     lab[disk((20, 20), 10)] = 1
     lab[50:53, 5:55] = 2
-    disc, rod = measure(lab)
+    disc, rod = object_rows({"cell": lab})
     assert disc["area"] == (lab == 1).sum() and rod["area"] == 150
-    assert disc["roundness"] > 0.85 > 0.4 > rod["roundness"]
-    assert rod["major_diameter"] > 10 * rod["minor_diameter"] / 2
-    assert abs(disc["major_diameter"] - disc["minor_diameter"]) < 1
+    assert disc["eccentricity"] < 0.2 < 0.99 < rod["eccentricity"]
+    assert abs(disc["equivalent_diameter"] - 20) < 1
+    assert disc["solidity"] > 0.95 and rod["solidity"] == 1.0
+    roundness = [4 * np.pi * r["area"] / r["perimeter"] ** 2 for r in (disc, rod)]
+    assert roundness[0] > 0.85 > 0.4 > roundness[1]
 
 
 def test_overlapping_classes_and_derived_cytoplasm():

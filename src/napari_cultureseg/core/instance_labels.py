@@ -1,6 +1,6 @@
 """Instance label images after :mod:`.postprocess`: labels found on the network's grid
-carried onto the image's (:func:`transfer_labels`), and per-object measurements
-(:func:`measure`).
+carried onto the image's (:func:`transfer_labels`). Per-object measurements are
+:func:`.tables.object_rows`' (one implementation for the tables and everything else).
 """
 
 from __future__ import annotations
@@ -88,28 +88,3 @@ def _vote(labels: np.ndarray, ry, rx, r0: int, r1: int) -> np.ndarray:
         better = (c > 0) & (score > best_w)
         best[better], best_w[better] = c[better], score[better]
     return best
-
-
-def measure(labels: np.ndarray) -> list[dict]:
-    """Per-object area, perimeter, major/minor diameters and roundness (Rahkonen et al.'s features).
-
-    Roundness is ``4π·area / perimeter²`` (1 for a disc).
-    """
-    from skimage.measure import regionprops
-
-    rows = []
-    for r in regionprops(np.asarray(labels)):
-        per = float(r.perimeter)
-        rows.append(
-            {
-                "label": int(r.label),
-                "area": int(r.area),
-                "perimeter": per,
-                "major_diameter": float(r.axis_major_length),
-                "minor_diameter": float(r.axis_minor_length),
-                "roundness": float(4 * np.pi * r.area / per**2) if per > 0 else 0.0,
-                "centroid_y": float(r.centroid[0]),
-                "centroid_x": float(r.centroid[1]),
-            }
-        )
-    return rows
