@@ -27,6 +27,9 @@ zarr arrays on disk, then into tiled TIFFs or one OME-Zarr image:
 
 ``benchmarks/mosaic.py`` measures the peak memory on a 20000² mosaic and the
 agreement with the in-memory path on a crop.
+
+About 400 lines: the block grid, the object rule at seams and the streaming
+writers depend on one another's geometry and are kept together.
 """
 
 from __future__ import annotations
