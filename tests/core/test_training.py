@@ -347,3 +347,45 @@ def test_shipped_training_configs_are_valid(name):
 
     bundled = load_bundle(name).config
     assert bundled.params == model.params and bundled.class_names == model.class_names
+
+
+def test_weight_average_follows_its_decay_from_a_low_start():
+    from napari_cultureseg.core.training.averaging import averaged
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    avg = averaged(net, 0.9)
+    start = net[0].weight.detach().clone()
+    expected = start
+    for n in range(1, 30):
+        with torch.no_grad():
+            net[0].weight.add_(1.0)
+            net[1].num_batches_tracked.fill_(n)
+        avg.update_parameters(net)
+        if n > 1:  # the first update copies the network
+            d = min(0.9, n / (9 + n))  # (1 + n_averaged) / (10 + n_averaged), n_averaged = n - 1
+            expected = d * expected + (1 - d) * net[0].weight.detach()
+        else:
+            expected = net[0].weight.detach().clone()
+        assert torch.allclose(avg.module[0].weight, expected), n
+    assert avg.module[1].num_batches_tracked.item() == 29
+    assert (avg.module[0].weight < net[0].weight - 2).all()  # it lags behind the network
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(ema=1.0)
+
+
+def test_training_with_a_weight_average_keeps_the_average():
+    """The raw run is the same (same losses); the weights kept are the average's, which
+    differ from the last raw weights, still segment the discs, and the lineage says so."""
+    cfg = replace(CFG, val_every=100)
+    plain_reports, plain = _run(fine_tune(MODEL, TRAIN, [], cfg))
+    ema_reports, ema = _run(fine_tune(MODEL, TRAIN, [], replace(cfg, ema=0.9)))
+    assert [r.loss for r in ema_reports] == [r.loss for r in plain_reports]
+    assert ema.config.lineage["training"]["ema"] == 0.9
+    w_plain, w_ema = plain.state_dict(), ema.state_dict()
+    assert w_plain.keys() == w_ema.keys()
+    assert any(
+        not torch.equal(w_plain[k], w_ema[k]) for k in w_plain if w_plain[k].is_floating_point()
+    )
+    raw, truth = _raw_discs(999)
+    pred = run_to_end(segment(ema, raw, device="cpu")).masks()["disc"]
+    assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.7

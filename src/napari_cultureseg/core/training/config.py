@@ -93,6 +93,11 @@ class TrainConfig:
     centred on positives and negatives of that class, and that network learns its
     class alone from it (Rahkonen et al. 2020 trains one binary U-Net per class on sub-images
     with and without its class). False: all networks share one batch and one loss."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (e.g. 0.999; 0: off). When
+    set, validation scores the average and the kept weights are the average's, which
+    change smoothly where the raw weights' scores jump from check to check (see
+    :mod:`.averaging`)."""
     val_tile: int | None = None
     """Tile for validation (None: the bundle's tile, capped at the image size)."""
     val_batch_size: int = 4
@@ -104,6 +109,10 @@ class TrainConfig:
             raise ValueError(f"select_by must be 'dice' or 'objects', not {self.select_by!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be fp32, bf16 or auto, not {self.precision!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(
+                f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}"
+            )
         object.__setattr__(self, "augment", AugmentSpec.from_config(self.augment))
 
 

@@ -50,6 +50,7 @@ LINEAGE_FIELDS = (
     "val_every",
     "adversarial",
     "select_by",
+    "ema",
 )
 
 
@@ -199,6 +200,12 @@ def fine_tune(
             betas=tuple(config.betas),
             weight_decay=config.weight_decay,
         )
+        average = None
+        if config.ema:  # validated and kept instead of the raw weights
+            from .averaging import averaged
+
+            average = averaged(net, config.ema)
+        kept = net if average is None else average.module
         adversary = None
         if config.adversarial:  # made after the model, so the model's initial weights stay the same
             from ..adversarial import Adversary
@@ -251,7 +258,7 @@ def fine_tune(
 
         def validation() -> Validation:
             v = score(
-                net,
+                kept,
                 val,
                 cfg,
                 tile=val_tile,
@@ -265,7 +272,7 @@ def fine_tune(
         def snapshot():
             return {  # contiguous: safetensors stores row-major tensors only
                 k: w.detach().cpu().clone(memory_format=torch.contiguous_format)
-                for k, w in net.state_dict().items()
+                for k, w in kept.state_dict().items()
             }
 
         start = time.perf_counter()
@@ -314,6 +321,8 @@ def fine_tune(
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
+            if average is not None:
+                average.update_parameters(net)
             if adversary is not None:  # then the discriminator, on the same (detached) prediction
                 d = adversary.step(x, logits, t, v)
                 adv = {"lambda": lam, "generator": float(g.detach()), "discriminator": d}
