@@ -11,10 +11,12 @@ run: an 8000² mosaic of the same field segmented in memory (``--block 0``; the
 path of every image up to 6144²) and block by block (``--block 2048``, its default
 since): block-by-block memory should not grow with the mosaic.
 
-Agreement, on a 2000² crop: block by block (512-px blocks, so seams run through
-it) against the whole crop in memory, with the same zoom and normalisation levels;
-beside it, how much the in-memory path itself moves when only its tile changes
-(640 instead of its own), the scale of "equal" for any tiled segmentation.
+Agreement, on a crop of about 2000² (a multiple of the zoom's denominator, so the
+whole crop's grid is exact): block by block (512-px blocks, so seams run through it)
+against the whole crop in memory, with the same zoom and normalisation levels and the
+same tiles (bit for bit: 0 pixels and every object identical); beside it, the whole
+crop with the field path's own grown tile and with a 640 tile, the scale by which any
+change of tiling moves a segmentation (``--agreement`` recomputes only this).
 Results: ``benchmarks/results/mosaic.json``.
 """
 
@@ -89,15 +91,15 @@ def run(image: Path, out: Path, model: str, threads: int, extra=()) -> dict:
 
 
 def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
-
-    from fractions import Fraction
-
+    """Block by block against the whole crop in memory, same zoom and levels: with the same
+    tiles (what the blocks are cut into: bit for bit), with the field path's own grown tile,
+    and with a 640 tile (how much any tiling change moves a mask)."""
     from napari_cultureseg.core import object_metrics as OM
     from napari_cultureseg.core.bundles import load_bundle
     from napari_cultureseg.core.mosaic import (
         lazy_plane,
+        mosaic_grid,
         mosaic_levels,
-        rational_zoom,
         segment_mosaic,
     )
     from napari_cultureseg.core.scale import choose_zoom
@@ -110,37 +112,49 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
         path = Path(tmp) / "crop.tif"
         write_mosaic(path, 1024, tile=256)
         zoom, how = choose_zoom(bundle, np.asarray(lazy_plane(path)[:]), device="cpu")
-        zoom = rational_zoom(zoom)  # as the blocks take it; a side of q pixels' multiples
-        q = Fraction(zoom).limit_denominator(16).denominator
-        write_mosaic(path, side - side % q, tile=256)
+        grid = mosaic_grid(bundle, zoom)  # as the blocks take it
+        write_mosaic(path, side - side % grid.q, tile=256)  # sides on whole network pixels
         source = lazy_plane(path)
         img = np.asarray(source[:])
-        levels = mosaic_levels(source, bundle.config.input, zoom, block)
+        levels = mosaic_levels(source, bundle.config.input, grid.zoom, block)
         res = segment_mosaic(bundle, source, Path(tmp) / "w", zoom=zoom, block=block, device="cpu")
-        ref = run_to_end(segment(bundle, img, device="cpu", zoom=zoom, levels=levels))
-        other = run_to_end(
-            segment(bundle, img, device="cpu", zoom=zoom, levels=levels, tile=640, fit=False)
-        )
+
+        def whole(**kw):
+            return run_to_end(
+                segment(bundle, img, device="cpu", zoom=grid.zoom, levels=levels, **kw)
+            )
+
+        refs = {
+            "same_tiles": whole(tile=grid.tile, fit=False),
+            "grown_tile": whole(),
+            "tile640": whole(tile=640, fit=False),
+        }
         for c in bundle.config.classes:
-            m0 = ref.masks()[c.name]
             mb = np.asarray(res.masks[c.name][:]) > 0
-            row = {
-                "blocks_vs_whole_mask_disagreement": float(np.mean(mb != m0)),
-                "tile640_vs_whole_mask_disagreement": float(np.mean(other.masks()[c.name] != m0)),
-            }
-            if c.instances:
-                l0 = ref.instances(c.name, m0)
-                lb = np.asarray(res.objects[c.name][:])
-                lo = other.instances(c.name)
-                row.update(
-                    objects_whole=int(l0.max()),
-                    objects_blocks=int(lb.max()),
-                    objects_tile640=int(lo.max()),
-                    blocks_vs_whole_object_f1=round(OM.object_prf(lb, l0, 0.5)[2], 4),
-                    tile640_vs_whole_object_f1=round(OM.object_prf(lo, l0, 0.5)[2], 4),
-                )
+            lb = np.asarray(res.objects[c.name][:]) if c.instances else None
+            row = {}
+            for what, ref in refs.items():
+                m0 = ref.masks()[c.name]
+                row[f"blocks_vs_{what}_mask_pixels_differing"] = int(np.count_nonzero(mb != m0))
+                row[f"blocks_vs_{what}_mask_disagreement"] = float(np.mean(mb != m0))
+                if lb is not None:
+                    l0 = ref.instances(c.name, m0)
+                    pairs = np.unique(np.stack([l0.ravel(), lb.ravel()]), axis=1)
+                    row[f"objects_{what}"] = int(l0.max())
+                    row[f"blocks_vs_{what}_identical_objects"] = int(
+                        sum(
+                            1
+                            for a, b in pairs.T
+                            if a and b and (pairs[0] == a).sum() == 1 and (pairs[1] == b).sum() == 1
+                        )
+                    )
+                    row[f"blocks_vs_{what}_object_f1"] = round(OM.object_prf(lb, l0, 0.5)[2], 4)
+            if lb is not None:
+                row["objects_blocks"] = int(lb.max())
             out[c.name] = row
-        out["zoom"] = round(float(zoom), 4)
+        out["side"] = int(img.shape[0])
+        out["zoom"] = f"{grid.p}/{grid.q}"
+        out["tile"] = grid.tile
         out["how"] = how
     return out
 
@@ -188,7 +202,18 @@ def main(argv=None) -> int:
         help='only segment the baseline-side mosaic with these options (e.g. "--block 2048 '
         '--format ome-zarr") and add the run to the results file',
     )
+    ap.add_argument(
+        "--agreement",
+        action="store_true",
+        help="only recompute the crop agreement and store it in the results file",
+    )
     args = ap.parse_args(argv)
+    if args.agreement:
+        result = json.loads(Path(args.out).read_text())
+        result["crop_2000_agreement"] = crop_agreement(args.model)
+        print(json.dumps(result["crop_2000_agreement"]), flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        return 0
     if args.add:
         return add_runs(args)
     runs = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .model_input import bilinear_neighbours
 from .postprocess import _close_gaps, _label_leftovers, _unclaimed, object_sizes
 
 
@@ -40,7 +41,7 @@ def transfer_labels(
     reach = int(np.ceil(max(H / h, W / w))) + 1
     n = int(labels.max()) if labels.size else 0
     out = np.zeros((H, W), np.uint16 if n < 65535 else np.uint32)
-    ry, rx = _bilinear_neighbours(h, H), _bilinear_neighbours(w, W)
+    ry, rx = bilinear_neighbours(h, H), bilinear_neighbours(w, W)
     for y0 in range(0, H, rows):
         y1 = min(H, y0 + rows)
         ys, ye = max(0, y0 - reach), min(H, y1 + reach)
@@ -63,14 +64,6 @@ def transfer_labels(
     present = object_sizes(out, n) > 0
     present[0] = False
     return _close_gaps(out, present)[0]
-
-
-def _bilinear_neighbours(n: int, N: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each of ``N`` target pixels along an axis of ``n`` source pixels (pixel centres
-    aligned, as ``resample_plane``): the two source neighbours and the second's weight."""
-    x = np.clip((np.arange(N) + 0.5) * n / N - 0.5, 0, n - 1)
-    i0 = np.floor(x).astype(np.int64)
-    return i0, np.minimum(i0 + 1, n - 1), (x - i0).astype(np.float32)
 
 
 def _vote(labels: np.ndarray, ry, rx, r0: int, r1: int) -> np.ndarray:

@@ -247,15 +247,34 @@ def resize_planes(
     return out.astype(np.float32, copy=False)
 
 
-def resample_plane(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def bilinear_neighbours(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each of ``size`` target pixels along an axis of ``n`` source pixels (pixel
+    centres aligned, edges extended): the two source neighbours and the second's weight.
+
+    Target pixel ``o`` samples the source at ``((2o + 1) n - size) / (2 size)``, worked out
+    in integers: two grids with the same ratio ``n / size`` whose origins are whole pixels
+    of both (a block of a mosaic and the whole mosaic, :mod:`.mosaic`) get bit-identical
+    weights, which floating-point coordinates (``scipy.ndimage.zoom``) do not give.
+    """
+    num = (2 * np.arange(size, dtype=np.int64) + 1) * int(n) - int(size)
+    den = 2 * int(size)
+    num = np.clip(num, 0, (int(n) - 1) * den)
+    i0 = num // den
+    weight = ((num - i0 * den) / den).astype(np.float32)
+    return i0, np.minimum(i0 + 1, int(n) - 1), weight
+
+
+def resample_plane(p: np.ndarray, shape: tuple[int, int], *, rows: int = 256) -> np.ndarray:
     """Resample one ``(h, w)`` plane to ``shape``, float32, bilinear (as :func:`resize_planes`).
 
     Smoothed first when shrinking (skimage's anti-aliasing sigma); edges are
-    extended, not mirrored. Made for probabilities going back from the network's
-    grid to a whole-well mosaic's: it allocates the output and, when shrinking,
-    one smoothed float32 copy of the input, and no coordinate arrays (skimage's
-    ``resize`` makes two float64 ones the size of its output); integer planes
-    are not converted to float first.
+    extended, not mirrored. Coordinates are exact (:func:`bilinear_neighbours`), so a
+    window of a plane cut on whole pixels of both grids resamples to exactly the
+    window of the whole plane's result (away from the window's edges). Made for
+    probabilities going back from the network's grid to a whole-well mosaic's: it works
+    ``rows`` output rows at a time, so besides the output it allocates, when shrinking,
+    one smoothed float32 copy of the input and a few bands of ``rows`` rows; integer
+    planes are not converted to float first.
     """
     from scipy import ndimage as ndi
 
@@ -269,7 +288,16 @@ def resample_plane(p: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
     if any(sigma):  # an integer plane goes straight into a float32 result
         p = ndi.gaussian_filter(p, sigma, mode="mirror", output=np.float32)
-    return ndi.zoom(p, factors, order=1, mode="nearest", grid_mode=True, output=np.float32)
+    y0, y1, wy = bilinear_neighbours(p.shape[0], shape[0])
+    x0, x1, wx = bilinear_neighbours(p.shape[1], shape[1])
+    out = np.empty(shape, np.float32)
+    one = np.float32(1.0)
+    for r in range(0, shape[0], rows):
+        w = wy[r : r + rows, None]
+        band = p[y0[r : r + rows]].astype(np.float32) * (one - w)
+        band += p[y1[r : r + rows]].astype(np.float32) * w
+        out[r : r + rows] = band[:, x0] * (one - wx) + band[:, x1] * wx
+    return out
 
 
 def zoomed_shape(shape: tuple[int, int], zoom: float) -> tuple[int, int]:

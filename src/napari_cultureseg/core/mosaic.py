@@ -13,12 +13,15 @@ zarr arrays on disk, then into tiled TIFFs or one OME-Zarr image:
 - **one normalisation**: the percentile levels are those of the whole mosaic
   (a subsample of every block after the zoom, :func:`mosaic_levels`), not of each
   block, so a dim corner of the well stays dim;
-- **masks**: each pixel comes from the block whose core holds it; the margin (three
-  training object diameters, and at least a quarter tile) gives the network the
-  context it has inside a field;
-- **one network grid**: the zoom is taken as the nearest fraction p/q (q ≤ 16) and
-  blocks start on multiples of a unit that maps to whole network strides, so each
-  block is resampled onto exactly the grid the whole mosaic would have;
+- **one tile grid**: the zoom is taken as the nearest fraction p/q whose tile and tile
+  step are whole image pixels (:func:`mosaic_grid`), and every block is cut into exactly
+  the tiles the whole mosaic would be cut into, read with the support its resampling
+  needs (:func:`grid_windows`); resampling works on exact coordinates
+  (:func:`model_input.resample_plane`). So each block's probabilities, and its masks, are
+  the whole mosaic's, bit for bit, wherever the mosaic's sides are multiples of q (the
+  whole-image path's own grid is exact only then);
+- **masks**: each pixel comes from the block whose core holds it; the block also sees
+  three training object diameters of context beyond its core (at least one tile step);
 - **objects**: an object belongs to the block whose core holds its centre (the
   mean of its pixels) and is written whole, margin included, where no earlier
   object lies; an object found again by the next block (its centre, there, on
@@ -165,35 +168,118 @@ def blocks(shape: tuple[int, int], block: int, margin: int) -> Iterator[tuple[tu
             yield core, outer
 
 
-def margin_for(bundle, zoom: float, tile: int | None = None) -> int:
-    """Image pixels of context around a block: three training object diameters (an object
-    whose centre is in the core lies inside it whole) and at least a quarter tile."""
+@dataclass(frozen=True)
+class Grid:
+    """Where a mosaic's tiles lie: the tiles the whole mosaic would be cut into in memory
+    (``segment(..., tile=tile, fit=False)``), each a whole number of image pixels."""
+
+    p: int
+    q: int
+    """The zoom, ``p / q`` (``p`` divides both the tile and the step)."""
+    tile: int
+    """Tile side on the network's grid."""
+    overlap: float
+    step: int
+    """Network pixels between neighbouring tiles' starts (:func:`tiling.tile_step`)."""
+    stride: int
+    """The network's output stride: planes are padded to its multiples."""
+    context: int
+    """Image pixels every block sees beyond its core: three training object diameters, so an
+    object whose centre is in the core lies in the block whole."""
+
+    @property
+    def zoom(self) -> float:
+        return self.p / self.q
+
+    @property
+    def step_px(self) -> int:
+        """A tile step in image pixels."""
+        return self.step * self.q // self.p
+
+    @property
+    def tile_px(self) -> int:
+        return self.tile * self.q // self.p
+
+    @property
+    def pad(self) -> int:
+        """Image pixels read beyond a block's window for the resampling's support (the
+        anti-aliasing Gaussian when shrinking, the 3×3 median, the bilinear step), a
+        multiple of ``q`` so the window's edge stays a whole network pixel."""
+        sigma = max(0.0, (self.q / self.p - 1.0) / 2.0)
+        return self.q * int(np.ceil((4.0 * sigma + 4.0) / self.q))
+
+
+def mosaic_grid(bundle, zoom: float, tile: int | None = None, overlap: float | None = None) -> Grid:
+    """The tile grid of a mosaic at (about) ``zoom``: the zoom becomes the nearest fraction
+    ``p / q`` (q ≤ 1024) whose ``p`` divides the tile and the tile step, so that every tile
+    starts and ends on a whole image pixel. With the shipped tiles (512, step 384: p up to
+    128) that moves the zoom by at most zoom / 256 (0.4 % at 1, 1.6 % at 4), far less than
+    an estimated object size is sure of."""
+    from math import ceil, gcd
+
+    from .nets import output_stride
+    from .tiling import tile_step
+
     cfg = bundle.config
+    stride = output_stride(cfg.architecture, cfg.params)
+    tile = int(tile or cfg.tile)
+    if tile % stride:
+        raise ValueError(f"tile must be a multiple of {stride} for this model, got {tile}")
+    overlap = cfg.overlap if overlap is None else float(overlap)
+    step = tile_step(tile, overlap, stride)
+    g = gcd(tile, step)
+    best = None
+    for p in (d for d in range(1, g + 1) if g % d == 0):
+        for q in {max(1, int(p / zoom)), max(1, int(p / zoom) + 1)}:
+            if q <= 1024 and (best is None or abs(np.log(p / q / zoom)) < best[0]):
+                best = (abs(np.log(p / q / zoom)), p // gcd(p, q), q // gcd(p, q))
+    _, p, q = best
     d = cfg.scale.diameter or 0.0
-    net = max(3.0 * d, (tile or cfg.tile) / 4.0)
-    if cfg.input.normalisation.flatten:
-        net = max(net, 3.0 * cfg.input.normalisation.flatten)
-    return int(np.ceil(net / zoom))
+    net = max(3.0 * d, 3.0 * (cfg.input.normalisation.flatten or 0.0))
+    return Grid(p, q, tile, overlap, step, stride, int(ceil(net * q / p)))
 
 
-def rational_zoom(zoom: float, max_denominator: int = 16) -> float:
-    """``zoom`` as the nearest fraction p/q with q ≤ ``max_denominator`` (within 0.2 % for
-    zooms of 0.25-4): blocks whose sides are multiples of :func:`block_unit` are then
-    resampled onto exactly the network grid the whole mosaic would have."""
-    from fractions import Fraction
+def grid_windows(shape: tuple[int, int], block: int, grid: Grid) -> list[tuple[tuple, tuple]]:
+    """``(core, outer)`` windows ``(y0, y1, x0, x1)`` of the blocks, row by row.
 
-    f = Fraction(zoom).limit_denominator(max_denominator)
-    return float(f) if f > 0 else zoom
+    Cores are ``block`` pixels (rounded up to whole tile steps) and tile the plane. An
+    outer window starts on the tile grid a whole number of steps before its core and ends
+    a whole number of steps (plus one tile) after, so the tiles a block is cut into are
+    exactly the whole mosaic's tiles, and every tile that touches the core is among them;
+    it holds the core's ``context`` on each side. A core near the mosaic's end takes
+    the window to the end, where the last tile lies flush with the border as the whole
+    mosaic's does.
+    """
+    from math import ceil
 
+    from .model_input import zoomed_shape
 
-def block_unit(zoom: float, stride: int = 32, max_denominator: int = 16) -> int:
-    """Image pixels of the smallest step between block origins that lands on the network's
-    stride grid exactly at ``zoom = p / q``: ``q * stride / gcd(p, stride)``."""
-    from fractions import Fraction
-    from math import gcd
+    s, t, ctx = grid.step_px, grid.tile_px, grid.context
+    block = max(s, -(-block // s) * s)
 
-    f = Fraction(zoom).limit_denominator(max_denominator)
-    return f.denominator * stride // gcd(f.numerator, stride)
+    def axis(n: int) -> list[tuple[int, int, int, int]]:
+        # the whole plane's last tile lies flush with its padded end (tiling.tile_starts)
+        padded = max(grid.tile, -(-zoomed_shape((n, 1), grid.zoom)[0] // grid.stride) * grid.stride)
+        flush = (padded - grid.tile) * grid.q // grid.p
+        out = []
+        for c0 in range(0, n, block):
+            c1 = min(n, c0 + block)
+            k = max(1, ceil(ctx / s), ceil(t / s) - 1)
+            o0 = max(0, c0 - k * s)
+            need = max(c1 + ctx, c1 - s + t)
+            o1 = o0 + t + max(0, ceil((need - o0 - t) / s)) * s
+            if c1 + t + s >= n or o1 >= n:  # the mosaic's last tile touches this core
+                o1 = n
+                o0 = min(o0, flush // s * s)  # and lies in the window
+            out.append((c0, c1, o0, o1))
+        return out
+
+    rows, cols = axis(shape[0]), axis(shape[1])
+    return [
+        ((y0, y1, x0, x1), (oy0, oy1, ox0, ox1))
+        for y0, y1, oy0, oy1 in rows
+        for x0, x1, ox0, ox1 in cols
+    ]
 
 
 def mosaic_levels(source, spec, zoom: float, block: int = BLOCK, samples: int = 4_000_000):
@@ -260,10 +346,11 @@ def segment_mosaic(
         A new or empty folder for the zarr arrays (made if missing).
     zoom
         The whole mosaic's zoom (:func:`scale.choose_zoom` on its central crop); used as
-        the nearest fraction with a denominator up to 16 (:func:`rational_zoom`).
+        the nearest fraction of :func:`mosaic_grid`.
+    tile, overlap
+        The tiles (default: the bundle's); they are not grown to fit (``fit=False``).
     block
-        Side of a block's core (image pixels), rounded up to a multiple of
-        :func:`block_unit`.
+        Side of a block's core (image pixels), rounded up to whole tile steps.
     table
         Also measure every object (:func:`tables.object_rows`) in its block.
     info
@@ -272,7 +359,8 @@ def segment_mosaic(
         ``progress(done, total)`` after each block.
     """
     from .images import as_plane, release_memory
-    from .segment import segment
+    from .model_input import to_model_input
+    from .segment import segment_input
     from .tiling import run_to_end
 
     cfg = bundle.config
@@ -286,15 +374,8 @@ def segment_mosaic(
     work.mkdir(parents=True, exist_ok=True)
     if any(work.iterdir()):  # never delete what is there: it may not be ours
         raise ValueError(f"{work}: the folder for a mosaic's blocks must be new or empty")
-    # blocks on the mosaic's own network grid: a zoom p/q, origins on multiples of the
-    # unit that maps to whole strides of the network (no block is shifted by a fraction
-    # of a pixel against another)
-    from .nets import output_stride
-
-    zoom = rational_zoom(zoom)
-    unit = block_unit(zoom, output_stride(cfg.architecture, cfg.params))
-    block = max(unit, -(-block // unit) * unit)
-    margin = -(-margin_for(bundle, zoom, tile) // unit) * unit
+    grid = mosaic_grid(bundle, zoom, tile, overlap)
+    zoom = grid.zoom
     levels = mosaic_levels(source, cfg.input, zoom, block)
     names = [c.name for c in cfg.classes] + [d.name for d in cfg.derived]
     counted = [c.name for c in cfg.classes if c.instances]
@@ -303,26 +384,39 @@ def segment_mosaic(
     out.objects = {n: _zarr(work / f"{n}_instances.zarr", (h, w), "uint32") for n in counted}
     out.counts = dict.fromkeys(counted, 0)
     out.areas = dict.fromkeys(names, 0)
-    windows = list(blocks((h, w), block, margin))
+    windows = grid_windows((h, w), block, grid)
     unsure = 0.0
     for i, (core, outer) in enumerate(windows):
         oy0, oy1, ox0, ox1 = outer
         cy0, cy1, cx0, cx1 = (core[0] - oy0, core[1] - oy0, core[2] - ox0, core[3] - ox0)
-        plane = as_plane(np.asarray(source[oy0:oy1, ox0:ox1]))
+        # read a little more than the window, resample, and cut the window out on the
+        # network's grid: its model input is then the whole mosaic's, pixel for pixel
+        ry0, ry1 = max(0, oy0 - grid.pad), min(h, oy1 + grid.pad)
+        rx0, rx1 = max(0, ox0 - grid.pad), min(w, ox1 + grid.pad)
+        read = as_plane(np.asarray(source[ry0:ry1, rx0:rx1]))
+        x = to_model_input(read, cfg.input, zoom=zoom, levels=levels)
+        y0, x0 = (oy0 - ry0) * grid.p // grid.q, (ox0 - rx0) * grid.p // grid.q
+        ny = (oy1 - oy0) * grid.p // grid.q if oy1 < h else x.shape[1] - y0
+        nx = (ox1 - ox0) * grid.p // grid.q if ox1 < w else x.shape[2] - x0
+        x = np.ascontiguousarray(x[:, y0 : y0 + ny, x0 : x0 + nx])
+        plane = read[oy0 - ry0 : oy1 - ry0, ox0 - rx0 : ox1 - rx0]
+        del read
         seg = run_to_end(
-            segment(
+            segment_input(
                 bundle,
-                plane,
-                device=device,
-                tile=tile,
-                overlap=overlap,
-                batch_size=batch_size,
+                x,
+                (oy1 - oy0, ox1 - ox0),
                 zoom=zoom,
+                device=device,
+                tile=grid.tile,
+                overlap=grid.overlap,
+                fit=False,
+                batch_size=batch_size,
                 tta=tta,
-                levels=levels,
                 runtime=runtime,
             )
         )
+        del x
         unsure += seg.uncertainty() * (core[1] - core[0]) * (core[3] - core[2])
         masks = seg.masks()
         for n, m in masks.items():

@@ -109,6 +109,44 @@ def segment(
     plane = as_plane(image)
     zoom = 1.0 if cfg.input.resize_to else check_zoom(zoom)
     x = to_model_input(plane, cfg.input, zoom=zoom, levels=levels)
+    shape = plane.shape[:2]
+    del plane, image
+    return (
+        yield from segment_input(
+            bundle,
+            x,
+            shape,
+            zoom=zoom,
+            device=device,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            fit=fit,
+            tta=tta,
+            runtime=runtime,
+        )
+    )
+
+
+def segment_input(
+    bundle: Bundle,
+    x: np.ndarray,
+    shape: tuple[int, int],
+    *,
+    zoom: float = 1.0,
+    device: str = "auto",
+    tile: int | None = None,
+    overlap: float | None = None,
+    batch_size: int | None = None,
+    fit: bool | None = None,
+    tta: int = 1,
+    runtime: str = "auto",
+) -> Generator[Progress, None, Segmentation]:
+    """:func:`segment` from the image's model input ``x`` (:func:`model_input.to_model_input`,
+    ``(C, h, w)`` on the network's grid) and the image's own ``shape``: how a block of a
+    mosaic is segmented from a window of its padded, resampled input (:mod:`.mosaic`).
+    The other parameters are :func:`segment`'s."""
+    cfg = bundle.config
     device = resolve_device(device)
     if batch_size is None:  # for the largest tile fit_tile may choose
         batch_size = batch_for(device, int(1.25 * (tile or cfg.tile)))
@@ -119,8 +157,6 @@ def segment(
         tta,
         tuple(flow_channels(cfg.classes).values()),
     )
-    shape = plane.shape[:2]
-    del plane, image
     probs, _ = yield from predict(
         x,
         predictor,

@@ -48,6 +48,13 @@ class Progress:
         return self.done / self.total if self.total else 1.0
 
 
+def tile_step(tile: int, overlap: float, align: int = 1) -> int:
+    """Pixels between the starts of neighbouring tiles: ``tile · (1 − overlap)``, rounded
+    down to a multiple of ``align`` (at least ``align``)."""
+    step = max(1, int(tile * (1.0 - overlap)))
+    return max(align, step // align * align) if align > 1 else step
+
+
 def tile_starts(size: int, tile: int, overlap: float, align: int = 1) -> list[int]:
     """Start offsets along one axis; the last start is ``size - tile`` (flush with the border).
 
@@ -57,9 +64,7 @@ def tile_starts(size: int, tile: int, overlap: float, align: int = 1) -> list[in
     """
     if size <= tile:
         return [0]
-    step = max(1, int(tile * (1.0 - overlap)))
-    if align > 1:
-        step = max(align, step // align * align)
+    step = tile_step(tile, overlap, align)
     n = int(np.ceil((size - tile) / step)) + 1
     starts = [min(i * step, size - tile) for i in range(n)]
     return sorted(set(starts))
