@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         "diameter": args.diameter,
         "copies": rows,
     }
-    merge_result(args.out, cfg.name, entry)
+    key = cfg.name if args.split == "test" else f"{cfg.name} ({args.split})"
+    merge_result(args.out, key, entry)
     return 0
 
 
