@@ -96,12 +96,8 @@ def crop_agreement(model: str, side: int = 2000, block: int = 512) -> dict:
     and with a 640 tile (how much any tiling change moves a mask)."""
     from napari_cultureseg.core import object_metrics as OM
     from napari_cultureseg.core.bundles import load_bundle
-    from napari_cultureseg.core.mosaic import (
-        lazy_plane,
-        mosaic_grid,
-        mosaic_levels,
-        segment_mosaic,
-    )
+    from napari_cultureseg.core.mosaic import lazy_plane, mosaic_levels, segment_mosaic
+    from napari_cultureseg.core.mosaic_grid import mosaic_grid
     from napari_cultureseg.core.scale import choose_zoom
     from napari_cultureseg.core.segment import segment
     from napari_cultureseg.core.tiling import run_to_end

@@ -90,3 +90,13 @@ def test_a_circle_is_found_also_through_a_function_level_import(tmp_path, lazy):
     }
     (pkg / "core" / "b.py").write_text("def f():\n    return 1\n")
     assert circle(module_graph(pkg)) is None
+
+
+def test_no_module_is_over_500_lines():
+    """Rooms named for their job: a module that grows past 500 lines is split by job."""
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert not long, f"split these modules by job: {long}"

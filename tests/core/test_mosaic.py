@@ -10,14 +10,12 @@ import tifffile
 
 from napari_cultureseg.core.images import ImageError
 from napari_cultureseg.core.mosaic import (
-    blocks,
-    grid_windows,
     lazy_plane,
-    mosaic_grid,
     mosaic_levels,
     segment_mosaic,
     write_tiled_tif,
 )
+from napari_cultureseg.core.mosaic_grid import blocks, grid_windows, mosaic_grid
 
 
 def test_blocks_cover_the_plane_once_with_their_cores():
