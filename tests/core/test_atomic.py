@@ -32,3 +32,21 @@ def test_a_folder_is_swapped_in_whole(tmp_path):
     swap_in(new, path)
     assert [p.name for p in path.iterdir()] == ["new"]
     assert [p.name for p in tmp_path.iterdir()] == ["field.ome.zarr"]
+
+
+def test_a_durable_write_flushes_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """A power cut after a durable save must find the new file: its bytes and the rename
+    (an entry of the folder) are both flushed, in that order; a plain write flushes none."""
+    import os
+    import stat
+
+    flushed = []
+    real = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (flushed.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real(fd))
+    )
+    write_atomic(tmp_path / "c.tif", lambda tmp: tmp.write_bytes(b"x"), durable=True)
+    assert flushed == [False, True]  # the file, then the folder
+    flushed.clear()
+    write_atomic(tmp_path / "d.tif", lambda tmp: tmp.write_bytes(b"x"))
+    assert flushed == []

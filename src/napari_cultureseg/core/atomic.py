@@ -21,9 +21,9 @@ from pathlib import Path
 def write_atomic(path, write: Callable[[Path], object], *, durable: bool = False) -> Path:
     """``write(temporary path)``, then rename the temporary file onto ``path``.
 
-    ``durable``: flush the file to the disk before the rename (``fsync``), for what
-    must survive a power cut once saved: the user's corrections. The temporary file
-    is removed if anything fails. Returns ``path``.
+    ``durable``: flush the file to the disk before the rename and the folder after it
+    (``fsync``), for what must survive a power cut once saved: the user's corrections.
+    The temporary file is removed if anything fails. Returns ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -37,7 +37,18 @@ def write_atomic(path, write: Callable[[Path], object], *, durable: bool = False
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    if durable:  # the rename itself lives in the folder: flush that too (POSIX)
+        _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # Windows cannot open a folder; its renames are durable
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def swap_in(tmp: Path, path: Path) -> None:
