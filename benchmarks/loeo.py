@@ -16,6 +16,11 @@ size their own nucleus masks give. No choice of any kind sees E.
 ``--set training.augment.appearance=false`` or ``--set scale=null``; the
 augmentation ablation in ``docs/benchmarks.md`` is a set of such variants.
 
+``--choose-seeds 0.3,0.4,0.5,0.6,0.7`` first chooses each distance-separated
+class's seed threshold on the model's own validation images (as the recipe option
+``training.choose_seeds`` does at the end of a run); ``--bundle-of V`` scores the
+cached bundles of variant V under the name ``--variant``.
+
 Bundles are cached in ``benchmarks/results/cache/loeo/<variant>-without-<E>``;
 results go to ``benchmarks/results/loeo.json`` (one entry per variant and E,
 merged with what is there).
@@ -103,6 +108,21 @@ def train_without(config: Path, held: str, out: Path, seconds: float, threads: i
     return out
 
 
+def seeds_chosen(bundle, config: Path, held: str, candidates: tuple[float, ...]):
+    """``bundle`` with its distance seed thresholds chosen on its own validation images (those
+    its lineage names, all from the experiments it trained on), as ``training.choose_seeds``
+    does at the end of a run: for bundles trained before that option (the cache)."""
+    from napari_cultureseg.core.training import prepare_from_config
+    from napari_cultureseg.core.training.validation import with_seeds_chosen
+
+    names = set(bundle.config.lineage["data"]["val"]["names"])
+    r = prepare_from_config(config, exclude_groups={held})
+    val = [s for s in r.train + r.val + r.test if s.name in names]
+    bundle, chosen = with_seeds_chosen(bundle, val, candidates)
+    print(f"seeds chosen on {len(val)} validation images: {chosen}", flush=True)
+    return bundle, chosen
+
+
 def score(bundle, truths, diameter) -> dict:
     from napari_cultureseg.core.evaluate import evaluate
 
@@ -135,6 +155,19 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loeo.json"))
     ap.add_argument(
+        "--bundle-of",
+        default=None,
+        metavar="VARIANT",
+        help="score the cached bundles of this variant (e.g. with --choose-seeds) as --variant",
+    )
+    ap.add_argument(
+        "--choose-seeds",
+        default="",
+        metavar="T1,T2,...",
+        help="choose each distance-separated class's seed threshold among these on the "
+        "model's validation images before scoring (training.choose_seeds, for cached bundles)",
+    )
+    ap.add_argument(
         "--diameters",
         default="auto,none,truth",
         help="how the test fields are scaled: auto, none, truth",
@@ -159,10 +192,16 @@ def main(argv=None) -> int:
     config = patched_recipe(Path(args.config), args.sets)
     try:
         for held in args.experiments.split(","):
-            out = CACHE / f"{args.variant}-without-{held}"
+            out = CACHE / f"{args.bundle_of or args.variant}-without-{held}"
             t0 = time.perf_counter()
             train_without(config, held, out, args.seconds, args.threads)
             bundle = Bundle.load(out)
+            seeds = None
+            if args.choose_seeds:
+                candidates = tuple(float(t) for t in args.choose_seeds.split(","))
+                bundle, seeds = seeds_chosen(bundle, config, held, candidates)
+                if args.bundle_of:  # kept beside the others (e.g. for benchmarks/hitl.py --base)
+                    bundle.save(CACHE / f"{args.variant}-without-{held}", overwrite=True)
             truths = [t for t in truth_from_folder(DATA, ["nucleus", "cell"]) if held in t.name]
             row = {
                 "variant": args.variant,
@@ -176,6 +215,10 @@ def main(argv=None) -> int:
                 "val": bundle.config.lineage.get("metrics", {}).get("val_dice"),
                 "threads": args.threads,
             }
+            if seeds is not None:
+                row["seeds"] = seeds
+            if args.bundle_of:
+                row["bundle_of"] = args.bundle_of
             for d in args.diameters.split(","):
                 row[d] = score(bundle, truths, None if d == "none" else d)
                 print(

@@ -389,3 +389,65 @@ def test_training_with_a_weight_average_keeps_the_average():
     raw, truth = _raw_discs(999)
     pred = run_to_end(segment(ema, raw, device="cpu")).masks()["disc"]
     assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.7
+
+
+def test_choose_seeds_takes_the_best_validation_score_and_its_own_on_a_tie():
+    from napari_cultureseg.core.training.validation import Validation, choose_seeds
+
+    classes = (
+        ClassSpec("cell", instances=True, separate="distance", seed_threshold=0.5),
+        ClassSpec("nucleus", instances=True, separate="distance", seed_threshold=0.5),
+        ClassSpec("rim"),
+    )
+    cfg = replace(MODEL, classes=classes)
+    v = Validation(
+        {},
+        {},
+        seeds={"cell": {0.3: 0.61, 0.5: 0.58, 0.7: 0.61}, "nucleus": {0.3: 0.7, 0.5: 0.7}},
+    )
+    new, chosen = choose_seeds(cfg, v)
+    # cell: 0.3 and 0.7 tie for the best, equally far from 0.5: the lower one
+    assert new.classes[0].seed_threshold == 0.3 and chosen["cell"]["chosen"] == 0.3
+    assert new.classes[1].seed_threshold == 0.5  # a tie with its own: kept
+    assert new.classes[2] == classes[2] and "rim" not in chosen
+    assert chosen["cell"]["sa"] == {"0.3": 0.61, "0.5": 0.58, "0.7": 0.61}
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        TrainConfig(choose_seeds=(0.5, 1.5))
+
+
+def test_training_chooses_distance_seeds_on_validation_with_the_kept_weights():
+    """Touching discs, a distance channel: after the run the seed threshold is the candidate
+    that scored best on the validation images, re-scored with the kept weights (its own
+    candidate reproduces the kept validation's SA(0.5)), and the lineage says so."""
+    from skimage.measure import label
+
+    from napari_cultureseg.core.targets import targets_from_masks
+
+    spec = ClassSpec("disc", min_size=0, fill_holes=False, instances=True, separate="distance")
+    model = replace(MODEL, classes=(spec,))
+
+    def sample(seed):
+        raw, t = _raw_discs(seed, count=6)
+        target, valid = targets_from_masks({"disc": label(t)}, model.classes, t.shape)
+        return Sample(f"d{seed}", to_model_input(raw), target, valid, "g")
+
+    cfg = replace(CFG, select_by="objects", choose_seeds=(0.2, 0.5, 0.8))
+    train, val = [sample(i) for i in range(6)], [sample(100), sample(101)]
+    _, bundle = _run(fine_tune(model, train, val, cfg))
+    metrics = bundle.config.lineage["metrics"]
+    seeds = metrics["val_seeds"]["disc"]
+    assert set(seeds["sa"]) == {"0.2", "0.5", "0.8"}
+    best = max(seeds["sa"].values())
+    assert seeds["sa"][str(seeds["chosen"])] == best
+    assert bundle.config.classes[0].seed_threshold == seeds["chosen"]
+    assert seeds["sa"]["0.5"] == round(metrics["val_sa_0.5"]["disc"], 4)
+    assert bundle.config.lineage["training"]["choose_seeds"] == [0.2, 0.5, 0.8]
+    # a bundle trained without the option gets the same choice afterwards
+    from napari_cultureseg.core.training.validation import with_seeds_chosen
+
+    unchosen = bundle.with_config(classes=(spec,))
+    again, chosen = with_seeds_chosen(unchosen, val, (0.2, 0.5, 0.8))
+    assert chosen["disc"] == seeds and again.config.classes == bundle.config.classes
+    assert again.config.lineage["metrics"]["val_seeds"] == chosen
+    _, plain = _run(fine_tune(model, [sample(0)], [sample(100)], replace(CFG, steps=2)))
+    assert "val_seeds" not in plain.config.lineage["metrics"]  # not asked: not chosen

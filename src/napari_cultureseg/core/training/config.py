@@ -98,6 +98,11 @@ class TrainConfig:
     set, validation scores the average and the kept weights are the average's, which
     change smoothly where the raw weights' scores jump from check to check (see
     :mod:`.averaging`)."""
+    choose_seeds: tuple[float, ...] = ()
+    """Candidate seed thresholds: after training, every class separated by a distance map
+    (``separate: distance``) takes the one that scores the best SA(0.5) on the validation
+    images with the kept weights (recorded in the lineage: ``metrics.val_seeds``); ()
+    keeps the recipe's. Like early stopping, a choice made on the validation split only."""
     val_tile: int | None = None
     """Tile for validation (None: the bundle's tile, capped at the image size)."""
     val_batch_size: int = 4
@@ -113,6 +118,11 @@ class TrainConfig:
             raise ValueError(
                 f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}"
             )
+        if any(not 0.0 < t < 1.0 for t in self.choose_seeds):
+            raise ValueError(
+                f"choose_seeds are thresholds between 0 and 1, not {self.choose_seeds}"
+            )
+        object.__setattr__(self, "choose_seeds", tuple(float(t) for t in self.choose_seeds))
         object.__setattr__(self, "augment", AugmentSpec.from_config(self.augment))
 
 

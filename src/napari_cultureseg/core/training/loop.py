@@ -33,7 +33,7 @@ from ..device import to_device
 from ..patches import PatchSampler
 from .config import Report, TrainConfig
 from .losses import lr_factor, masked_loss
-from .validation import Validation, resize_samples, score
+from .validation import Validation, choose_seeds, resize_samples, score
 
 LINEAGE_FIELDS = (
     "lr",
@@ -51,6 +51,7 @@ LINEAGE_FIELDS = (
     "adversarial",
     "select_by",
     "ema",
+    "choose_seeds",
 )
 
 
@@ -256,7 +257,7 @@ def fine_tune(
 
         val_tile = config.val_tile or cfg.tile
 
-        def validation() -> Validation:
+        def validation(seeds=()) -> Validation:
             v = score(
                 kept,
                 val,
@@ -264,7 +265,8 @@ def fine_tune(
                 tile=val_tile,
                 device=device,
                 batch_size=config.val_batch_size,
-                objects=objects,
+                objects=objects or bool(seeds),
+                seeds=seeds,
             )
             _train_mode(net, config.freeze_norm)
             return v
@@ -391,6 +393,10 @@ def fine_tune(
             best.update(step=step, state=snapshot())
             if adversary is not None:
                 best["disc"] = adversary.state_dict()
+        seeds = {}
+        if config.choose_seeds and val and best["step"] != 0:  # the kept weights, once more
+            kept.load_state_dict(best["state"])
+            cfg, seeds = choose_seeds(cfg, validation(config.choose_seeds))
     finally:
         torch.set_num_threads(threads_before)
     parent = None if bundle is None else str(bundle.path) if bundle.path else bundle.config.name
@@ -420,6 +426,8 @@ def fine_tune(
     if ratio and cfg.scale.diameter:  # what the scale estimate corrects for (ScaleSpec.bias)
         cfg = replace(cfg, scale=replace(cfg.scale, bias=float(np.clip(ratio, 0.5, 2.0))))
         lineage["metrics"]["val_size_ratio"] = ratio
+    if seeds:
+        lineage["metrics"]["val_seeds"] = seeds
     return Bundle(replace(cfg, lineage=lineage), best["state"], aux=aux)
 
 

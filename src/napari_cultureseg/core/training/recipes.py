@@ -138,7 +138,7 @@ def model_config(y: dict) -> BundleConfig:
 def train_config(y: dict, **overrides) -> TrainConfig:
     """The :class:`TrainConfig` of a recipe's ``training`` section."""
     t = dict(y.get("training", {}))
-    for key in ("weight_clip", "betas", "adversarial_lambda"):
+    for key in ("weight_clip", "betas", "adversarial_lambda", "choose_seeds"):
         if key in t:
             t[key] = tuple(t[key])
     return TrainConfig(**{**t, **overrides})

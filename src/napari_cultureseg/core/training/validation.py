@@ -37,6 +37,9 @@ class Validation:
     geometric mean over images of (median predicted diameter / median true diameter), at
     the training scale (only with objects). The scale estimate corrects for it
     (:attr:`bundle_config.ScaleSpec.bias`)."""
+    seeds: dict[str, dict[float, float]] = field(default_factory=dict)
+    """Per class separated by a distance map, SA(0.5) with each candidate seed threshold
+    (only when :func:`score` is given ``seeds``)."""
 
     def score(self, select_by: str = "dice") -> float:
         """The number that picks the kept weights (see ``TrainConfig.select_by``)."""
@@ -63,6 +66,7 @@ def score(
     device: str,
     batch_size: int = 4,
     objects: bool = False,
+    seeds: Sequence[float] = (),
 ) -> Validation:
     """Per-class Dice (and, with ``objects``, SA(0.5)) of ``net`` on full validation images.
 
@@ -95,6 +99,11 @@ def score(
     sums = np.zeros((3, k))  # intersection, predicted, true
     per_image: list[list[float]] = [[] for _ in range(k)]
     matched: dict[str, list] = {c.name: [[], []] for c in cfg.classes if c.instances}
+    seeded = {
+        c.name: {float(t): [] for t in seeds}
+        for c in cfg.classes
+        if objects and c.instances and getattr(c, "separate", "") == "distance"
+    }
     for s in val:
         # no need to pad a small image to a big tile
         t = min(tile, -(-max(s.shape) // stride) * stride)
@@ -130,6 +139,8 @@ def score(
             if seg is not None and spec.name in matched and v.all():
                 matched[spec.name][0].append(seg.instances(spec.name))
                 matched[spec.name][1].append(_truth_labels(s, c, cfg, as_labels))
+                for t, preds in seeded.get(spec.name, {}).items():
+                    preds.append(_with_seed(seg, c, t).instances(spec.name))
     pooled, mean = {}, {}
     for c, spec in enumerate(cfg.classes):
         if per_image[c]:
@@ -142,7 +153,41 @@ def score(
         if preds
     }
     sizes = {name: r for name, (preds, trues) in matched.items() if (r := size_ratio(preds, trues))}
-    return Validation(pooled, mean, sa, sizes)
+    by_seed = {
+        name: {t: float(OM.segmentation_accuracy(p, matched[name][1], 0.5)) for t, p in by.items()}
+        for name, by in seeded.items()
+        if matched[name][0]
+    }
+    return Validation(pooled, mean, sa, sizes, by_seed)
+
+
+def _with_seed(seg, c: int, threshold: float):
+    """``seg`` with class ``c``'s distance seeds at ``threshold``."""
+    from dataclasses import replace
+
+    classes = list(seg.classes)
+    classes[c] = replace(classes[c], seed_threshold=threshold)
+    return replace(seg, classes=tuple(classes))
+
+
+def choose_seeds(cfg: BundleConfig, v: Validation) -> tuple[BundleConfig, dict]:
+    """``cfg`` with each distance-separated class's seed threshold set to the one of
+    :attr:`Validation.seeds` that scored the best SA(0.5) on the validation images
+    (a tie keeps the class's own threshold, or the candidate nearest to it, the lower of
+    two equally near), and what
+    was chosen from what: ``{class: {"chosen": t, "sa": {t: SA}}}``."""
+    from dataclasses import replace
+
+    classes, chosen = list(cfg.classes), {}
+    for k, spec in enumerate(classes):
+        by = v.seeds.get(spec.name)
+        if not by:
+            continue
+        own = spec.seed_threshold
+        best = max(by, key=lambda t: (round(by[t], 9), -round(abs(t - own), 9), -t))
+        classes[k] = replace(spec, seed_threshold=best)
+        chosen[spec.name] = {"chosen": best, "sa": {str(t): round(x, 4) for t, x in by.items()}}
+    return replace(cfg, classes=tuple(classes)), chosen
 
 
 def size_ratio(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray]) -> float | None:
@@ -187,3 +232,24 @@ def resize_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
             Sample(s.name, resize_planes(s.image, shape), target.astype(np.uint8), valid, s.group)
         )
     return out
+
+
+def with_seeds_chosen(bundle, val: Sequence[Sample], candidates: Sequence[float], device="cpu"):
+    """``bundle`` with its distance seed thresholds chosen on ``val`` (its validation images)
+    as ``TrainConfig.choose_seeds`` chooses them at the end of a run, for a bundle trained
+    without that option; returns ``(bundle, chosen)`` (see :func:`choose_seeds`), the
+    choice also recorded in its lineage (``metrics.val_seeds``)."""
+    cfg = bundle.config
+    v = score(
+        bundle.network(device),
+        val,
+        cfg,
+        tile=cfg.tile,
+        device=device,
+        objects=True,
+        seeds=tuple(candidates),
+    )
+    new, chosen = choose_seeds(cfg, v)
+    lineage = dict(cfg.lineage)
+    lineage["metrics"] = {**lineage.get("metrics", {}), "val_seeds": chosen}
+    return bundle.with_config(classes=new.classes, lineage=lineage), chosen
