@@ -137,10 +137,11 @@ def score(
             sums[:, c] += (i, p, q)
             per_image[c].append(2 * i / (p + q) if p + q else 1.0)
             if seg is not None and spec.name in matched and v.all():
-                matched[spec.name][0].append(seg.instances(spec.name))
+                mask = seg.mask(spec.name)  # once: the seeds change the split, not the mask
+                matched[spec.name][0].append(seg.instances(spec.name, mask))
                 matched[spec.name][1].append(_truth_labels(s, c, cfg, as_labels))
                 for t, preds in seeded.get(spec.name, {}).items():
-                    preds.append(_with_seed(seg, c, t).instances(spec.name))
+                    preds.append(_with_seed(seg, c, t).instances(spec.name, mask))
     pooled, mean = {}, {}
     for c, spec in enumerate(cfg.classes):
         if per_image[c]:
@@ -174,8 +175,8 @@ def choose_seeds(cfg: BundleConfig, v: Validation) -> tuple[BundleConfig, dict]:
     """``cfg`` with each distance-separated class's seed threshold set to the one of
     :attr:`Validation.seeds` that scored the best SA(0.5) on the validation images
     (a tie keeps the class's own threshold, or the candidate nearest to it, the lower of
-    two equally near), and what
-    was chosen from what: ``{class: {"chosen": t, "sa": {t: SA}}}``."""
+    two equally near), and what was chosen from what: ``{class: {"chosen": t, "sa": {t:
+    SA}}}``."""
     from dataclasses import replace
 
     classes, chosen = list(cfg.classes), {}
