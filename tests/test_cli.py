@@ -91,3 +91,33 @@ def test_console_script_runs_the_default_model_on_real_data(shared_data, tmp_pat
     assert metrics.dice(mask > 0, truth > 0) > 0.8  # the trained model, not a placeholder
     inst = tifffile.imread(out / "set02_cell_instances.tif")
     assert inst.max() > 0.5 * len(np.unique(truth[truth > 0]))
+
+
+def test_segment_splitting_cuts_the_objects_as_asked(culture_sample, tmp_path, capsys):
+    from napari_cultureseg.core.bundles import load_bundle
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    tifffile.imwrite(tmp_path / "w.tif", culture_sample)
+    args = ["segment", str(tmp_path / "w.tif"), "--model", "phase-cells", "--quiet"]
+    args += ["--diameter", "40"]  # the model's own cell size: zoom 1
+    seg = run_to_end(segment(load_bundle("phase-cells"), culture_sample))
+    counts = set()
+    for level in (0.3, 0.5):
+        out = tmp_path / f"out{level}"
+        assert main([*args, "--out", str(out), "--splitting", f"cell={level}"]) == 0
+        got = tifffile.imread(out / "w_cell_instances.tif")
+        mask = tifffile.imread(out / "w_cell.tif")
+        np.testing.assert_array_equal(mask > 0, seg.mask("cell"))  # the mask is the model's
+        np.testing.assert_array_equal(got, seg.with_seeds({"cell": level}).instances("cell"))
+        counts.add(int(got.max()))
+    assert len(counts) == 2
+    # a class it does not apply to, no level, a level out of range: refused, nothing written
+    for bad, said in (
+        ("nucleus=0.5", "splitting applies to cell"),
+        ("cell", "CLASS=LEVEL"),
+        ("cell=1.5", "between 0 and 1"),
+    ):
+        out = tmp_path / "refused"
+        assert main([*args, "--out", str(out), "--splitting", bad]) == 2
+        assert said in capsys.readouterr().err and not out.exists()

@@ -74,4 +74,5 @@ def test_a_wrong_default_is_caught(monkeypatch):
 
     monkeypatch.setattr(cli, "build_parser", changed)
     monkeypatch.setitem(globals(), "build_parser", changed)
-    assert disagreements("segment", segment, ["tta"]) == ["tta: `cultureseg segment` 4, segment 1"]
+    said = disagreements("segment", segment, ["tta"])
+    assert said == ["tta: `cultureseg segment` 4, segment None"]

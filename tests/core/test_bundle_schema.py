@@ -39,6 +39,7 @@ BAD = [
     ("tile", 100000, "tile"),
     ("tile", 100, "tile"),
     ("overlap", 2.0, "overlap"),
+    ("tta", 3, "tta"),
     ("params.extra", 1, "unknown key"),
     ("params.encoder", "tu-hf-hub:timm/resnet18.a1_in1k", "hub"),
     ("architecture", "transformer-xl", "architecture"),

@@ -115,3 +115,28 @@ def test_the_loss_of_a_distance_channel_is_zero_at_its_target_and_has_no_dice():
     at_target = masked_loss(exact, target, valid, **kw)
     off = masked_loss(exact + torch.cat([torch.zeros_like(m), 0.5 + 0 * d], 1), target, valid, **kw)
     assert float(at_target) < 1e-3 and float(off) > float(at_target) + 1e-3
+
+
+def test_splitting_changes_how_objects_are_cut_not_the_mask():
+    """``Segmentation.with_seeds``: the user's splitting (the seed threshold) of a class."""
+    lab = touching_pair()
+    d = distances(lab)
+    d[lab > 0] = np.maximum(d[lab > 0], 0.45)  # the valley between the two is shallow: 0.45
+    cls = (
+        ClassSpec("cell", instances=True, separate="distance", min_size=0, fill_holes=False),
+        ClassSpec("debris", min_size=0),
+    )
+    probs = np.stack([(lab > 0).astype(np.float32), np.zeros_like(d), d])
+    seg = Segmentation(probs, cls)
+    assert seg.instances("cell").max() == 2  # the model's own 0.5 cuts at the valley
+    merged = seg.with_seeds({"cell": 0.4})
+    assert merged.instances("cell").max() == 1  # below the valley: one object
+    np.testing.assert_array_equal(merged.mask("cell"), seg.mask("cell"))
+    assert seg.classes[0].seed_threshold == 0.5  # the result it came from is unchanged
+    assert seg.with_seeds({}) is seg
+    with pytest.raises(ValueError, match="splitting applies to cell"):
+        seg.with_seeds({"debris": 0.5})  # not separated by a distance map
+    with pytest.raises(ValueError, match="splitting applies to cell"):
+        seg.with_seeds({"nucleus": 0.5})  # not a class of this model
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        seg.with_seeds({"cell": 1.5})

@@ -291,3 +291,21 @@ def test_a_folder_that_holds_something_is_never_used_for_the_blocks(tiny_bundle,
     with pytest.raises(ValueError, match="new or empty"):
         segment_mosaic(tiny_bundle, lazy_plane(tmp_path / "m.tif"), work, zoom=1.0, device="cpu")
     assert (work / "mine.txt").read_text() == "a user's file"
+
+
+def test_a_mosaic_is_cut_into_objects_at_the_users_splitting(culture_sample, tmp_path):
+    from napari_cultureseg.cli import main
+
+    c = culture_sample
+    tifffile.imwrite(
+        tmp_path / "m.tif", np.block([[c, c[:, ::-1]], [c[::-1], c.T]]), tile=(128, 128)
+    )
+    args = ["segment", str(tmp_path / "m.tif"), "--model", "phase-cells", "--block", "256"]
+    args += ["--diameter", "40", "--device", "cpu", "--quiet"]
+    got = {}
+    for level in (0.3, 0.8):
+        out = tmp_path / f"out{level}"
+        assert main([*args, "--out", str(out), "--splitting", f"cell={level}"]) == 0
+        got[level] = [tifffile.imread(out / f"m_cell{s}.tif") for s in ("", "_instances")]
+    np.testing.assert_array_equal(got[0.3][0], got[0.8][0])  # the same mask ...
+    assert got[0.3][1].max() != got[0.8][1].max()  # ... cut into other objects

@@ -93,3 +93,15 @@ def test_default_tiling_grows_tiles_and_stays_close_to_the_fixed_one(tiny_bundle
     assert (grown, fixed) == ({4}, {9})
     assert tiles(segment(tiny_bundle, img, tile=128, fit=True))[0] == {4}
     assert np.abs(p_grown - p_fixed).mean() < 0.02
+
+
+def test_a_model_runs_with_its_own_test_time_augmentation_unless_told(tiny_bundle):
+    """``BundleConfig.tta`` (a recipe's ``tta``, chosen on its validation images) is what
+    ``segment`` averages by default; an explicit ``tta`` wins."""
+    img, _ = phase_culture((96, 128), seed=3)
+    four = tiny_bundle.with_config(tta=4)
+    default = run_to_end(segment(four, img, device="cpu")).raw
+    np.testing.assert_array_equal(default, run_to_end(segment(four, img, tta=4, device="cpu")).raw)
+    one = run_to_end(segment(four, img, tta=1, device="cpu")).raw
+    assert not np.allclose(default, one)  # the copies did something
+    np.testing.assert_array_equal(one, run_to_end(segment(tiny_bundle, img, device="cpu")).raw)

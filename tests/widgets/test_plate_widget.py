@@ -232,3 +232,50 @@ def test_an_ome_zarr_plate_in_the_dock_with_its_channels(
     )
     w.channel.value = "dapi"  # the open field now shows the other plane
     np.testing.assert_array_equal(viewer.layers["A01_f1"].data, other)
+
+
+def test_the_plate_is_cut_into_objects_at_the_segment_docks_splitting(
+    make_napari_viewer, culture_sample, tmp_path, qtbot
+):
+    """The user sets a class's splitting on one field in the Segment dock; the Plate dock of
+    the same viewer segments every field with it."""
+    from pathlib import Path
+
+    from napari_cultureseg._widgets.segment import SegmentWidget
+    from napari_cultureseg.core.bundles import load_bundle
+    from napari_cultureseg.core.scale import choose_zoom
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    src, out = tmp_path / "plate", tmp_path / "results"
+    src.mkdir()
+    c = culture_sample
+    images = {"A01_s1": c, "B02_s1": np.block([[c, c[:, ::-1]], [c[::-1], c.T]])}
+    for name, img in images.items():
+        tifffile.imwrite(src / f"{name}.tif", img)
+    viewer = make_napari_viewer()
+    seg_dock = SegmentWidget(viewer)
+    seg_dock.model.reset_choices()
+    seg_dock.model.value = "phase-cells"
+    viewer.add_image(images["A01_s1"], name="A01_s1")
+    seg_dock.image.reset_choices()
+    seg_dock.start()
+    qtbot.waitUntil(lambda: seg_dock.worker is None, timeout=60000)
+    seg_dock._splitting["cell"].value = 0.3
+    assert seg_dock.session.splitting == {"phase-cells": {"cell": 0.3}}
+
+    w = PlateWidget(viewer)
+    w.folder.value, w.results.value, w.model.value = src, out, "phase-cells"
+    w.open_plate()
+    w.segment_plate()
+    assert "splitting as in the Segment dock: cell 0.3" in w.status.value
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    bundle = load_bundle("phase-cells")
+    changed = 0
+    for name, img in images.items():
+        zoom, _ = choose_zoom(bundle, img, diameter="auto", path=Path(src / f"{name}.tif"))
+        seg = run_to_end(segment(bundle, img, zoom=zoom))
+        got = tifffile.imread(out / f"{name}_cell_instances.tif")
+        np.testing.assert_array_equal(got, seg.with_seeds({"cell": 0.3}).instances("cell"))
+        changed += not np.array_equal(got, seg.instances("cell"))
+    assert changed  # the model's own splitting would have cut them otherwise

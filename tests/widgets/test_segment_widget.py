@@ -48,6 +48,7 @@ def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
         )
         np.testing.assert_array_equal(layer.data, w.result.masks()[cls])
     assert w.progress.value == 100 and w.run_button.enabled and not w.stop_button.enabled
+    assert [s.label for s in w.thresholds] == ["cell", "debris"]  # no distance map: no splitting
 
     # segmenting again updates the same layers instead of piling up new ones
     run(qtbot, w)
@@ -171,3 +172,54 @@ def test_grow_tiles_box_decides_the_tile_count(widget, qtbot):
     run(qtbot, w)
     assert (grown, set(totals)) == ({4}, {9})
     assert viewer.layers["well · cell"].data.shape == (256, 256)
+
+
+def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(
+    make_napari_viewer, culture_sample, qtbot
+):
+    """The bundled phase-contrast model separates touching cells by a distance map: its
+    class gets a splitting slider, which cuts the objects anew and leaves the mask."""
+    viewer = make_napari_viewer()
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Segment")
+    w.model.reset_choices()
+    w.model.value = "phase-cells"
+    viewer.add_image(culture_sample, name="well")
+    w.image.reset_choices()
+    w.diameter.value = 40.0  # the model's own cell size: no estimate
+    run(qtbot, w)
+    assert [s.label for s in w.thresholds] == ["cell", "↳ splitting"]
+    split = w._splitting["cell"]
+    assert split.value == 0.5  # the model's own
+    mask = viewer.layers["well · cell"].data.copy()
+    objects = viewer.layers["well · cell objects"]
+    counts = {0.5: int(objects.data.max())}
+    for level in (0.3, 0.8):
+        split.value = level
+        expected = w.result.with_seeds({"cell": level}).instances("cell", mask > 0)
+        np.testing.assert_array_equal(objects.data, expected)
+        counts[level] = int(expected.max())
+        assert f"cell splitting {level:g}" in w.status.value
+    assert counts[0.3] != counts[0.5]  # it changes the objects ...
+    np.testing.assert_array_equal(viewer.layers["well · cell"].data, mask)  # ... not the mask
+    assert w.session.splitting == {"phase-cells": {"cell": 0.8}}  # for the Plate dock
+    # the next Segment keeps the user's splitting
+    run(qtbot, w)
+    assert w._splitting["cell"].value == 0.8
+    np.testing.assert_array_equal(
+        objects.data, w.result.with_seeds({"cell": 0.8}).instances("cell", mask > 0)
+    )
+
+
+def test_choosing_a_model_sets_its_own_test_time_augmentation(widget, tiny_bundle):
+    from napari_cultureseg.core.bundles import user_models_dir
+
+    viewer, w = widget
+    tiny_bundle.with_config(name="tiny-tta", tta=8).save(user_models_dir() / "tiny-tta")
+    w.model.reset_choices()
+    assert w.tta.value == 1  # tiny's own
+    w.model.value = "tiny-tta"
+    assert w.tta.value == 8
+    w.tta.value = 2  # the user's choice holds for this model's runs ...
+    w.model.value = "tiny"
+    assert w.tta.value == 1  # ... and another model starts from its own

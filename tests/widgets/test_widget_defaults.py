@@ -21,7 +21,7 @@ def segment_widget_disagreements(w, bundle) -> list[str]:
     cfg = bundle.config
     pairs = {
         "device": (req.device, default(segment, "device")),
-        "tta": (req.tta, default(segment, "tta")),
+        "tta": (req.tta, cfg.tta),  # the engine's None: the model's own
         "runtime": (req.runtime, default(segment, "runtime")),
         "tile": (req.tile, cfg.tile),  # the engine's None: the model's own
         "overlap": (req.overlap, cfg.overlap),

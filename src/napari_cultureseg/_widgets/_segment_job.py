@@ -33,7 +33,7 @@ class SegmentRequest:
     """Object diameter in the image (px); None: estimated (auto), or the pixel size."""
     pixel_size: float | None = None
     """The image's pixel size (µm), for models that know their own."""
-    tta: int = 1
+    tta: int | None = None  # None: the model's own
     """Test-time augmentation copies (1, 2, 4, 8)."""
     path: str | None = None
     """The image's file, whose metadata may hold its pixel size."""

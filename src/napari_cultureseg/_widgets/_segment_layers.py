@@ -1,6 +1,7 @@
 """The layers a segmentation result makes in the viewer, for the Segment dock
 (:mod:`.segment`): class masks through the image's workspace, probability images,
-hidden object-count layers and one live threshold slider per class.
+hidden object-count layers, one live threshold slider per class and one *splitting*
+slider per class whose touching objects a distance map separates.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ class ResultLayers:
     """The result-to-layers half of :class:`.segment.SegmentWidget` (a mixin).
 
     Uses the widget's ``viewer``, ``status``, ``thresholds`` (the sliders' container),
-    ``result`` with ``_result_for`` (image name, plane index, box), ``_sliders`` and
-    :meth:`corrections_for`.
+    ``result`` with ``_result_for`` (image name, plane index, box) and ``_result_model``,
+    ``_sliders``, ``_splitting``, ``session`` and :meth:`corrections_for`.
     """
 
     def _select_first_class(self, image_name: str, result: Segmentation) -> None:
@@ -44,15 +45,16 @@ class ResultLayers:
         corr = self.corrections_for(image)
         corr.sync()
         counts = []
-        for spec in self.result.classes:
+        seg = self.result.with_seeds({n: s.value for n, s in self._splitting.items()})
+        for spec in seg.classes:
             if not spec.instances or spec.name not in corr.ws.masks:
                 continue
             mask = corr.ws.masks[spec.name] > 0
             if box is None:
-                labels = self.result.instances(spec.name, mask=mask)
+                labels = seg.instances(spec.name, mask=mask)
             else:  # the model's view covers the box only: count there
                 labels = np.zeros(mask.shape, np.uint32)
-                labels[box[0] : box[2], box[1] : box[3]] = self.result.instances(
+                labels[box[0] : box[2], box[1] : box[3]] = seg.instances(
                     spec.name, mask=mask[box[0] : box[2], box[1] : box[3]]
                 )
             lname = f"{layer_name(name, spec.name)} objects"
@@ -115,11 +117,15 @@ class ResultLayers:
     def _build_thresholds(self, result: Segmentation):
         """One live slider per class: re-thresholds the kept probabilities, no network run.
 
-        A class keeps the threshold the user chose for it in an earlier run.
+        A class whose touching objects a distance map separates gets a second slider,
+        its *splitting* (the seed threshold, :meth:`Segmentation.with_seeds`): it cuts
+        the objects anew when released, the masks stay as they are. A class keeps the
+        threshold and splitting the user chose for it in an earlier run.
         """
         previous = {n: s.value for n, s in self._sliders.items()}
+        previous_split = {n: s.value for n, s in self._splitting.items()}
         self.thresholds.clear()
-        self._sliders = {}
+        self._sliders, self._splitting = {}, {}
         for spec in result.classes:
             s = FloatSlider(
                 label=spec.name,
@@ -132,6 +138,31 @@ class ResultLayers:
             s.changed.connect(lambda _v, n=spec.name: self.rethreshold(n))
             self.thresholds.append(s)
             self._sliders[spec.name] = s
+            if spec.instances and spec.separate == "distance":
+                sp = FloatSlider(
+                    label="↳ splitting",  # under its class's threshold slider
+                    min=0.1,
+                    max=0.9,
+                    step=0.05,
+                    value=previous_split.get(spec.name, spec.seed_threshold),
+                    tracking=False,  # objects are cut anew once, when the slider is let go
+                    tooltip=f"How readily touching {spec.name} objects are cut apart: higher "
+                    "cuts more (one object may break into pieces), lower merges more. "
+                    f"The model's own: {spec.seed_threshold:g}, chosen on its validation "
+                    "images. Changes the objects, not the mask.",
+                )
+                sp.changed.connect(lambda _v, n=spec.name: self.resplit(n))
+                self.thresholds.append(sp)
+                self._splitting[spec.name] = sp
+        self._remember_splitting()
+
+    def _remember_splitting(self):
+        """The session keeps the levels that differ from the model's own (the Plate dock
+        segments with them)."""
+        own = {c.name: c.seed_threshold for c in self.result.classes}
+        self.session.splitting[self._result_model] = {
+            n: s.value for n, s in self._splitting.items() if abs(s.value - own[n]) > 1e-6
+        }
 
     def rethreshold(self, cls: str):
         """Apply the slider's threshold to ``cls`` (unreviewed pixels only)."""
@@ -143,3 +174,22 @@ class ResultLayers:
         corr = self.corrections_for(self.viewer.layers[name])
         self._apply(corr, self.result, None, kind="threshold", only=cls)
         corr.update_derived()
+
+    def resplit(self, cls: str):
+        """Cut the objects anew at the *splitting* slider of ``cls``; the masks stay."""
+        if self.result is None or self._result_for is None:
+            return
+        name = self._result_for[0]
+        if name not in self.viewer.layers:
+            return
+        level = self._splitting[cls].value
+        self._remember_splitting()
+        shape = self.viewer.layers[name].data.shape
+        counted = any(
+            f"{layer_name(name, c.name)} objects" in self.viewer.layers for c in self.result.classes
+        )
+        if counted or np.prod(shape[-2:]) <= self._auto_count_pixels:
+            self.count_objects()
+            self.status.value += f" ({cls} splitting {level:g})"
+        else:
+            self.status.value = f"{cls} splitting {level:g}: press Count objects to cut them anew"

@@ -45,6 +45,9 @@ class Session:
         self._attached_once = False
         self.listeners: list = []
         """Called after corrections were saved (a dock showing what it would learn from)."""
+        self.splitting: dict[str, dict[str, float]] = {}
+        """The Segment dock's *splitting* per model, where the user moved it from the
+        model's own (``{model: {class: level}}``): the Plate dock segments with it."""
 
     def attach(self, dock) -> None:
         """A dock uses this session: when the last one closes, everything is saved and the

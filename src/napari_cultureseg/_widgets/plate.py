@@ -261,11 +261,13 @@ class PlateWidget(FieldViewer, Container):
             load(self.model.value).network(resolve_device("auto"))  # native libraries: GUI thread
             import os
 
+            seeds = dict(self.session.splitting.get(self.model.value) or {})
             options = {
                 "device": "auto",
                 "diameter": "auto",
                 "table": True,
                 "threads": max(1, (os.cpu_count() or 1) - 1),  # one core stays with napari
+                "seeds": seeds,  # the Segment dock's splitting of this model, if moved
             }
             ch = self._channel()
             todo, done, refused = jobs_for(
@@ -292,6 +294,10 @@ class PlateWidget(FieldViewer, Container):
             self.status.value = f"every field is segmented already{note}"
             self._write_tables()
             return
+        if seeds:
+            note += "; splitting as in the Segment dock: " + ", ".join(
+                f"{n} {v:g}" for n, v in seeds.items()
+            )
         self.status.value = f"segmenting {len(todo)} field(s) in the background{note}"
         self.segment_button.enabled, self.stop_button.enabled = False, True
         from ._jobs import start_job

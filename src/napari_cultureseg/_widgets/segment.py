@@ -119,7 +119,8 @@ class SegmentWidget(ResultLayers, Container):
             choices=[("off", 1), ("2 flips", 2), ("4 flips", 4), ("8 flips and turns", 8)],
             value=1,
             tooltip="Average the predictions of flipped and rotated copies: smoother masks, "
-            "as many times slower.",
+            "as many times slower. Set to the model's own when a model is chosen (off, "
+            "except where its validation images chose more copies).",
         )
         self.view_only = CheckBox(
             text="only the visible region (fast on large images)", value=False
@@ -131,6 +132,8 @@ class SegmentWidget(ResultLayers, Container):
         self.status = Label(label="", value="")
         self.thresholds = Container(label="thresholds", labels=True)
         self._sliders: dict[str, FloatSlider] = {}
+        self._splitting: dict[str, FloatSlider] = {}  # per distance-separated class
+        self._auto_count_pixels = AUTO_COUNT_PIXELS
         self.accept_button = PushButton(
             text="Accept this view", tooltip="Mark the visible region reviewed: correct as it is"
         )
@@ -173,6 +176,7 @@ class SegmentWidget(ResultLayers, Container):
         self._finished_run = True
         self.result: Segmentation | None = None
         self._result_for: tuple | None = None  # (image name, plane index, box) of self.result
+        self._result_model: str | None = None  # the model of self.result
         from ._session import session_for
 
         self.session = session_for(napari_viewer)
@@ -226,6 +230,7 @@ class SegmentWidget(ResultLayers, Container):
             self.status.value = f"model {name!r} cannot be loaded: {exc}"
             return
         self.tile.value, self.overlap.value = cfg.tile, cfg.overlap
+        self.tta.value = cfg.tta
         trained = "" if cfg.lineage.get("steps") else " — UNTRAINED"
         scale = (
             f"; learnt {cfg.scale.reference}s of {cfg.scale.diameter:g} px"
@@ -382,6 +387,7 @@ class SegmentWidget(ResultLayers, Container):
             self.status.value = f"{req.image_name} was closed; result dropped"
             return
         self.result, self._result_for = result, (req.image_name, index, req.box)
+        self._result_model = req.model
         corr = self.corrections_for(self.viewer.layers[req.image_name], result.classes)
         self._build_thresholds(result)
         self._apply(corr, result, req.model, kind="segment")

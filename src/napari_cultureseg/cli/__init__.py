@@ -117,9 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         type=int,
         choices=[1, 2, 4, 8],
-        default=1,
+        default=None,
         help="test-time augmentation: average 2, 4 or 8 flipped/rotated copies "
-        "(as many times slower)",
+        "(as many times slower); 1: none. Default: the model's own (1, except where "
+        "its validation images chose more; `cultureseg models` says)",
+    )
+    p.add_argument(
+        "--splitting",
+        action="append",
+        default=[],
+        metavar="CLASS=LEVEL",
+        help="how readily touching objects of a class are cut apart, 0-1 (higher: more "
+        "cuts; default: the model's own, see `cultureseg models`), e.g. --splitting "
+        "nucleus=0.4; for classes separated by a distance map; repeat for several classes",
     )
     p.add_argument(
         "--overwrite",
@@ -206,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="object size per image: auto (estimated, default), none, truth (from "
         "the reference masks: an oracle) or pixels",
     )
-    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1)
+    p.add_argument(
+        "--tta",
+        type=int,
+        choices=[1, 2, 4, 8],
+        default=None,
+        help="test-time augmentation copies (default: the model's own)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto", help="auto, torch or onnx (CPU)")
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")

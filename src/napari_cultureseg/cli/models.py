@@ -27,8 +27,11 @@ def cmd_models(args) -> int:
             c.name
             + (f" = {c.description.split('.')[0]}" if len(c.name) <= 3 and c.description else "")
             + (" (+instances)" if c.instances else "")
+            + (f" (splitting {c.seed_threshold:g})" if c.separate == "distance" else "")
             for c in cfg.classes
         ) + "".join(f", {d.name} (derived)" for d in cfg.derived)
+        if cfg.tta != 1:
+            classes += f"; test-time augmentation {cfg.tta} copies"
         mark = " [default]" if name == DEFAULT_MODEL else ""
         trained = "" if cfg.lineage.get("steps") else "  UNTRAINED"
         scale = (
@@ -104,7 +107,7 @@ def cmd_evaluate(args) -> int:
             "data": str(args.data),
             "split": args.split,
             "diameter": args.diameter,
-            "tta": args.tta,
+            "tta": args.tta if args.tta is not None else bundle.config.tta,
             "runtime": args.runtime,
         }
     )
@@ -122,7 +125,7 @@ def cmd_evaluate(args) -> int:
             f"cultureseg evaluate {Path(args.data).as_posix()} --model "
             f"{bundle.config.name} --split {args.split}"
             + (f" --diameter {args.diameter}" if args.diameter != "auto" else "")
-            + (f" --tta {args.tta}" if args.tta != 1 else "")
+            + (f" --tta {args.tta}" if args.tta is not None else "")
         )
         record_evaluation(bundle.path, result)
         print(f"recorded in {bundle.path}/config.json and card.md")

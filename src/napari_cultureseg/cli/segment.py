@@ -68,6 +68,7 @@ def cmd_segment(args) -> int:
     _check_options(args)
     bundle = load_bundle(args.model)
     cfg = bundle.config
+    seeds = _splitting(args.splitting, cfg)
     names = [c.name for c in cfg.classes] + [d.name for d in cfg.derived]
     for n in names:
         safe_name(n, what=f"class name of model {cfg.name!r}")
@@ -153,6 +154,7 @@ def cmd_segment(args) -> int:
         "format": args.format,
         "threads": threads,
         "block": args.block,
+        "seeds": seeds,
     }
     jobs = [
         FieldJob(
@@ -236,6 +238,27 @@ def cmd_segment(args) -> int:
             f"{failed} of {len(images)} image(s) failed; the others were segmented", file=sys.stderr
         )
     return 1 if failed else 0
+
+
+def _splitting(values: list[str], cfg) -> dict[str, float]:
+    """``--splitting CLASS=LEVEL`` (repeated) as ``{class: level}``, checked against the
+    model's classes before anything is segmented."""
+    from ..core.segmentation import seeded_classes
+
+    seeds: dict[str, float] = {}
+    for v in values or []:
+        name, _, level = v.partition("=")
+        try:
+            seeds[name.strip()] = float(level)
+        except ValueError:
+            raise ValueError(
+                f"--splitting {v!r}: give CLASS=LEVEL, e.g. --splitting nucleus=0.4"
+            ) from None
+    try:
+        seeded_classes(cfg.classes, seeds)
+    except ValueError as exc:
+        raise ValueError(f"--splitting: {exc}") from None
+    return seeds
 
 
 def _check_options(args) -> None:

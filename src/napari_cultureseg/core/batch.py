@@ -85,7 +85,7 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
             overlap=o.get("overlap"),
             batch_size=o.get("batch_size"),
             zoom=zoom,
-            tta=o.get("tta", 1),
+            tta=o.get("tta"),  # None: the model's own
             runtime=o.get("runtime", "auto"),
         )
         while True:
@@ -96,6 +96,7 @@ def run_field(job: FieldJob, progress: Callable[[int, int], None] | None = None)
                 break
             if progress is not None:
                 progress(p.done, p.total)
+        result = result.with_seeds(o.get("seeds") or {})  # --splitting
         gray = None
         if o.get("table"):  # the plane's mean intensity per object, in gray
             gray = plane.mean(axis=-1, dtype="float32") if plane.ndim == 3 else plane
@@ -213,11 +214,12 @@ def _run_mosaic(job: FieldJob, bundle, progress) -> FieldDone:
             tile=o.get("tile"),
             overlap=o.get("overlap"),
             batch_size=o.get("batch_size"),
-            tta=o.get("tta", 1),
+            tta=o.get("tta"),  # None: the model's own
             runtime=o.get("runtime", "auto"),
             table=bool(o.get("table")),
             info={"image": job.stem, "well": well, "field": index},
             progress=progress,
+            seeds=o.get("seeds"),
         )
         _write_record(job, done=False)  # from here on these files are this field's own
         if o.get("format") == "ome-zarr":

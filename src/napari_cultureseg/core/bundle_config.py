@@ -228,6 +228,10 @@ class BundleConfig:
     """parent, created, data, steps, seconds, metrics of the training that made it."""
     card: dict = field(default_factory=dict)
     storage_dtype: str = "float32"
+    tta: int = 1
+    """Test-time augmentation copies the model runs with unless told otherwise (1, 2, 4
+    or 8: :func:`segment.augmented`), set in its recipe where its validation images
+    chose it (``fluorescence-nuclei``: 8); the Segment dock and the CLI can change it."""
 
     @property
     def class_names(self) -> list[str]:
@@ -323,6 +327,8 @@ class BundleConfig:
                 f"{encoder!r} is not a plain encoder name: a model's weights "
                 "come from its bundle only, never from a hub",
             )
+        if self.tta not in (1, 2, 4, 8):
+            bad("tta", f"must be 1, 2, 4 or 8 copies, not {self.tta!r}")
         for c in self.classes:
             key = f"classes[{c.name}]"
             for field_, lo, hi in (("threshold", 0.0, 1.0), ("seed_threshold", 0.0, 1.0)):

@@ -59,6 +59,14 @@ def render_card(cfg: BundleConfig) -> str:
         f"- tiles: {cfg.tile} px, overlap {cfg.overlap}",
         *(
             [
+                f"- test-time augmentation: {cfg.tta} flipped and rotated copies averaged by "
+                "default (chosen on the validation images; the figures below are with them)"
+            ]
+            if cfg.tta != 1
+            else []
+        ),
+        *(
+            [
                 f"- scale: learnt at a median {cfg.scale.reference} diameter of "
                 f"{cfg.scale.diameter:g} px (all counted classes: "
                 + ", ".join(f"{k} {v:g} px" for k, v in cfg.scale.diameters.items())

@@ -77,7 +77,7 @@ def evaluate(
     device: str = "auto",
     on_image: Callable[[str], None] | None = None,
     diameter: str | float | None = "auto",
-    tta: int = 1,
+    tta: int | None = None,
     runtime: str = "auto",
 ) -> dict:
     """Segment every image and score each class that has a reference.
@@ -91,7 +91,8 @@ def evaluate(
         ``"truth"`` (the median diameter of the reference class in the image's
         own reference mask: an oracle, for benchmarks only) or a number of pixels.
     tta
-        Test-time augmentation copies (see :func:`segment.augmented`).
+        Test-time augmentation copies (see :func:`segment.augmented`); None: the
+        model's own (``BundleConfig.tta``), as ``cultureseg segment`` runs it.
     runtime
         ``auto``, ``torch`` or ``onnx`` (see :mod:`.runtimes`).
 

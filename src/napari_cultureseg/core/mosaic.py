@@ -201,11 +201,12 @@ def segment_mosaic(
     tile: int | None = None,
     overlap: float | None = None,
     batch_size: int | None = None,
-    tta: int = 1,
+    tta: int | None = None,
     runtime: str = "auto",
     table: bool = False,
     info: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    seeds: dict[str, float] | None = None,
 ) -> MosaicResult:
     """Segment a lazily read plane block by block (module docstring).
 
@@ -228,6 +229,8 @@ def segment_mosaic(
         Columns put first in every table row.
     progress
         ``progress(done, total)`` after each block.
+    seeds
+        Distance seed thresholds by class (:meth:`Segmentation.with_seeds`).
     """
     from .images import as_plane, release_memory
     from .model_input import to_model_input
@@ -287,6 +290,7 @@ def segment_mosaic(
             )
         )
         del x
+        seg = seg.with_seeds(seeds or {})  # the user's splitting, if any
         unsure += seg.uncertainty() * (core[1] - core[0]) * (core[3] - core[2])
         masks = seg.masks()
         for n, m in masks.items():

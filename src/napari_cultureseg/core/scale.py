@@ -268,7 +268,7 @@ def estimate_diameter(
         zoom, d, n = (0.5, None, 0) if method == "coarse" else (1.0, None, 0)
         passes = max(1, iterations) + (1 if method == "coarse" else 0)
         for _ in range(passes):
-            seg = run_to_end(segment(bundle, crop, device=device, zoom=zoom))
+            seg = run_to_end(segment(bundle, crop, device=device, zoom=zoom, tta=1))
             logs, weights = [], []
             for c in classes:
                 # instances on the image's grid: diameters in image pixels whatever the zoom
@@ -298,7 +298,7 @@ def estimate_diameter(
     best, best_zoom = -np.inf, 1.0
     zooms = [0.5, 0.71, 1.0, 1.41, 2.0]
     for z in zooms:
-        seg = run_to_end(segment(bundle, crop, device=device, zoom=z))
+        seg = run_to_end(segment(bundle, crop, device=device, zoom=z, tta=1))  # a quick look
         p = seg.probability(k)
         fg = p > 0.5
         if not fg.any():

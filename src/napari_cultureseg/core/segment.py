@@ -40,7 +40,7 @@ def segment(
     batch_size: int | None = None,
     fit: bool | None = None,
     zoom: float = 1.0,
-    tta: int = 1,
+    tta: int | None = None,
     levels=None,
     runtime: str = "auto",
 ) -> Generator[Progress, None, Segmentation]:
@@ -85,7 +85,8 @@ def segment(
     tta
         Test-time augmentation: average the predictions of this many flipped and
         rotated copies of every tile (1: none, 4: flips, 8: flips and rotations);
-        costs as many forward passes.
+        costs as many forward passes. None: the model's own (``BundleConfig.tta``,
+        chosen on its validation images; 1 for most).
     runtime
         ``auto`` (ONNX Runtime on the CPU when installed, else torch), ``torch``, or
         ``onnx`` (:mod:`.runtimes`: about twice as fast on a CPU, the same masks; falls
@@ -139,7 +140,7 @@ def segment_input(
     overlap: float | None = None,
     batch_size: int | None = None,
     fit: bool | None = None,
-    tta: int = 1,
+    tta: int | None = None,
     runtime: str = "auto",
 ) -> Generator[Progress, None, Segmentation]:
     """:func:`segment` from the image's model input ``x`` (:func:`model_input.to_model_input`,
@@ -147,6 +148,7 @@ def segment_input(
     mosaic is segmented from a window of its padded, resampled input (:mod:`.mosaic`).
     The other parameters are :func:`segment`'s."""
     cfg = bundle.config
+    tta = cfg.tta if tta is None else tta
     device = resolve_device(device)
     if batch_size is None:  # for the largest tile fit_tile may choose
         batch_size = batch_for(device, int(1.25 * (tile or cfg.tile)))

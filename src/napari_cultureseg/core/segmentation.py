@@ -130,6 +130,17 @@ class Segmentation:
             out[d.name] = m
         return out
 
+    def with_seeds(self, seeds: Mapping[str, float]) -> Segmentation:
+        """This result with other distance seed thresholds (the Segment dock's *splitting*,
+        ``cultureseg segment --splitting``): ``{class: threshold}``, each class one that is
+        separated by a distance map. Higher cuts touching objects apart more readily, lower
+        merges more; the masks do not change, only how they are cut into objects."""
+        if not seeds:
+            return self
+        from dataclasses import replace
+
+        return replace(self, classes=seeded_classes(self.classes, seeds))
+
     def instances(
         self, name: str, mask: np.ndarray | None = None, *, grid: str = "network"
     ) -> np.ndarray:
@@ -185,6 +196,35 @@ class Segmentation:
         """Steps along a flow on the network's grid: three training diameters (a long cell's
         tip is about that far from its centre), 200 when the model has no scale."""
         return int(3 * self.diameter) if self.diameter else 200
+
+
+def seeded_classes(
+    classes: tuple[ClassSpec, ...], seeds: Mapping[str, float]
+) -> tuple[ClassSpec, ...]:
+    """``classes`` with the seed thresholds of ``seeds`` (``{class: threshold}``).
+
+    Raises ValueError, saying which classes take one, for a class that is not among
+    ``classes``, one that is not separated by a distance map, or a value outside 0-1.
+    """
+    from dataclasses import replace
+
+    takes = [c.name for c in classes if c.separate == "distance"]
+    hint = (
+        f"splitting applies to {', '.join(takes)}"
+        if takes
+        else "this model separates no class by a distance map, so splitting does not apply"
+    )
+    by_name = {c.name: c for c in classes}
+    for name, t in seeds.items():
+        if name not in by_name or by_name[name].separate != "distance":
+            raise ValueError(f"no splitting for {name!r}: {hint}")
+        if not 0.0 < float(t) < 1.0:
+            raise ValueError(
+                f"splitting of {name!r} is {t}; give a value between 0 and 1, e.g. 0.5"
+            )
+    return tuple(
+        replace(c, seed_threshold=float(seeds[c.name])) if c.name in seeds else c for c in classes
+    )
 
 
 def _cleaned(above: np.ndarray, spec: ClassSpec, min_size: int) -> np.ndarray:

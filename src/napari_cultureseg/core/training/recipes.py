@@ -42,6 +42,7 @@ MODEL_KEYS = (
     "overlap",
     "modality",
     "description",
+    "tta",
 )
 
 
@@ -130,6 +131,7 @@ def model_config(y: dict) -> BundleConfig:
         overlap=float(y.get("overlap", 0.25)),
         modality=y.get("modality", ""),
         description=y.get("description", ""),
+        tta=int(y.get("tta", 1)),
     )
     cfg.check()
     return cfg

@@ -164,11 +164,7 @@ def score(
 
 def _with_seed(seg, c: int, threshold: float):
     """``seg`` with class ``c``'s distance seeds at ``threshold``."""
-    from dataclasses import replace
-
-    classes = list(seg.classes)
-    classes[c] = replace(classes[c], seed_threshold=threshold)
-    return replace(seg, classes=tuple(classes))
+    return seg.with_seeds({seg.classes[c].name: threshold})
 
 
 def choose_seeds(cfg: BundleConfig, v: Validation) -> tuple[BundleConfig, dict]:
