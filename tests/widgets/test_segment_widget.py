@@ -223,3 +223,31 @@ def test_choosing_a_model_sets_its_own_test_time_augmentation(widget, tiny_bundl
     w.tta.value = 2  # the user's choice holds for this model's runs ...
     w.model.value = "tiny"
     assert w.tta.value == 1  # ... and another model starts from its own
+
+
+def test_splitting_is_kept_per_model(widget, culture_sample, qtbot):
+    """A level set for one model's class does not carry over to another model's class of
+    the same name; coming back to the first model brings it back."""
+    from dataclasses import replace
+
+    from napari_cultureseg.core.bundles import load_bundle, user_models_dir
+
+    viewer, w = widget
+    phase = load_bundle("phase-cells")
+    other = phase.with_config(
+        name="phase-other", classes=(replace(phase.config.classes[0], seed_threshold=0.4),)
+    )
+    other.save(user_models_dir() / "phase-other")
+    viewer.add_image(culture_sample, name="well")
+    w.image.reset_choices()
+    w.model.reset_choices()
+    w.diameter.value = 40.0
+    w.model.value = "phase-cells"
+    run(qtbot, w)
+    w._splitting["cell"].value = 0.8
+    w.model.value = "phase-other"
+    run(qtbot, w)
+    assert w._splitting["cell"].value == 0.4  # that model's own, not phase-cells' 0.8
+    w.model.value = "phase-cells"
+    run(qtbot, w)
+    assert w._splitting["cell"].value == 0.8

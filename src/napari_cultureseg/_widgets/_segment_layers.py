@@ -120,10 +120,11 @@ class ResultLayers:
         A class whose touching objects a distance map separates gets a second slider,
         its *splitting* (the seed threshold, :meth:`Segmentation.with_seeds`): it cuts
         the objects anew when released, the masks stay as they are. A class keeps the
-        threshold and splitting the user chose for it in an earlier run.
+        threshold the user chose for it in an earlier run, and the splitting the user
+        chose for it with the same model (kept by the session, per model).
         """
         previous = {n: s.value for n, s in self._sliders.items()}
-        previous_split = {n: s.value for n, s in self._splitting.items()}
+        previous_split = self.session.splitting.get(self._result_model, {})
         self.thresholds.clear()
         self._sliders, self._splitting = {}, {}
         for spec in result.classes:
