@@ -271,6 +271,21 @@ def test_time_budget_and_early_stopping_end_training_cleanly():
     assert bundle.config.lineage["best_step"] == 5
 
 
+def test_checks_early_in_the_schedule_give_no_kept_weights_when_told():
+    """``keep_after``: a validation that scores the same at every check would keep the first
+    check's weights; with keep_after 0.5 the first check past half the schedule is kept, and
+    the early checks do not count towards early stopping either."""
+    blind = replace(VAL[0], valid=np.zeros_like(VAL[0].valid))
+    cfg = replace(CFG, steps=20, val_every=5, early_stop_patience=2)
+    _, first = _run(fine_tune(MODEL, TRAIN, [blind], cfg))
+    assert first.config.lineage["best_step"] == 5
+    reports, late = _run(fine_tune(MODEL, TRAIN, [blind], replace(cfg, keep_after=0.5)))
+    assert late.config.lineage["best_step"] == 15  # step 10 is at 45 % of the schedule
+    assert reports[-1].step == 20 and late.config.lineage["stopped"] == "steps"
+    with pytest.raises(ValueError, match="keep_after"):
+        replace(CFG, keep_after=1.0)
+
+
 def test_fine_tuning_a_parent_records_it_and_checks_classes(trained, tmp_path):
     _, parent = trained
     parent.save(tmp_path / "parent")

@@ -103,6 +103,12 @@ class TrainConfig:
     (``separate: distance``) takes the one that scores the best SA(0.5) on the validation
     images with the kept weights (recorded in the lineage: ``metrics.val_seeds``); ()
     keeps the recipe's. Like early stopping, a choice made on the validation split only."""
+    keep_after: float = 0.0
+    """Fraction of the schedule (steps or time, whichever it follows) before which a
+    validation check cannot give the kept weights (0: any check can). With few
+    validation images a check early in a long schedule, at a high learning rate, can
+    win by chance and then fail on other images (docs/benchmarks.md, "Leave one
+    experiment out"); checks before it count for nothing, early stopping included."""
     val_tile: int | None = None
     """Tile for validation (None: the bundle's tile, capped at the image size)."""
     val_batch_size: int = 4
@@ -117,6 +123,10 @@ class TrainConfig:
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(
                 f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}"
+            )
+        if not 0.0 <= self.keep_after < 1.0:
+            raise ValueError(
+                f"keep_after is a fraction of the schedule in [0, 1), not {self.keep_after}"
             )
         if any(not 0.0 < t < 1.0 for t in self.choose_seeds):
             raise ValueError(

@@ -345,7 +345,9 @@ def fine_tune(
                 dice, sa = v.dice, (v.objects or None)
                 s = v.score(config.select_by)
                 history.append({"step": step, "val_dice": v.dice, **_objects(v)})
-                if s > best["score"]:
+                if progress < config.keep_after and not out_of_time:
+                    pass  # too early in the schedule to be kept (TrainConfig.keep_after)
+                elif s > best["score"]:
                     is_best, since_best = True, 0
                     best.update(score=s, step=step, state=snapshot(), val=v)
                     if adversary is not None:
