@@ -31,13 +31,12 @@ from loeo import CACHE, DATA, EXPERIMENTS  # noqa: E402
 def scores(preds: list, trues: list) -> dict:
     from napari_cultureseg.core import object_metrics as OM
 
-    matches = [OM.match_instances(p, t, 0.5) for p, t in zip(preds, trues, strict=True)]
-    tp, fp, fn = (sum(getattr(m, k) for m in matches) for k in ("tp", "fp", "fn"))
+    out = OM.pooled_object_prf(preds, trues, 0.5)
     return {
-        "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        "object_f1": out["object_f1"],
         "sa_0.5": OM.segmentation_accuracy(preds, trues, 0.5),
-        "objects_pred": int(sum(m.n_pred for m in matches)),
-        "objects_true": int(sum(m.n_true for m in matches)),
+        "objects_pred": out["objects_pred"],
+        "objects_true": out["objects_true"],
     }
 
 

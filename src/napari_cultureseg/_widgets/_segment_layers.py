@@ -13,6 +13,10 @@ from ..core.segmentation import Segmentation
 from ._corrections import Corrections, layer_name
 from ._segment_job import SegmentRequest
 
+AUTO_COUNT_PIXELS = 4096 * 4096
+"""Objects are counted after every Segment (and splitting) up to this image size; larger:
+on request."""
+
 
 class ResultLayers:
     """The result-to-layers half of :class:`.segment.SegmentWidget` (a mixin).
@@ -189,7 +193,7 @@ class ResultLayers:
         counted = any(
             f"{layer_name(name, c.name)} objects" in self.viewer.layers for c in self.result.classes
         )
-        if counted or np.prod(shape[-2:]) <= self._auto_count_pixels:
+        if counted or np.prod(shape[-2:]) <= AUTO_COUNT_PIXELS:
             self.count_objects()
             self.status.value += f" ({cls} splitting {level:g})"
         else:

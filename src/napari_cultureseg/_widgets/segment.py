@@ -39,7 +39,7 @@ from ..core.images import ImageError
 from ..core.segmentation import Segmentation
 from ._corrections import Corrections, workspace_key
 from ._segment_job import SegmentRequest, current_plane, prepare_model, run_segmentation
-from ._segment_layers import ResultLayers
+from ._segment_layers import AUTO_COUNT_PIXELS, ResultLayers
 from ._view import visible_box
 
 VIEW_MARGIN = 64
@@ -53,10 +53,6 @@ def _row(*widgets):
     row = Container(widgets=list(widgets), layout="horizontal", labels=False)
     row.margins = (0, 0, 0, 0)
     return row
-
-
-AUTO_COUNT_PIXELS = 4096 * 4096
-"""Objects are counted after every Segment up to this image size; larger: on request."""
 
 
 class SegmentWidget(ResultLayers, Container):
@@ -133,7 +129,6 @@ class SegmentWidget(ResultLayers, Container):
         self.thresholds = Container(label="thresholds", labels=True)
         self._sliders: dict[str, FloatSlider] = {}
         self._splitting: dict[str, FloatSlider] = {}  # per distance-separated class
-        self._auto_count_pixels = AUTO_COUNT_PIXELS
         self.accept_button = PushButton(
             text="Accept this view", tooltip="Mark the visible region reviewed: correct as it is"
         )

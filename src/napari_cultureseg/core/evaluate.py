@@ -187,23 +187,9 @@ def _score(name: str, acc: dict, bundle: Bundle) -> dict:
     }
     if acc["pred_labels"]:
         preds, trues = acc["pred_labels"], acc["true_labels"]
-        matches = [OM.match_instances(p, t, 0.5) for p, t in zip(preds, trues, strict=True)]
-        tp = sum(m.tp for m in matches)
-        fp = sum(m.fp for m in matches)
-        fn = sum(m.fn for m in matches)
-        p = tp / (tp + fp) if tp + fp else float("nan")
-        r = tp / (tp + fn) if tp + fn else float("nan")
-        out.update(
-            {
-                "objects_true": int(sum(m.n_true for m in matches)),
-                "objects_pred": int(sum(m.n_pred for m in matches)),
-                "object_precision": p,
-                "object_recall": r,
-                "object_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-                "sa_0.5": OM.segmentation_accuracy(preds, trues, 0.5),
-                "msa": OM.mean_segmentation_accuracy(preds, trues),
-            }
-        )
+        out.update(OM.pooled_object_prf(preds, trues, 0.5))
+        out["sa_0.5"] = OM.segmentation_accuracy(preds, trues, 0.5)
+        out["msa"] = OM.mean_segmentation_accuracy(preds, trues)
     return out
 
 

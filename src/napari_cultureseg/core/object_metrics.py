@@ -191,6 +191,23 @@ def object_prf(pred_labels, true_labels, iou_threshold=0.5):
     return _ratio(m.tp, m.tp + m.fp), _ratio(m.tp, m.tp + m.fn), _dice_counts(m.tp, m.fp, m.fn)
 
 
+def pooled_object_prf(preds, truths, iou_threshold=0.5) -> dict:
+    """Object precision, recall and F1 with the matches of all images pooled (as the
+    cards report them), and the object counts: ``{"object_precision", "object_recall",
+    "object_f1", "objects_pred", "objects_true"}``."""
+    matches = [match_instances(p, t, iou_threshold) for p, t in zip(preds, truths, strict=True)]
+    tp = sum(m.tp for m in matches)
+    fp = sum(m.fp for m in matches)
+    fn = sum(m.fn for m in matches)
+    return {
+        "objects_true": int(sum(m.n_true for m in matches)),
+        "objects_pred": int(sum(m.n_pred for m in matches)),
+        "object_precision": _ratio(tp, tp + fp),
+        "object_recall": _ratio(tp, tp + fn),
+        "object_f1": _dice_counts(tp, fp, fn),
+    }
+
+
 def _overlap_list(preds, truths):
     preds = [preds] if isinstance(preds, np.ndarray) else list(preds)
     truths = [truths] if isinstance(truths, np.ndarray) else list(truths)

@@ -345,15 +345,15 @@ def fine_tune(
                 dice, sa = v.dice, (v.objects or None)
                 s = v.score(config.select_by)
                 history.append({"step": step, "val_dice": v.dice, **_objects(v)})
-                if progress < config.keep_after and not out_of_time:
-                    pass  # too early in the schedule to be kept (TrainConfig.keep_after)
-                elif s > best["score"]:
-                    is_best, since_best = True, 0
-                    best.update(score=s, step=step, state=snapshot(), val=v)
-                    if adversary is not None:
-                        best["disc"] = adversary.state_dict()
-                else:
-                    since_best += 1
+                # a check early in the schedule is neither kept nor counted (keep_after)
+                if progress >= config.keep_after or out_of_time:
+                    if s > best["score"]:
+                        is_best, since_best = True, 0
+                        best.update(score=s, step=step, state=snapshot(), val=v)
+                        if adversary is not None:
+                            best["disc"] = adversary.state_dict()
+                    else:
+                        since_best += 1
             shown = None
             if preview is not None and preview_every and step % preview_every == 0:
                 net.eval()

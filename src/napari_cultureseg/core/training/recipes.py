@@ -32,19 +32,6 @@ from ..patches import scale_zooms
 from .config import Report, TrainConfig
 from .loop import run_training
 
-MODEL_KEYS = (
-    "architecture",
-    "params",
-    "classes",
-    "derived",
-    "input",
-    "tile",
-    "overlap",
-    "modality",
-    "description",
-    "tta",
-)
-
 
 @dataclass
 class Recipe:

@@ -141,7 +141,7 @@ def score(
                 matched[spec.name][0].append(seg.instances(spec.name, mask))
                 matched[spec.name][1].append(_truth_labels(s, c, cfg, as_labels))
                 for t, preds in seeded.get(spec.name, {}).items():
-                    preds.append(_with_seed(seg, c, t).instances(spec.name, mask))
+                    preds.append(seg.with_seeds({spec.name: t}).instances(spec.name, mask))
     pooled, mean = {}, {}
     for c, spec in enumerate(cfg.classes):
         if per_image[c]:
@@ -162,11 +162,6 @@ def score(
     return Validation(pooled, mean, sa, sizes, by_seed)
 
 
-def _with_seed(seg, c: int, threshold: float):
-    """``seg`` with class ``c``'s distance seeds at ``threshold``."""
-    return seg.with_seeds({seg.classes[c].name: threshold})
-
-
 def choose_seeds(cfg: BundleConfig, v: Validation) -> tuple[BundleConfig, dict]:
     """``cfg`` with each distance-separated class's seed threshold set to the one of
     :attr:`Validation.seeds` that scored the best SA(0.5) on the validation images
@@ -175,16 +170,18 @@ def choose_seeds(cfg: BundleConfig, v: Validation) -> tuple[BundleConfig, dict]:
     SA}}}``."""
     from dataclasses import replace
 
-    classes, chosen = list(cfg.classes), {}
-    for k, spec in enumerate(classes):
+    from ..segmentation import seeded_classes
+
+    chosen = {}
+    for spec in cfg.classes:
         by = v.seeds.get(spec.name)
         if not by:
             continue
         own = spec.seed_threshold
         best = max(by, key=lambda t: (round(by[t], 9), -round(abs(t - own), 9), -t))
-        classes[k] = replace(spec, seed_threshold=best)
         chosen[spec.name] = {"chosen": best, "sa": {str(t): round(x, 4) for t, x in by.items()}}
-    return replace(cfg, classes=tuple(classes)), chosen
+    classes = seeded_classes(cfg.classes, {n: c["chosen"] for n, c in chosen.items()})
+    return replace(cfg, classes=classes), chosen
 
 
 def size_ratio(preds: Sequence[np.ndarray], trues: Sequence[np.ndarray]) -> float | None:
