@@ -116,6 +116,17 @@ def test_fine_tune_job_saves_nothing_when_the_parent_stays_better(parent, cultur
     assert not (user_models_dir() / "discs.v2").exists()
 
 
+def _painted(samples):
+    """Samples as corrections painted in napari give them to a distance model: the mask
+    known, its distance channel not (Workspace.samples)."""
+    out = []
+    for s in samples:
+        target = np.stack([s.target[0], np.zeros_like(s.target[0])]).astype(np.float32)
+        valid = np.stack([np.ones_like(s.valid[0]), np.zeros_like(s.valid[0])])
+        out.append(replace(s, target=target, valid=valid))
+    return out
+
+
 def test_fine_tune_job_learns_a_distance_model_from_painted_masks(cultureseg_home):
     """The bundled real-data models split objects by a distance channel; corrections
     painted in napari know the mask only (Workspace.samples: distance unknown)."""
@@ -125,14 +136,36 @@ def test_fine_tune_job_learns_a_distance_model_from_painted_masks(cultureseg_hom
     torch.manual_seed(0)
     Bundle(replace(MODEL, classes=(spec,))).save(user_models_dir() / "ddiscs")
     base = Bundle.load(user_models_dir() / "ddiscs")
-    samples = []
-    for s in TRAIN[:2]:
-        target = np.stack([s.target[0], np.zeros_like(s.target[0])]).astype(np.float32)
-        valid = np.stack([np.ones_like(s.valid[0]), np.zeros_like(s.valid[0])])
-        samples.append(replace(s, target=target, valid=valid))
+    samples = _painted(TRAIN[:2])
     cfg = finetune_config(steps=4, val_every=2, threads=1, patch_size=64, batch_size=2)
     result = _finish(fine_tune_job(base, "ddiscs", samples, cfg))
     assert result.steps == 4 and "disc" in result.parent_dice
+
+
+def test_a_new_version_keeps_the_splitting_the_user_set_for_its_parent(cultureseg_home):
+    """The Segment dock's splitting of the parent becomes the new version's own seed
+    threshold (in napari and in the CLI); a class that takes none is refused at once."""
+    from napari_cultureseg.core.bundles import user_models_dir
+
+    spec = replace(MODEL.classes[0], instances=True, separate="distance", seed_threshold=0.5)
+    torch.manual_seed(0)
+    Bundle(replace(MODEL, classes=(spec,))).save(user_models_dir() / "ddiscs")
+    base = Bundle.load(user_models_dir() / "ddiscs")
+    samples = _painted(TRAIN[:3])
+    cfg = finetune_config(
+        steps=30, val_every=10, threads=1, patch_size=64, batch_size=4, lr=3e-3, freeze_norm=False
+    )
+    result = _finish(fine_tune_job(base, "ddiscs", samples, cfg, splitting={"disc": 0.7}))
+    assert result.path is not None, result
+    saved = Bundle.load(result.path)
+    assert saved.config.classes[0].seed_threshold == 0.7
+    assert saved.config.lineage["splitting"] == {"disc": 0.7}
+    assert Bundle.load(user_models_dir() / "ddiscs").config.classes[0].seed_threshold == 0.5
+    # a splitting the parent cannot take: refused before a step is trained or a file made
+    plain = Bundle(MODEL)
+    with pytest.raises(ValueError, match="splitting"):
+        next(fine_tune_job(plain, "discs", samples, cfg, splitting={"disc": 0.7}))
+    assert not (user_models_dir() / "discs.v2").exists()
 
 
 def test_corrections_zoomed_to_the_training_size_keep_their_distance_values():

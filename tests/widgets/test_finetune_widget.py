@@ -27,7 +27,14 @@ def widgets(make_napari_viewer, tiny_bundle, qtbot):
     seg = SegmentWidget(viewer)
     viewer.window.add_dock_widget(seg, name="Segment")
     img, truth = _segment_a_field(viewer, seg, qtbot, (192, 192), seed=2)
-    # the user corrects the cell layer to the truth and accepts the whole view
+    ft = _correct_and_open_finetune(viewer, seg, qtbot, truth)
+    ft.preview_every.value = 5
+    return viewer, seg, ft, img, truth
+
+
+def _correct_and_open_finetune(viewer, seg, qtbot, truth):
+    """The user corrects the cell layer to the truth, accepts the whole view and opens
+    Fine-tune on ``tiny`` (small patches and batches)."""
     viewer.layers["field · cell"].data = (truth > 0).astype(np.uint8)
     viewer.reset_view()
     qtbot.wait(50)
@@ -36,8 +43,8 @@ def widgets(make_napari_viewer, tiny_bundle, qtbot):
     viewer.window.add_dock_widget(ft, name="Fine-tune")
     ft.model.reset_choices()
     ft.model.value = "tiny"
-    ft.patch.value, ft.batch.value, ft.preview_every.value = 64, 2, 5
-    return viewer, seg, ft, img, truth
+    ft.patch.value, ft.batch.value = 64, 2
+    return ft
 
 
 def test_fine_tune_makes_a_new_version_used_by_the_next_segment(widgets, qtbot):
@@ -218,3 +225,40 @@ def test_the_sources_list_follows_corrections_made_while_the_dock_is_open(
     seg.accept_view()
     n = seg.corrections_for(viewer.layers["field"]).reviewed_pixels()["cell"]
     assert n > 0 and f"cell {n} px" in ft.sources.value, ft.sources.value
+
+
+def test_the_new_version_cuts_objects_at_the_users_splitting(
+    make_napari_viewer, cultureseg_home, qtbot
+):
+    """A user who moved a class's splitting before fine-tuning gets a version that cuts
+    objects the same way: the level is saved in it and the Segment dock starts there."""
+    from dataclasses import replace
+
+    import torch
+
+    from napari_cultureseg.core.bundles import Bundle, user_models_dir
+
+    from ..conftest import tiny_config
+
+    cfg = tiny_config()
+    cell = replace(cfg.classes[0], separate="distance", seed_threshold=0.5)
+    torch.manual_seed(0)
+    Bundle(replace(cfg, classes=(cell, *cfg.classes[1:]))).save(user_models_dir() / "tiny")
+    viewer = make_napari_viewer(show=True)
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment")
+    img, truth = _segment_a_field(viewer, seg, qtbot, (192, 192), seed=2)
+    seg._splitting["cell"].value = 0.7  # released: the objects are cut anew
+    assert seg.session.splitting == {"tiny": {"cell": 0.7}}
+    ft = _correct_and_open_finetune(viewer, seg, qtbot, truth)
+    ft.steps.value = 20
+    ft.start()
+    qtbot.waitUntil(lambda: ft.worker is None, timeout=180_000)
+    assert ft.last is not None and ft.last.name == "tiny.v2", ft.result_label.value
+    assert load_bundle("tiny.v2").config.classes[0].seed_threshold == 0.7
+    assert load_bundle("tiny").config.classes[0].seed_threshold == 0.5  # the parent unchanged
+    assert "keeps your splitting cell 0.7" in ft.result_label.value
+    assert seg.model.value == "tiny.v2"
+    seg.start()
+    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    assert seg._splitting["cell"].value == 0.7  # the new version's own level

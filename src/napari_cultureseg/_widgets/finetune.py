@@ -112,7 +112,7 @@ class FinetuneWidget(Container):
         self.viewer.layers.events.inserted.connect(lambda _e: self.describe_sources())
         from ._session import session_for
 
-        session = session_for(self.viewer)
+        self.session = session = session_for(self.viewer)
         session.attach(self)
         session.listeners.append(self._sources_changed)  # corrections saved: show them
         self.describe_sources()
@@ -232,6 +232,8 @@ class FinetuneWidget(Container):
             config,
             preview=preview,
             preview_every=every if preview else 0,
+            # the splitting the user set for the parent in the Segment dock: the new version's own
+            splitting=self.session.splitting.get(name),
             yielded=self._on_report,
             returned=self._on_done,
             errored=self._error,
@@ -340,6 +342,9 @@ class FinetuneWidget(Container):
             )
             show_info(f"Fine-tuning did not beat {result.parent}; no new version was saved.")
             return
+        kept = self.session.splitting.get(result.parent)
+        if kept:  # fine_tune_job made them the new version's own
+            scores += "; keeps your splitting " + ", ".join(f"{c} {v:g}" for c, v in kept.items())
         self.result_label.value = f"{result.name}: {scores}"
         self.versions.reset_choices()
         self.versions.value = result.name

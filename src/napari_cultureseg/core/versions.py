@@ -12,7 +12,7 @@ fine-tunes (yielding every batch), and saves the new version.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -178,15 +178,23 @@ def fine_tune_job(
     preview: Callable | None = None,
     preview_every: int = 0,
     holdout: float = 0.2,
+    splitting: Mapping[str, float] | None = None,
 ) -> Generator:
     """Fine-tune ``parent`` on reviewed corrections and save the result as a new version.
+
+    ``splitting`` (``{class: seed threshold}``): the levels at which the user cut the
+    parent's objects (the Segment dock's *splitting*); the new version keeps them as its
+    own, so it cuts objects as the user was working with, in napari and in the CLI.
+    Checked before any training (ValueError for a class that takes none).
 
     Yields the engine's reports (see :func:`training.fine_tune`; send
     ``"stop"`` to end the run after the current batch and keep the best
     weights so far). Returns a :class:`JobResult`.
     """
+    from .segmentation import seeded_classes
     from .training import fine_tune, validate
 
+    seeded_classes(parent.config.classes, splitting or {})  # refused before any training
     samples = [s for s in samples if s.valid.any()]
     if not samples:
         raise ValueError("no reviewed pixels to learn from: correct or accept some masks first")
@@ -230,7 +238,10 @@ def fine_tune_job(
             lin.get("seconds", 0.0),
             parent_name,
         )
-    new = new.with_config(lineage=lin, name=name)
+    if splitting:
+        lin["splitting"] = {k: float(v) for k, v in splitting.items()}
+    classes = seeded_classes(new.config.classes, splitting or {})
+    new = new.with_config(lineage=lin, name=name, classes=classes)
     path = new.save(user_models_dir() / name)
     return JobResult(
         path,
