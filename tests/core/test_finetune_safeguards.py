@@ -159,7 +159,7 @@ def test_a_new_version_keeps_the_splitting_the_user_set_for_its_parent(culturese
     assert result.path is not None, result
     saved = Bundle.load(result.path)
     assert saved.config.classes[0].seed_threshold == 0.7
-    assert saved.config.lineage["splitting"] == {"disc": 0.7}
+    assert saved.config.lineage["splitting"] == {"disc": 0.7} == result.splitting
     assert Bundle.load(user_models_dir() / "ddiscs").config.classes[0].seed_threshold == 0.5
     # a splitting the parent cannot take: refused before a step is trained or a file made
     plain = Bundle(MODEL)

@@ -105,7 +105,6 @@ class FinetuneWidget(Container):
         self.worker = None
         self.last: JobResult | None = None
         self._t0 = 0.0
-        self._splitting_sent: dict[str, float] = {}
         self.start_button.changed.connect(self.start)
         self.stop_button.changed.connect(self.stop)
         self.use_button.changed.connect(self.use_version)
@@ -223,7 +222,6 @@ class FinetuneWidget(Container):
         self.start_button.enabled, self.stop_button.enabled = False, True
         self._t0 = time.perf_counter()
         self._stopped = False
-        self._splitting_sent = dict(self.session.splitting.get(name) or {})
         from ._jobs import start_job
 
         self.worker = start_job(
@@ -235,7 +233,7 @@ class FinetuneWidget(Container):
             preview=preview,
             preview_every=every if preview else 0,
             # the splitting the user set for the parent in the Segment dock: the new version's own
-            splitting=self._splitting_sent,
+            splitting=self.session.splitting.get(name),
             yielded=self._on_report,
             returned=self._on_done,
             errored=self._error,
@@ -344,9 +342,10 @@ class FinetuneWidget(Container):
             )
             show_info(f"Fine-tuning did not beat {result.parent}; no new version was saved.")
             return
-        kept = self._splitting_sent  # as sent at Start: fine_tune_job made them the version's own
-        if kept:
-            scores += "; keeps your splitting " + ", ".join(f"{c} {v:g}" for c, v in kept.items())
+        if result.splitting:  # the levels the saved version keeps (sent at Start)
+            scores += "; keeps your splitting " + ", ".join(
+                f"{c} {v:g}" for c, v in result.splitting.items()
+            )
         self.result_label.value = f"{result.name}: {scores}"
         self.versions.reset_choices()
         self.versions.value = result.name

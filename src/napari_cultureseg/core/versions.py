@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +145,8 @@ class JobResult:
     seconds: float
     parent: str = ""
     """The model fine-tuned."""
+    splitting: dict[str, float] = field(default_factory=dict)
+    """The user's splitting that the saved version keeps as its own seed thresholds."""
 
 
 def at_training_scale(parent: Bundle, samples: Sequence[Sample]) -> list[Sample]:
@@ -238,9 +240,10 @@ def fine_tune_job(
             lin.get("seconds", 0.0),
             parent_name,
         )
-    if splitting:
-        lin["splitting"] = {k: float(v) for k, v in splitting.items()}
-    classes = seeded_classes(new.config.classes, splitting or {})
+    kept = {k: float(v) for k, v in (splitting or {}).items()}
+    if kept:
+        lin["splitting"] = kept
+    classes = seeded_classes(new.config.classes, kept)
     new = new.with_config(lineage=lin, name=name, classes=classes)
     path = new.save(user_models_dir() / name)
     return JobResult(
@@ -251,4 +254,5 @@ def fine_tune_job(
         lin.get("steps", 0),
         lin.get("seconds", 0.0),
         parent_name,
+        kept,
     )
