@@ -99,6 +99,9 @@ def main(
     outcome = {"code": 1}
 
     def shoot():
+        if widget.counter is not None:  # the objects are still being counted
+            QTimer.singleShot(200, shoot)
+            return
         if widget.result is not None:
             viewer.reset_view()
             out = Path(screenshot)

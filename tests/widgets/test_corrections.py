@@ -10,7 +10,7 @@ from napari_cultureseg.core.workspace import Workspace
 
 def segment_now(qtbot, w):
     w.start()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.worker is None and w.counter is None, timeout=60_000)
     assert w.result is not None, w.status.value
 
 

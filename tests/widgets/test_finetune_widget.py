@@ -17,7 +17,7 @@ def _segment_a_field(viewer, seg, qtbot, shape, seed):
     viewer.add_image(img, name="field")
     seg.image.reset_choices()
     seg.start()
-    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: seg.worker is None and seg.counter is None, timeout=60_000)
     return img, truth
 
 
@@ -64,7 +64,7 @@ def test_fine_tune_makes_a_new_version_used_by_the_next_segment(widgets, qtbot):
     assert "field · preview (training)" in viewer.layers
     assert seg.model.value == "tiny.v2"  # selected for the next Segment
     seg.start()
-    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: seg.worker is None and seg.counter is None, timeout=60_000)
     assert viewer.layers["field · cell"].metadata["cultureseg"]["class"] == "cell"
     # one click back to the parent
     ft.versions.value = "tiny"
@@ -254,6 +254,7 @@ def test_the_new_version_cuts_objects_at_the_users_splitting(
     img, truth = _segment_a_field(viewer, seg, qtbot, (192, 192), seed=2)
     seg._splitting["cell"].value = 0.7  # released: the objects are cut anew
     assert seg.session.splitting == {"tiny": {"cell": 0.7}}
+    qtbot.waitUntil(lambda: seg.counter is None, timeout=60_000)
     ft = _correct_and_open_finetune(viewer, seg, qtbot, truth)
     ft.steps.value = 20
     ft.start()
@@ -264,5 +265,5 @@ def test_the_new_version_cuts_objects_at_the_users_splitting(
     assert "keeps your splitting cell 0.7" in ft.result_label.value
     assert seg.model.value == "tiny.v2"
     seg.start()
-    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: seg.worker is None and seg.counter is None, timeout=60_000)
     assert seg._splitting["cell"].value == 0.7  # the new version's own level

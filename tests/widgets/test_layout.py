@@ -19,7 +19,7 @@ def test_both_docks_fit_a_full_hd_screen(make_napari_viewer, tiny_bundle, qtbot)
     seg.model.value = "tiny"
     seg.image.reset_choices()
     seg.start()
-    qtbot.waitUntil(lambda: seg.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: seg.worker is None and seg.counter is None, timeout=60_000)
     qtbot.wait(200)
     assert window.height() <= 1080, window.height()
     controls = [

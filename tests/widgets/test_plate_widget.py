@@ -263,6 +263,7 @@ def test_the_plate_is_cut_into_objects_at_the_segment_docks_splitting(
     qtbot.waitUntil(lambda: seg_dock.worker is None, timeout=60000)
     seg_dock._splitting["cell"].value = 0.3
     assert seg_dock.session.splitting == {"phase-cells": {"cell": 0.3}}
+    qtbot.waitUntil(lambda: seg_dock.counter is None, timeout=60000)
 
     w = PlateWidget(viewer)
     w.folder.value, w.results.value, w.model.value = src, out, "phase-cells"

@@ -21,6 +21,12 @@ def run(qtbot, w, timeout=60_000):
     w.start()
     assert w.worker is not None, w.status.value  # it runs in a thread, not inline
     qtbot.waitUntil(lambda: w.worker is None, timeout=timeout)  # `finished` has fired
+    counted(qtbot, w)
+
+
+def counted(qtbot, w):
+    """Wait for the objects to be counted (in their own worker thread)."""
+    qtbot.waitUntil(lambda: w.counter is None, timeout=60_000)
 
 
 def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
@@ -37,6 +43,8 @@ def test_segment_adds_one_overlapping_labels_layer_per_class(widget, qtbot):
         "well · debris",
         "well · cell objects",
     ]  # cells are counted
+    # the brush paints the first class, not the objects layer the count added after it
+    assert viewer.layers.selection.active.name == "well · cell"
     for cls, colour in (("cell", "#39ff14"), ("debris", "#ff00ff")):
         layer = viewer.layers[f"well · {cls}"]
         assert layer.visible and layer.data.shape == (300, 260)
@@ -142,6 +150,7 @@ def test_objects_are_counted_from_the_corrected_mask(widget, qtbot):
     data[25:35, 25:35] = 1
     cell.data = data
     w.count_button.changed.emit(True)
+    counted(qtbot, w)
     corner = objects.data[:36, :36]
     assert corner[10, 10] > 0 and corner[30, 30] > 0 and corner[10, 10] != corner[30, 30]
     assert not corner[20, 20]
@@ -174,11 +183,9 @@ def test_grow_tiles_box_decides_the_tile_count(widget, qtbot):
     assert viewer.layers["well · cell"].data.shape == (256, 256)
 
 
-def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(
-    make_napari_viewer, culture_sample, qtbot
-):
-    """The bundled phase-contrast model separates touching cells by a distance map: its
-    class gets a splitting slider, which cuts the objects anew and leaves the mask."""
+@pytest.fixture
+def phase_segmented(make_napari_viewer, culture_sample, qtbot):
+    """The bundled phase-cells model run on the synthetic sample at its own cell size."""
     viewer = make_napari_viewer()
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w, name="Segment")
@@ -188,6 +195,13 @@ def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(
     w.image.reset_choices()
     w.diameter.value = 40.0  # the model's own cell size: no estimate
     run(qtbot, w)
+    return viewer, w
+
+
+def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(phase_segmented, qtbot):
+    """The bundled phase-contrast model separates touching cells by a distance map: its
+    class gets a splitting slider, which cuts the objects anew and leaves the mask."""
+    viewer, w = phase_segmented
     assert [s.label for s in w.thresholds] == ["cell", "↳ splitting"]
     split = w._splitting["cell"]
     assert split.value == 0.5  # the model's own
@@ -196,6 +210,7 @@ def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(
     counts = {0.5: int(objects.data.max())}
     for level in (0.3, 0.8):
         split.value = level
+        counted(qtbot, w)
         expected = w.result.with_seeds({"cell": level}).instances("cell", mask > 0)
         np.testing.assert_array_equal(objects.data, expected)
         counts[level] = int(expected.max())
@@ -209,6 +224,39 @@ def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(
     np.testing.assert_array_equal(
         objects.data, w.result.with_seeds({"cell": 0.8}).instances("cell", mask > 0)
     )
+
+
+def test_objects_are_cut_in_a_worker_and_the_newest_splitting_wins(
+    phase_segmented, qtbot, monkeypatch
+):
+    """Cutting a whole well into objects takes seconds: it runs off the GUI thread, and a
+    splitting moved again while a count runs replaces it (the layer shows the last level)."""
+    import threading
+
+    from napari_cultureseg.core.segmentation import Segmentation
+
+    viewer, w = phase_segmented
+    mask = viewer.layers["well · cell"].data > 0
+    before = viewer.layers["well · cell objects"].data.copy()
+    real = Segmentation.instances
+    gate, on_gui_thread = threading.Event(), []
+
+    def held(self, *args, **kwargs):  # the real cut, once the test lets it go
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        gate.wait(timeout=20)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmentation, "instances", held)
+    w._splitting["cell"].value = 0.3
+    assert w.counter is not None and "cutting the objects at cell splitting 0.3" in w.status.value
+    np.testing.assert_array_equal(viewer.layers["well · cell objects"].data, before)  # not yet
+    w._splitting["cell"].value = 0.8  # moved again before the first count came back
+    gate.set()
+    counted(qtbot, w)
+    assert on_gui_thread and not any(on_gui_thread)
+    expected = real(w.result.with_seeds({"cell": 0.8}), "cell", mask)
+    np.testing.assert_array_equal(viewer.layers["well · cell objects"].data, expected)
+    assert w.status.value == f"objects: cell {int(expected.max())} (cell splitting 0.8)"
 
 
 def test_choosing_a_model_sets_its_own_test_time_augmentation(widget, tiny_bundle):

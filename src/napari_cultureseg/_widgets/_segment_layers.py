@@ -6,8 +6,12 @@ slider per class whose touching objects a distance map separates.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Generator
+
 import numpy as np
 from magicgui.widgets import FloatSlider
+from napari.utils.notifications import show_error
 
 from ..core.segmentation import Segmentation
 from ._corrections import Corrections, layer_name
@@ -18,13 +22,37 @@ AUTO_COUNT_PIXELS = 4096 * 4096
 on request."""
 
 
+def count_job(
+    seg: Segmentation, masks: dict[str, np.ndarray], box: tuple[int, int, int, int] | None
+) -> Generator[None, None, dict[str, np.ndarray]]:
+    """The objects of each class in ``masks`` (its corrected mask), cut as ``seg`` says;
+    with ``box`` (the model saw that region only) counted there. Yields between classes,
+    where a worker running it may be stopped."""
+    labels = {}
+    for name, mask in masks.items():
+        if box is None:
+            labels[name] = seg.instances(name, mask=mask)
+        else:
+            labels[name] = np.zeros(mask.shape, np.uint32)
+            labels[name][box[0] : box[2], box[1] : box[3]] = seg.instances(
+                name, mask=mask[box[0] : box[2], box[1] : box[3]]
+            )
+        yield
+    return labels
+
+
 class ResultLayers:
     """The result-to-layers half of :class:`.segment.SegmentWidget` (a mixin).
 
     Uses the widget's ``viewer``, ``status``, ``thresholds`` (the sliders' container),
     ``result`` with ``_result_for`` (image name, plane index, box) and ``_result_model``,
-    ``_sliders``, ``_splitting``, ``session`` and :meth:`corrections_for`.
+    ``_sliders``, ``_splitting``, ``session`` and :meth:`corrections_for`; keeps the
+    running count's worker in ``counter`` (None when none runs) and its number in
+    ``_count_seq``.
     """
+
+    counter = None
+    _count_seq = 0
 
     def _select_first_class(self, image_name: str, result: Segmentation) -> None:
         """Select the first class layer, so that the brush paints it (not an objects layer)."""
@@ -32,41 +60,66 @@ class ResultLayers:
         if name in self.viewer.layers:
             self.viewer.layers.selection.active = self.viewer.layers[name]
 
-    def count_objects(self, *_) -> str:
+    def count_objects(self, *_, done: Callable[[str], None] | None = None) -> None:
         """Label the objects of every counted class in its current (corrected) mask.
 
         Each goes to a hidden Labels layer ``<image> · <class> objects`` (one
         label per object, read-only: correct the class layer and count again).
-        Touching objects are split as the model says (its border channel, or a
-        watershed). Returns (and shows) the counts.
+        Touching objects are split as the model says (its border channel, a
+        distance map at the *splitting* level, or a watershed). The masks are
+        taken as they are now and cut in a worker thread (a whole well takes
+        seconds): the viewer stays usable, and a newer count (another splitting,
+        another press) replaces one still running. ``done(text)`` gets the counts
+        ("cell 58"); without it the status line shows them.
         """
         if self.result is None or self._result_for is None:
-            return ""
+            return
         name, _index, box = self._result_for
         if name not in self.viewer.layers:
-            return ""
-        image = self.viewer.layers[name]
-        corr = self.corrections_for(image)
+            return
+        corr = self.corrections_for(self.viewer.layers[name])
         corr.sync()
-        counts = []
         seg = self.result.with_seeds({n: s.value for n, s in self._splitting.items()})
-        for spec in seg.classes:
-            if not spec.instances or spec.name not in corr.ws.masks:
-                continue
-            mask = corr.ws.masks[spec.name] > 0
-            if box is None:
-                labels = seg.instances(spec.name, mask=mask)
-            else:  # the model's view covers the box only: count there
-                labels = np.zeros(mask.shape, np.uint32)
-                labels[box[0] : box[2], box[1] : box[3]] = seg.instances(
-                    spec.name, mask=mask[box[0] : box[2], box[1] : box[3]]
-                )
-            lname = f"{layer_name(name, spec.name)} objects"
+        masks = {
+            spec.name: corr.ws.masks[spec.name] > 0  # a copy: painting on goes on meanwhile
+            for spec in seg.classes
+            if spec.instances and spec.name in corr.ws.masks
+        }
+        self._count_seq += 1
+        seq = self._count_seq
+        if self.counter is not None:
+            self.counter.quit()  # between two classes; its result is dropped anyway
+        job = count_job(seg, masks, box)
+        show = lambda labels: self._show_counts(seq, name, labels, done)  # noqa: E731
+        if os.environ.get("CULTURESEG_NOTHREADS") == "1":
+            try:
+                while True:
+                    next(job)
+            except StopIteration as stop:
+                show(stop.value)
+            return
+        from ._jobs import start_job
+
+        self.counter = start_job(
+            lambda: job,
+            returned=show,
+            errored=lambda exc: self._count_failed(seq, exc),
+            finished=lambda: self._count_finished(seq),
+        )
+
+    def _show_counts(self, seq: int, name: str, labels: dict, done):
+        if seq != self._count_seq or name not in self.viewer.layers:
+            return  # a newer count is on its way, or the image was closed
+        image = self.viewer.layers[name]
+        active = self.viewer.layers.selection.active  # adding a layer would select it
+        counts = []
+        for cls, lab in labels.items():
+            lname = f"{layer_name(name, cls)} objects"
             if lname in self.viewer.layers:
-                self.viewer.layers[lname].data = labels
+                self.viewer.layers[lname].data = lab
             else:
                 layer = self.viewer.add_labels(
-                    labels,
+                    lab,
                     name=lname,
                     visible=False,
                     opacity=0.6,
@@ -74,10 +127,23 @@ class ResultLayers:
                     translate=image.translate[-2:],
                 )
                 layer.editable = False
-            counts.append(f"{spec.name} {int(labels.max())}")
+            counts.append(f"{cls} {int(lab.max())}")
+        if active is not None and active in self.viewer.layers:
+            self.viewer.layers.selection.active = active  # the brush stays on the class layer
         text = ", ".join(counts) or "no counted class"
-        self.status.value = f"objects: {text}"
-        return text
+        if done is not None:
+            done(text)
+        else:
+            self.status.value = f"objects: {text}"
+
+    def _count_failed(self, seq: int, exc: Exception):
+        if seq == self._count_seq:
+            self.status.value = f"error while counting objects: {exc}"
+            show_error(f"Count objects: {exc}")
+
+    def _count_finished(self, seq: int):
+        if seq == self._count_seq:
+            self.counter = None
 
     def _apply(
         self,
@@ -194,7 +260,11 @@ class ResultLayers:
             f"{layer_name(name, c.name)} objects" in self.viewer.layers for c in self.result.classes
         )
         if counted or np.prod(shape[-2:]) <= AUTO_COUNT_PIXELS:
-            self.count_objects()
-            self.status.value += f" ({cls} splitting {level:g})"
+            self.status.value = f"cutting the objects at {cls} splitting {level:g}…"
+            self.count_objects(
+                done=lambda text: setattr(
+                    self.status, "value", f"objects: {text} ({cls} splitting {level:g})"
+                )
+            )
         else:
             self.status.value = f"{cls} splitting {level:g}: press Count objects to cut them anew"

@@ -392,16 +392,17 @@ class SegmentWidget(ResultLayers, Container):
             self._probability_layers(result, req)
         masks = {n: corr.ws.masks[n] for n in corr.ws.masks}
         counts = ", ".join(f"{n} {100 * m.mean():.1f}%" for n, m in masks.items())
-        objects = self.count_objects() if np.prod(corr.ws.shape) <= AUTO_COUNT_PIXELS else ""
         scale = f" Scale: {result.note}, zoom {result.zoom:.2f}." if result.note else ""
-        self.status.value = (
-            f"done: {counts} of the image"
-            + (f"; objects: {objects}" if objects else "")
-            + "."
-            + scale
-        )
+        head = f"done: {counts} of the image"
         self.progress.value = 100
         self._select_first_class(req.image_name, result)
+        if np.prod(corr.ws.shape) <= AUTO_COUNT_PIXELS:  # larger: Count objects on request
+            self.status.value = f"{head} (counting objects…).{scale}"
+            self.count_objects(
+                done=lambda text: setattr(self.status, "value", f"{head}; objects: {text}.{scale}")
+            )
+        else:
+            self.status.value = f"{head}.{scale}"
 
     def _show_error(self, exc):
         self._finished_run = True

@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample",
         default="synthetic",
         help="'synthetic' (a generated phase-contrast culture, default), 'cell' "
-        "(scikit-image's real phase-contrast cell, high magnification), 'tumour' (a synthetic "
+        "(scikit-image's real phase-contrast image: one rounded floating cell, high magnification, "
+        "which phase-cells, trained on adherent cells, does not find), 'tumour' (a synthetic "
         "culture on vessels, six classes), 'spheroid' (a synthetic bright-field well) or an "
         "image path; each sample selects the model that fits it",
     )
