@@ -65,3 +65,12 @@ def merge_result(path, key: str, entry: dict, *, deep: bool = False) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(stored, indent=1) + "\n")
         tmp.replace(path)
+
+
+def write_result(path, result: dict) -> None:
+    """Write ``result`` as the whole JSON file at ``path`` (a benchmark of one entry) and
+    print it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

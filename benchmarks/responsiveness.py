@@ -14,7 +14,6 @@ max ≤ 250 ms while training.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,8 +25,9 @@ import napari_cultureseg._widgets  # noqa: F401  (keeps triton out before torch 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def probe(app, seconds: float, during=None) -> list[float]:
-    """Stalls (ms) of a 10 ms timer over ``seconds``; ``during()`` runs every 100 ms."""
+def probe(app, seconds: float, during=None, until=None) -> list[float]:
+    """Stalls (ms) of a 10 ms timer over ``seconds`` (or until ``until()`` is true);
+    ``during()`` runs every 100 ms."""
     from qtpy.QtCore import QTimer
 
     stalls, last = [], [time.perf_counter()]
@@ -46,7 +46,7 @@ def probe(app, seconds: float, during=None) -> list[float]:
     timer.timeout.connect(tick)
     timer.start()
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    while time.perf_counter() < end and not (until is not None and until()):
         app.processEvents()
         time.sleep(0.001)
     timer.stop()
@@ -132,9 +132,9 @@ def main(argv=None) -> int:
         "target": {"p99_ms": 50, "max_ms": 250},
     }
     viewer.close()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    from _results import write_result
+
+    write_result(args.out, result)
     return 0
 
 

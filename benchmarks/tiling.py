@@ -178,9 +178,9 @@ def main(argv=None) -> int:
         "seam_error_vs_whole_image": seams,
         "seam_error_max": seams["ours"]["max"],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    from _results import write_result
+
+    write_result(args.out, result)
     return 0
 
 
