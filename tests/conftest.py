@@ -57,8 +57,8 @@ def tiny_bundle(cultureseg_home):
 @pytest.fixture
 def culture_sample():
     """The plugin's synthetic phase-contrast sample (256², in the repository): the bundled
-    ``phase-cells`` cuts its touching cells into 5, 6 or 5 objects at splitting 0.3, 0.5
-    (its own) or 0.8 when segmented at the model's cell size (diameter 40)."""
+    ``phase-cells`` cuts its touching cells into 5, 5 or 6 objects at splitting 0.3, 0.5
+    (its own) or 0.7 when segmented at the model's cell size (diameter 40)."""
     import tifffile
 
     return tifffile.imread(

@@ -103,7 +103,7 @@ def test_segment_splitting_cuts_the_objects_as_asked(culture_sample, tmp_path, c
     args += ["--diameter", "40"]  # the model's own cell size: zoom 1
     seg = run_to_end(segment(load_bundle("phase-cells"), culture_sample))
     counts = set()
-    for level in (0.3, 0.5):
+    for level in (0.5, 0.7):
         out = tmp_path / f"out{level}"
         assert main([*args, "--out", str(out), "--splitting", f"cell={level}"]) == 0
         got = tifffile.imread(out / "w_cell_instances.tif")

@@ -208,21 +208,21 @@ def test_splitting_cuts_the_objects_anew_and_leaves_the_masks(phase_segmented, q
     mask = viewer.layers["well · cell"].data.copy()
     objects = viewer.layers["well · cell objects"]
     counts = {0.5: int(objects.data.max())}
-    for level in (0.3, 0.8):
+    for level in (0.3, 0.7):
         split.value = level
         counted(qtbot, w)
         expected = w.result.with_seeds({"cell": level}).instances("cell", mask > 0)
         np.testing.assert_array_equal(objects.data, expected)
         counts[level] = int(expected.max())
         assert f"cell splitting {level:g}" in w.status.value
-    assert counts[0.3] != counts[0.5]  # it changes the objects ...
+    assert counts[0.7] != counts[0.5]  # it changes the objects ...
     np.testing.assert_array_equal(viewer.layers["well · cell"].data, mask)  # ... not the mask
-    assert w.session.splitting == {"phase-cells": {"cell": 0.8}}  # for the Plate dock
+    assert w.session.splitting == {"phase-cells": {"cell": 0.7}}  # for the Plate dock
     # the next Segment keeps the user's splitting
     run(qtbot, w)
-    assert w._splitting["cell"].value == 0.8
+    assert w._splitting["cell"].value == 0.7
     np.testing.assert_array_equal(
-        objects.data, w.result.with_seeds({"cell": 0.8}).instances("cell", mask > 0)
+        objects.data, w.result.with_seeds({"cell": 0.7}).instances("cell", mask > 0)
     )
 
 
