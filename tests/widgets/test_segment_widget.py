@@ -157,6 +157,22 @@ def test_objects_are_counted_from_the_corrected_mask(widget, qtbot):
     assert w.status.value.startswith("objects: cell ")
 
 
+def test_without_threads_segment_and_count_run_inline(widget, monkeypatch):
+    """CULTURESEG_NOTHREADS=1 (debugging, profiling): no worker; the layers are there at once."""
+    viewer, w = widget
+    monkeypatch.setenv("CULTURESEG_NOTHREADS", "1")
+    img, _ = phase_culture((160, 160), seed=1)
+    viewer.add_image(img, name="well")
+    w.image.reset_choices()
+    w.start()
+    assert w.worker is None and w.counter is None
+    objects = viewer.layers["well · cell objects"].data
+    np.testing.assert_array_equal(
+        objects, w.result.instances("cell", viewer.layers["well · cell"].data > 0)
+    )
+    assert f"objects: cell {int(objects.max())}." in w.status.value
+
+
 def test_grow_tiles_box_decides_the_tile_count(widget, qtbot):
     # tiny: 128² tiles, overlap 0.25 (32 px); a 256² image takes 2 × 2 tiles of 144²
     # when they may grow, 3 × 3 of 128² when not

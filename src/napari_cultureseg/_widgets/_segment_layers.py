@@ -14,6 +14,7 @@ from magicgui.widgets import FloatSlider
 from napari.utils.notifications import show_error
 
 from ..core.segmentation import Segmentation
+from ..core.tiling import run_to_end
 from ._corrections import Corrections, layer_name
 from ._segment_job import SegmentRequest
 
@@ -92,11 +93,7 @@ class ResultLayers:
         job = count_job(seg, masks, box)
         show = lambda labels: self._show_counts(seq, name, labels, done)  # noqa: E731
         if os.environ.get("CULTURESEG_NOTHREADS") == "1":
-            try:
-                while True:
-                    next(job)
-            except StopIteration as stop:
-                show(stop.value)
+            show(run_to_end(job))
             return
         from ._jobs import start_job
 
