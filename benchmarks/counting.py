@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     from napari_cultureseg._widgets._segment_layers import count_job
     from napari_cultureseg._widgets.segment import SegmentWidget
     from napari_cultureseg.core.synth import phase_culture
+    from napari_cultureseg.core.tiling import run_to_end
 
     tile, _ = phase_culture((1024, 1024), seed=1)
     k = -(-args.side // 1024)
@@ -66,11 +67,7 @@ def main(argv=None) -> int:
     def on_gui_thread():  # the old way: the cut blocks the event loop
         t0 = time.perf_counter()
         job = count_job(seg.result.with_seeds({"cell": level}), {"cell": cells}, None)
-        try:
-            while True:
-                next(job)
-        except StopIteration as stop:
-            labels = stop.value["cell"]
+        labels = run_to_end(job)["cell"]
         viewer.layers["well · cell objects"].data = labels
         gui["objects"] = int(labels.max())
         gui["seconds"] = time.perf_counter() - t0

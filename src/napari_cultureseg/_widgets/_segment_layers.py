@@ -20,7 +20,8 @@ from ._segment_job import SegmentRequest
 
 AUTO_COUNT_PIXELS = 4096 * 4096
 """Objects are counted after every Segment (and splitting) up to this image size; larger:
-on request."""
+on request (a count runs in a worker thread, but its labels take 4 bytes a pixel and each
+move of a slider costs seconds of CPU on a whole mosaic)."""
 
 
 def count_job(
