@@ -16,22 +16,28 @@ import imageio.v3 as iio
 import tifffile
 
 from napari_cultureseg.core.synth import phase_culture
-from napari_cultureseg.core.synth_culture import CLASS_NAMES, culture
-from napari_cultureseg.core.synth_spheroid import spheroid_well
+from napari_cultureseg.core.synth.culture import CLASS_NAMES, culture
+from napari_cultureseg.core.synth.spheroid import spheroid_well
 
 HERE = Path(__file__).parent
 
-if __name__ == "__main__":
+
+def main(out: Path = HERE) -> None:
+    """Write every sample and its truth to ``out``."""
     image, labels = phase_culture((256, 256), seed=0, n_cells=14)
-    tifffile.imwrite(HERE / "synthetic_culture.tif", image, compression="zlib")
-    tifffile.imwrite(HERE / "synthetic_culture_cell.tif", labels, compression="zlib")
+    tifffile.imwrite(out / "synthetic_culture.tif", image, compression="zlib")
+    tifffile.imwrite(out / "synthetic_culture_cell.tif", labels, compression="zlib")
     image, masks = culture((260, 348), seed=0, rgb=True)
-    iio.imwrite(HERE / "tumour_culture.png", image)
+    iio.imwrite(out / "tumour_culture.png", image)
     for name in CLASS_NAMES:
         tifffile.imwrite(
-            HERE / f"tumour_culture_{name}.tif", masks[name].astype("uint8"), compression="zlib"
+            out / f"tumour_culture_{name}.tif", masks[name].astype("uint8"), compression="zlib"
         )
     image, mask = spheroid_well(270, seed=0, difficulty="easy")
-    iio.imwrite(HERE / "spheroid_well.png", image)
-    tifffile.imwrite(HERE / "spheroid_well_spheroid.tif", mask.astype("uint8"), compression="zlib")
-    print("wrote", *sorted(p.name for p in HERE.glob("*.[pt][ni][gf]")))
+    iio.imwrite(out / "spheroid_well.png", image)
+    tifffile.imwrite(out / "spheroid_well_spheroid.tif", mask.astype("uint8"), compression="zlib")
+    print("wrote", *sorted(p.name for p in out.glob("*.[pt][ni][gf]")))
+
+
+if __name__ == "__main__":
+    main()

@@ -62,6 +62,25 @@ def test_sample_data():
     assert (k1, k2) == ("image", "labels") and img.shape == lab.shape and lab.max() > 5
 
 
+def test_the_committed_sample_files_are_what_their_script_makes(tmp_path):
+    """sample_data/make_samples.py regenerates the repository's small samples and their
+    truth pixel for pixel (tests and the README's screenshots rely on them)."""
+    import importlib.util
+
+    import imageio.v3 as iio
+
+    here = Path(__file__).resolve().parents[1] / "sample_data"
+    spec = importlib.util.spec_from_file_location("make_samples", here / "make_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path)
+    committed = sorted(p.name for p in here.glob("*.[pt][ni][gf]"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == committed and len(committed) == 11
+    for name in committed:
+        read = tifffile.imread if name.endswith(".tif") else iio.imread
+        np.testing.assert_array_equal(read(tmp_path / name), read(here / name), err_msg=name)
+
+
 def test_synthetic_tumour_culture_and_spheroid_samples_open_in_napari(make_napari_viewer):
     from napari_cultureseg._sample_data import spheroid_well, tumour_culture
     from napari_cultureseg.core.synth.culture import CLASSES
