@@ -261,15 +261,15 @@ def test_the_plate_is_cut_into_objects_at_the_segment_docks_splitting(
     seg_dock.image.reset_choices()
     seg_dock.start()
     qtbot.waitUntil(lambda: seg_dock.worker is None, timeout=60000)
-    seg_dock._splitting["cell"].value = 0.3
-    assert seg_dock.session.splitting == {"phase-cells": {"cell": 0.3}}
+    seg_dock._splitting["cell"].value = 0.6
+    assert seg_dock.session.splitting == {"phase-cells": {"cell": 0.6}}
     qtbot.waitUntil(lambda: seg_dock.counter is None, timeout=60000)
 
     w = PlateWidget(viewer)
     w.folder.value, w.results.value, w.model.value = src, out, "phase-cells"
     w.open_plate()
     w.segment_plate()
-    assert "splitting as in the Segment dock: cell 0.3" in w.status.value
+    assert "splitting as in the Segment dock: cell 0.6" in w.status.value
     qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
     bundle = load_bundle("phase-cells")
     changed = 0
@@ -277,6 +277,6 @@ def test_the_plate_is_cut_into_objects_at_the_segment_docks_splitting(
         zoom, _ = choose_zoom(bundle, img, diameter="auto", path=Path(src / f"{name}.tif"))
         seg = run_to_end(segment(bundle, img, zoom=zoom))
         got = tifffile.imread(out / f"{name}_cell_instances.tif")
-        np.testing.assert_array_equal(got, seg.with_seeds({"cell": 0.3}).instances("cell"))
+        np.testing.assert_array_equal(got, seg.with_seeds({"cell": 0.6}).instances("cell"))
         changed += not np.array_equal(got, seg.instances("cell"))
     assert changed  # the model's own splitting would have cut them otherwise
