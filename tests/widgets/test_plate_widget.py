@@ -280,3 +280,48 @@ def test_the_plate_is_cut_into_objects_at_the_segment_docks_splitting(
         np.testing.assert_array_equal(got, seg.with_seeds({"cell": 0.6}).instances("cell"))
         changed += not np.array_equal(got, seg.instances("cell"))
     assert changed  # the model's own splitting would have cut them otherwise
+
+
+def test_the_plate_docks_test_time_augmentation_starts_at_the_models_and_is_used(
+    make_napari_viewer, culture_sample, tmp_path, qtbot
+):
+    """phase-cells runs 8 flipped copies by default; a user in a hurry turns it off for the
+    plate, and the fields are segmented with one copy."""
+    from pathlib import Path
+
+    from napari_cultureseg.core.bundles import load_bundle
+    from napari_cultureseg.core.scale import choose_zoom
+    from napari_cultureseg.core.segment import segment
+    from napari_cultureseg.core.tiling import run_to_end
+
+    src, out = tmp_path / "plate", tmp_path / "results"
+    src.mkdir()
+    tifffile.imwrite(src / "A01_s1.tif", culture_sample)
+    w = PlateWidget(make_napari_viewer())
+    w.model.value = "brightfield-nucleus-cell"
+    assert w.tta.value == load_bundle("brightfield-nucleus-cell").config.tta == 1
+    w.model.value = "phase-cells"
+    assert w.tta.value == load_bundle("phase-cells").config.tta == 8
+    w.tta.value = 1
+    w.folder.value, w.results.value = src, out
+    w.open_plate()
+    w.segment_plate()
+    assert "test-time augmentation" not in w.status.value
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    bundle = load_bundle("phase-cells")
+    zoom, _ = choose_zoom(bundle, culture_sample, diameter="auto", path=Path(src / "A01_s1.tif"))
+    got = tifffile.imread(out / "A01_s1_cell.tif") > 0
+    one, eight = (
+        run_to_end(segment(bundle, culture_sample, zoom=zoom, tta=n)).masks()["cell"]
+        for n in (1, 8)
+    )
+    np.testing.assert_array_equal(got, one)
+    assert not np.array_equal(got, eight)  # the model's own 8 copies draw other outlines
+    # back to the model's own: the status says what it costs
+    w.tta.value = 8
+    w.results.value = tmp_path / "results8"
+    w.segment_plate()
+    assert "8 flipped copies of each (test-time augmentation)" in w.status.value
+    qtbot.waitUntil(lambda: w.worker is None, timeout=120000)
+    got8 = tifffile.imread(tmp_path / "results8" / "A01_s1_cell.tif") > 0
+    np.testing.assert_array_equal(got8, eight)

@@ -59,6 +59,10 @@ def start_job(
     return worker
 
 
+TTA_CHOICES = [("off", 1), ("2 flips", 2), ("4 flips", 4), ("8 flips and turns", 8)]
+"""The test-time augmentation choices of the Segment and Plate docks (copies averaged)."""
+
+
 def collapsible(title: str, widgets, *, expanded: bool = False):
     """A magicgui Container of ``widgets`` inside a collapsible section (superqt).
 

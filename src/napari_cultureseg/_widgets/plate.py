@@ -26,6 +26,7 @@ from ..core.batch import jobs_for, segment_fields
 from ..core.batch_outputs import TABLES, own_outputs, read_record, record_outputs, write_tables
 from ..core.bundles import DEFAULT_MODEL, list_bundles
 from ..core.plate import PlateError, discover_plate, well_position
+from ._jobs import TTA_CHOICES
 from ._plate_fields import FieldViewer
 from ._session import session_for
 
@@ -80,6 +81,16 @@ class PlateWidget(FieldViewer, Container):
             choices=lambda _: list(list_bundles()),
             value=DEFAULT_MODEL if DEFAULT_MODEL in models else (models[0] if models else None),
         )
+        self.tta = ComboBox(
+            label="test-time augmentation",
+            choices=TTA_CHOICES,
+            value=1,
+            tooltip="Average the predictions of flipped and rotated copies of every field: "
+            "somewhat better objects, as many times slower. Set to the model's own when a "
+            "model is chosen; turn it off to segment a large plate faster.",
+        )
+        self.model.changed.connect(self._on_model_changed)
+        self._on_model_changed(self.model.value)
         self.open_button = PushButton(text="Open plate")
         self.segment_button = PushButton(text="Segment the plate (in the background)")
         self.segment_button.tooltip = (
@@ -106,6 +117,7 @@ class PlateWidget(FieldViewer, Container):
                 self.folder,
                 self.results,
                 self.model,
+                self.tta,
                 self.open_button,
                 self.segment_button,
                 self.stop_button,
@@ -121,7 +133,7 @@ class PlateWidget(FieldViewer, Container):
         self.grid = QTableWidget()
         self.grid.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.grid.setMinimumHeight(220)
-        self.native.layout().insertWidget(8, self.grid)
+        self.native.layout().insertWidget(9, self.grid)  # under the statistic's combo
         self.plate = None
         self.wells: dict[str, dict[str, float]] = {}
         self._layers: list = []  # the layers this dock opened for the current field
@@ -240,6 +252,15 @@ class PlateWidget(FieldViewer, Container):
                 self.field.value = f.key
                 return
 
+    def _on_model_changed(self, name):
+        """The test-time augmentation starts at the chosen model's own."""
+        from ..core.bundles import load_bundle
+
+        try:
+            self.tta.value = load_bundle(name).config.tta if name else 1
+        except Exception:  # a broken user bundle: Segment the plate says why
+            self.tta.value = 1
+
     # ----------------------------------------------------------- segmenting
     def segment_plate(self, *_):
         """Segment the fields not done yet into the results folder, in a worker thread."""
@@ -268,6 +289,7 @@ class PlateWidget(FieldViewer, Container):
                 "table": True,
                 "threads": max(1, (os.cpu_count() or 1) - 1),  # one core stays with napari
                 "seeds": seeds,  # the Segment dock's splitting of this model, if moved
+                "tta": int(self.tta.value),
             }
             ch = self._channel()
             todo, done, refused = jobs_for(
@@ -298,6 +320,8 @@ class PlateWidget(FieldViewer, Container):
             note += "; splitting as in the Segment dock: " + ", ".join(
                 f"{n} {v:g}" for n, v in seeds.items()
             )
+        if int(self.tta.value) > 1:
+            note += f"; {int(self.tta.value)} flipped copies of each (test-time augmentation)"
         self.status.value = f"segmenting {len(todo)} field(s) in the background{note}"
         self.segment_button.enabled, self.stop_button.enabled = False, True
         from ._jobs import start_job

@@ -38,6 +38,7 @@ from ..core.device import available_devices
 from ..core.images import ImageError
 from ..core.segmentation import Segmentation
 from ._corrections import Corrections, workspace_key
+from ._jobs import TTA_CHOICES
 from ._segment_job import SegmentRequest, current_plane, prepare_model, run_segmentation
 from ._segment_layers import AUTO_COUNT_PIXELS, ResultLayers
 from ._view import visible_box
@@ -112,7 +113,7 @@ class SegmentWidget(ResultLayers, Container):
         )
         self.tta = ComboBox(
             label="test-time augmentation",
-            choices=[("off", 1), ("2 flips", 2), ("4 flips", 4), ("8 flips and turns", 8)],
+            choices=TTA_CHOICES,
             value=1,
             tooltip="Average the predictions of flipped and rotated copies: smoother masks, "
             "as many times slower. Set to the model's own when a model is chosen (off, "
