@@ -14,10 +14,10 @@ as the argmax of its two-class output, objects as connected components of at lea
 px; the objects are then resized back to the image (nearest). Its weights are read with
 ``torch.load(weights_only=True)``: tensors only, no code.
 
-Both are scored with the same functions as ``cultureseg evaluate`` (pooled Dice, object
-F1 at IoU 0.5, SA(0.5), mSA) on the model's test images (its card's ``test_ids``), the
-project's model as it runs by default (object size estimated, its own test-time
-augmentation). Results go to ``benchmarks/results/peers.json``.
+The project's model is scored by ``cultureseg evaluate``'s own function, as it runs by
+default (object size estimated, its own test-time augmentation), and DeepSea's objects
+with the same metric functions (pooled Dice, object F1 at IoU 0.5, SA(0.5), mSA), on the
+model's test images (its card's ``test_ids``). Results go to ``benchmarks/results/peers.json``.
 """
 
 from __future__ import annotations
@@ -86,10 +86,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from _results import bundle_of, merge_result
 
-    from napari_cultureseg.core.evaluate import _as_labels, truth_from_folder
-    from napari_cultureseg.core.scale import estimate_diameter
-    from napari_cultureseg.core.segment import segment
-    from napari_cultureseg.core.tiling import run_to_end
+    from napari_cultureseg.core.evaluate import _as_labels, evaluate, truth_from_folder
 
     package = Path(args.deepsea) / "deepsea"
     if not (package / "model.py").is_file():
@@ -110,20 +107,19 @@ def main(argv=None) -> int:
     name = next(c.name for c in cfg.classes if c.instances)
     truths = truth_from_folder(args.data, [name], only=ids)
     trues = [_as_labels(t.masks[name]) for t in truths]
-    ours, peer, sec = [], [], {"ours": 0.0, "deepsea": 0.0}
+    t0 = time.perf_counter()
+    ours = evaluate(bundle, truths, device="cpu")["classes"][name]  # as cultureseg evaluate
+    sec = {"ours": time.perf_counter() - t0}
+    t0, peer = time.perf_counter(), []
     for t, true in zip(truths, trues, strict=True):
-        t0 = time.perf_counter()
-        zoom = estimate_diameter(bundle, t.image, device="cpu").zoom
-        seg = run_to_end(segment(bundle, t.image, device="cpu", zoom=zoom))
-        ours.append(seg.instances(name, seg.masks()[name]))
-        t1 = time.perf_counter()
         peer.append(deepsea_objects(net, t.image, torch))
-        sec["ours"] += t1 - t0
-        sec["deepsea"] += time.perf_counter() - t1
-        counts = [len(np.unique(x)) - 1 for x in (ours[-1], peer[-1], true)]
-        print(t.name, "objects: ours, DeepSea, reference", *counts, flush=True)
+        counts = [len(np.unique(x)) - 1 for x in (peer[-1], true)]
+        print(t.name, "objects: DeepSea, reference", *counts, flush=True)
+    sec["deepsea"] = time.perf_counter() - t0
     rows = {
-        f"{args.model} (tta {cfg.tta}, object size auto)": scores(ours, trues),
+        f"{args.model} (tta {cfg.tta}, object size auto)": {
+            k: round(ours[k], 4) for k in ("dice", "object_f1", "sa_0.5", "msa")
+        },
         "DeepSea 0.0.3 (its own steps)": scores(peer, trues),
     }
     for (k, v), s in zip(rows.items(), sec.values(), strict=True):
